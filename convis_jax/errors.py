@@ -1,0 +1,29 @@
+"""The package's error types.
+
+Every error convis_jax raises on purpose derives from `ConvisError`, so a
+caller (and the command line) can tell a user mistake from a bug. Messages
+say what was expected and what was found.
+"""
+
+
+class ConvisError(Exception):
+    """Base class of every error convis_jax raises on purpose."""
+
+
+class InputError(ConvisError, ValueError):
+    """An image, array or argument is not what the function accepts."""
+
+
+class ModelLoadError(ConvisError):
+    """A checkpoint is missing, damaged, or does not match its config."""
+
+
+class ConceptError(ConvisError, KeyError):
+    """A concept name is unknown, not a noun synset, or outside the vocabulary."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CacheError(ConvisError):
+    """A cache file is damaged or cannot be written."""

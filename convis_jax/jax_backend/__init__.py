@@ -1,0 +1,1 @@
+"""JAX backend: the Flax CLIP, its checkpoint loader and the jitted sweeps."""
