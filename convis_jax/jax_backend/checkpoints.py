@@ -1,0 +1,152 @@
+"""Finding a checkpoint folder (local or on the Hugging Face hub) and reading its tensors.
+
+Formats, in order of preference: `model.safetensors`, sharded safetensors
+with `model.safetensors.index.json`, `flax_model.msgpack` (transformers 4's
+FlaxCLIPModel) and `pytorch_model.bin` (only when torch is installed).
+Every reader returns a PyTorch-named state dict of NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from convis_jax.errors import ModelLoadError
+from convis_jax.jax_backend.pytorch_names import transformers_flax_to_pytorch
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+FLAX_MSGPACK = "flax_model.msgpack"
+PYTORCH_BIN = "pytorch_model.bin"
+
+# What a hub download fetches besides weights: config, tokenizer, preprocessing.
+_SIDE_FILES = ["*.json", "*.txt"]
+_WEIGHT_PATTERNS = ([SAFETENSORS, "model-*.safetensors"], [FLAX_MSGPACK], [PYTORCH_BIN])
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A local folder holding the checkpoint, fetching a hub id through huggingface_hub.
+
+    Args:
+        name_or_path: a local folder, or a hub id such as `openai/clip-vit-base-patch32`
+            (looked up in the standard Hugging Face cache, downloaded when online).
+
+    Raises:
+        ModelLoadError: the folder does not exist, or the id is neither cached nor downloadable.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"no checkpoint folder at {name!r} (expected a folder with "
+                             f"config.json and weights, or a hub id like 'org/name')")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    folder = None
+    for patterns in _WEIGHT_PATTERNS:
+        try:
+            folder = Path(snapshot_download(name, allow_patterns=_SIDE_FILES + patterns))
+        except HFValidationError as err:
+            raise ModelLoadError(f"{name!r} is neither a folder nor a valid hub id: {err}") from None
+        except Exception as err:  # offline, not cached, unknown repo, network errors
+            raise ModelLoadError(
+                f"cannot get {name!r} from the Hugging Face hub ({type(err).__name__}): it is not "
+                f"in the local cache and could not be downloaded. Connect to the internet once "
+                f"(unset HF_HUB_OFFLINE) to cache it, or download the folder elsewhere "
+                f"(`hf download {name}`) and pass its local path.") from None
+        if weight_format(folder) is not None:
+            return folder
+    return folder
+
+
+def weight_format(folder: Path) -> str | None:
+    """The file name of the preferred weight format present in `folder`, or None."""
+    for name in (SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN):
+        if (folder / name).is_file():
+            return name
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """Every file that holds the weights of `folder`'s preferred format."""
+    fmt = weight_format(folder)
+    if fmt is None:
+        present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        raise ModelLoadError(
+            f"no weights in {folder}: expected one of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+            f"{FLAX_MSGPACK}, {PYTORCH_BIN}; found {present}")
+    if fmt != SAFETENSORS_INDEX:
+        return [folder / fmt]
+    index = _read_json(folder / fmt)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ModelLoadError(f"{folder / fmt}: expected a 'weight_map' object")
+    files = [folder / name for name in sorted(set(weight_map.values()))]
+    for file in files:
+        if not file.is_file():
+            raise ModelLoadError(f"{folder / fmt} names shard {file.name}, which is missing")
+    return files
+
+
+def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
+    """Reads every tensor of the checkpoint in `folder` as a PyTorch-named dict of arrays."""
+    files = weight_files(folder)
+    name = files[0].name
+    if name == FLAX_MSGPACK:
+        return _read_msgpack(files[0])
+    if name == PYTORCH_BIN:
+        return _read_torch_bin(files[0])
+    state: dict[str, np.ndarray] = {}
+    for file in files:
+        state.update(_read_safetensors(file))
+    return state
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    try:
+        # framework "flax" reads bfloat16 too (NumPy has no bfloat16 of its own).
+        with safe_open(str(path), framework="flax") as f:
+            return {key: np.asarray(f.get_tensor(key)) for key in f.keys()}
+    except Exception as err:  # safetensors raises its own SafetensorError and OSErrors
+        raise ModelLoadError(f"cannot read {path} (damaged or truncated safetensors file?): "
+                             f"{err}") from None
+
+
+def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
+    from flax.serialization import msgpack_restore
+
+    try:
+        tree = msgpack_restore(path.read_bytes())
+    except Exception as err:
+        raise ModelLoadError(f"cannot read {path} (damaged msgpack file?): {err}") from None
+    if not isinstance(tree, dict):
+        raise ModelLoadError(f"{path}: expected a parameter tree, found {type(tree).__name__}")
+    tree = tree.get("params", tree)
+    return transformers_flax_to_pytorch(tree)
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ModelLoadError(
+            f"{path} is a PyTorch pickle, which needs torch to read; install torch, or convert "
+            f"the checkpoint to safetensors (transformers: model.save_pretrained(dir))") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelLoadError(f"cannot read {path}: {err}") from None
+    return {key: value.float().numpy() for key, value in state.items()}

@@ -1,0 +1,285 @@
+"""The Flax CLIP: a ViT image tower and a causal text tower with projections.
+
+Submodules are named after the Hugging Face PyTorch keys (`vision_model.
+encoder.layers_3.self_attn.q_proj` <-> `vision_model.encoder.layers.3.
+self_attn.q_proj`), so that `pytorch_names.py` converts checkpoints with a
+short table of rules. Every module works on ONE example (no batch axis);
+`vmap` adds the batch in one place (`encode_images`, `encode_texts` below).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from convis_jax.jax_backend.config import ClipConfig, TextConfig, TowerConfig, VisionConfig
+
+
+def _activation(name: str):
+    if name == "quick_gelu":
+        return lambda x: x * jax.nn.sigmoid(1.702 * x)
+    return partial(jax.nn.gelu, approximate=False)  # transformers' "gelu" is the exact erf form
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; `mask` is additive, [L, L] or None."""
+
+    config: TowerConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        dense = partial(nn.Dense, self.config.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
+        self.q_proj = dense()
+        self.k_proj = dense()
+        self.v_proj = dense()
+        self.out_proj = dense()
+
+    def __call__(self, x, mask=None):
+        length = x.shape[0]
+        heads, head_dim = self.config.num_attention_heads, self.config.head_dim
+        split = lambda t: t.reshape(length, heads, head_dim)
+        q = split(self.q_proj(x)) * head_dim ** -0.5
+        k, v = split(self.k_proj(x)), split(self.v_proj(x))
+        logits = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
+        if mask is not None:
+            logits = logits + mask
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(length, -1)
+        return self.out_proj(out)
+
+
+class Mlp(nn.Module):
+    config: TowerConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.fc1 = nn.Dense(self.config.intermediate_size, dtype=self.dtype, param_dtype=self.dtype)
+        self.fc2 = nn.Dense(self.config.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
+
+    def __call__(self, x):
+        return self.fc2(_activation(self.config.hidden_act)(self.fc1(x)))
+
+
+def _layer_norm(config: TowerConfig, dtype):
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=dtype)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer block."""
+
+    config: TowerConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.layer_norm1 = _layer_norm(self.config, self.dtype)
+        self.self_attn = Attention(self.config, self.dtype)
+        self.layer_norm2 = _layer_norm(self.config, self.dtype)
+        self.mlp = Mlp(self.config, self.dtype)
+
+    def __call__(self, x, mask=None):
+        x = x + self.self_attn(self.layer_norm1(x), mask)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class Encoder(nn.Module):
+    config: TowerConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.layers = [EncoderLayer(self.config, self.dtype)
+                       for _ in range(self.config.num_hidden_layers)]
+
+    def __call__(self, x, mask=None, start: int = 0, stop: int | None = None):
+        """Runs layers [start, stop) on x [L, D]."""
+        for layer in self.layers[start:stop]:
+            x = layer(x, mask)
+        return x
+
+
+class VisionEmbeddings(nn.Module):
+    config: VisionConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.class_embedding = self.param("class_embedding", nn.initializers.normal(0.02),
+                                          (c.hidden_size,), self.dtype)
+        self.patch_embedding = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size),
+                                       strides=(c.patch_size, c.patch_size), padding="VALID",
+                                       use_bias=False, dtype=self.dtype, param_dtype=self.dtype)
+        self.position_embedding = nn.Embed(c.num_patches + 1, c.hidden_size,
+                                           dtype=self.dtype, param_dtype=self.dtype)
+
+    def __call__(self, pixels_hwc):
+        patches = self.patch_embedding(pixels_hwc.astype(self.dtype))  # [g, g, D]
+        tokens = jnp.concatenate([self.class_embedding[None].astype(self.dtype),
+                                  patches.reshape(-1, self.config.hidden_size)])
+        return tokens + self.position_embedding.embedding.astype(self.dtype)
+
+
+class VisionTransformer(nn.Module):
+    config: VisionConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.embeddings = VisionEmbeddings(self.config, self.dtype)
+        self.pre_layrnorm = _layer_norm(self.config, self.dtype)  # sic: the PyTorch key
+        self.encoder = Encoder(self.config, self.dtype)
+        self.post_layernorm = _layer_norm(self.config, self.dtype)
+
+    def tokens(self, pixels_hwc, layer: int):
+        """Hidden state after `layer` encoder layers (transformers' hidden_states[layer])."""
+        return self.encoder(self.pre_layrnorm(self.embeddings(pixels_hwc)), stop=layer)
+
+    def pooled_from_tokens(self, tokens, layer: int):
+        """Continues from hidden_states[layer] to the pooled (class token) output."""
+        return self.post_layernorm(self.encoder(tokens, start=layer)[0])
+
+
+class TextTransformer(nn.Module):
+    config: TextConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.embeddings = TextEmbeddings(c, self.dtype)
+        self.encoder = Encoder(c, self.dtype)
+        self.final_layer_norm = _layer_norm(c, self.dtype)
+
+    def __call__(self, input_ids):
+        length = input_ids.shape[0]
+        causal = jnp.where(jnp.tril(jnp.ones((length, length), bool)), 0.0, -jnp.inf)
+        hidden = self.final_layer_norm(self.encoder(self.embeddings(input_ids), causal))
+        return hidden[eos_position(input_ids, self.config.eos_token_id)]
+
+
+def eos_position(input_ids, eos_token_id: int):
+    """Where transformers pools the text: the first EOS token.
+
+    Configs written before transformers PR #24773 carry eos_token_id == 2;
+    for them transformers keeps the old rule, the position of the largest id
+    (CLIP's EOS has the largest id of its vocabulary). Both return the first
+    occurrence, which matters when padding reuses the EOS token.
+    """
+    if eos_token_id == 2:
+        return jnp.argmax(input_ids)
+    return jnp.argmax(input_ids == eos_token_id)
+
+
+class TextEmbeddings(nn.Module):
+    config: TextConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.token_embedding = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype,
+                                        param_dtype=self.dtype)
+        self.position_embedding = nn.Embed(c.max_position_embeddings, c.hidden_size,
+                                           dtype=self.dtype, param_dtype=self.dtype)
+
+    def __call__(self, input_ids):
+        positions = self.position_embedding.embedding[: input_ids.shape[0]].astype(self.dtype)
+        return self.token_embedding(input_ids) + positions
+
+
+class CLIP(nn.Module):
+    """Both towers, their projections and the logit scale (one example at a time)."""
+
+    config: ClipConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.vision_model = VisionTransformer(c.vision, self.dtype)
+        self.text_model = TextTransformer(c.text, self.dtype)
+        self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype,
+                                          param_dtype=self.dtype)
+        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype,
+                                        param_dtype=self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(
+            c.logit_scale_init_value), (), self.dtype)
+
+    def __call__(self, pixel_values, input_ids):
+        """Both projected features; used to create the parameter tree."""
+        return self.image_features(pixel_values), self.text_features(input_ids), self.logit_scale
+
+    def image_features(self, pixel_values):
+        """pixel_values [3, S, S] (transformers' layout) -> projected feature [d], not normalised."""
+        layer = self.config.vision.num_hidden_layers
+        return self.image_features_from_tokens(self.image_tokens(pixel_values, layer), layer)
+
+    def image_tokens(self, pixel_values, layer: int):
+        """pixel_values [3, S, S] -> token activations [1 + patches, D] after `layer` layers."""
+        return self.vision_model.tokens(jnp.transpose(pixel_values, (1, 2, 0)), layer)
+
+    def image_features_from_tokens(self, tokens, layer: int):
+        """Token activations after `layer` layers -> projected image feature [d]."""
+        return self.visual_projection(self.vision_model.pooled_from_tokens(tokens, layer))
+
+    def text_features(self, input_ids):
+        """input_ids [L] int -> projected text feature [d], not normalised."""
+        return self.text_projection(self.text_model(input_ids))
+
+
+def _apply(config: ClipConfig, params, method: str, *args):
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    return CLIP(config, dtype).apply({"params": params}, *args, method=method)
+
+
+def image_features(params, config: ClipConfig, pixel_values):
+    """One image: pixel_values [3, S, S] float -> unnormalised projected feature [d]."""
+    return _apply(config, params, "image_features", pixel_values)
+
+
+def image_tokens(params, config: ClipConfig, pixel_values, layer: int):
+    """One image: token activations [1 + patches, D] after `layer` vision layers."""
+    return _apply(config, params, "image_tokens", pixel_values, layer)
+
+
+def image_features_from_tokens(params, config: ClipConfig, tokens, layer: int):
+    """One image: projected feature [d] from the tokens after `layer` vision layers."""
+    return _apply(config, params, "image_features_from_tokens", tokens, layer)
+
+
+def text_features(params, config: ClipConfig, input_ids):
+    """One text: input_ids [L] int -> unnormalised projected feature [d]."""
+    return _apply(config, params, "text_features", input_ids)
+
+
+def normalise(x, axis: int = -1):
+    """x / ||x|| along `axis` (in float32)."""
+    x = x.astype(jnp.float32)
+    return x / jnp.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def encode_images(params, config: ClipConfig, pixel_values, normalize: bool = True):
+    """pixel_values [N, 3, S, S] -> image embeddings [N, d] (unit vectors by default)."""
+    features = jax.vmap(image_features, in_axes=(None, None, 0))(params, config, pixel_values)
+    return normalise(features) if normalize else features.astype(jnp.float32)
+
+
+def encode_texts(params, config: ClipConfig, input_ids, normalize: bool = True):
+    """input_ids [N, L] int -> text embeddings [N, d] (unit vectors by default)."""
+    features = jax.vmap(text_features, in_axes=(None, None, 0))(params, config, input_ids)
+    return normalise(features) if normalize else features.astype(jnp.float32)
+
+
+def parameter_shapes(config: ClipConfig, dtype=jnp.float32):
+    """The parameter tree's shapes and dtypes (jax.ShapeDtypeStruct leaves), without allocating."""
+    model = CLIP(config, dtype)
+    pixels = jax.ShapeDtypeStruct((3, config.vision.image_size, config.vision.image_size), dtype)
+    ids = jax.ShapeDtypeStruct((config.text.max_position_embeddings,), jnp.int32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), pixels, ids)
+    return variables["params"]
+
+
+def init_params(config: ClipConfig, seed: int = 0, dtype=jnp.float32):
+    """Random parameters (for training the small bundled model)."""
+    model = CLIP(config, dtype)
+    c = config
+    pixels = jnp.zeros((3, c.vision.image_size, c.vision.image_size), dtype)
+    ids = jnp.zeros((c.text.max_position_embeddings,), jnp.int32)
+    return model.init(jax.random.key(seed), pixels, ids)["params"]

@@ -1,0 +1,138 @@
+"""CLIP architecture, read from a Hugging Face `config.json` (CLIPConfig)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from convis_jax.errors import ModelLoadError
+
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Fields shared by the vision and the text transformer."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass(frozen=True)
+class VisionConfig(TowerConfig):
+    """The ViT image tower (CLIPVisionConfig)."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class TextConfig(TowerConfig):
+    """The causal text transformer (CLIPTextConfig)."""
+
+    vocab_size: int = 49408
+    max_position_embeddings: int = 77
+    pad_token_id: int = 1
+    bos_token_id: int = 49406
+    eos_token_id: int = 49407
+
+
+# transformers' defaults for the fields a config.json may leave out.
+_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                        num_attention_heads=12)
+_TEXT_DEFAULTS = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                      num_attention_heads=8)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """A whole CLIP: both towers, the projection width and the initial logit scale."""
+
+    vision: VisionConfig
+    text: TextConfig
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, source: str = "config") -> "ClipConfig":
+        """Builds the config from the dict of a Hugging Face CLIPConfig.
+
+        Raises:
+            ModelLoadError: a tower's section is missing, or a field is malformed.
+        """
+        towers = {}
+        for key, tower_cls, defaults in (("vision_config", VisionConfig, _VISION_DEFAULTS),
+                                         ("text_config", TextConfig, _TEXT_DEFAULTS)):
+            # Old checkpoints carry `*_config_dict`, whose values transformers prefers.
+            section = dict(raw.get(key) or {})
+            section.update(raw.get(f"{key}_dict") or {})
+            if not section:
+                raise ModelLoadError(
+                    f"{source}: expected a CLIPConfig with a '{key}' section, found keys "
+                    f"{sorted(raw)}")
+            names = {f.name for f in dataclasses.fields(tower_cls)}
+            values = dict(defaults)
+            values.update({k: v for k, v in section.items() if k in names and v is not None})
+            if isinstance(values.get("eos_token_id"), list):
+                values["eos_token_id"] = values["eos_token_id"][0]
+            try:
+                tower = tower_cls(**values)
+            except TypeError as err:
+                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
+            if tower.hidden_act not in ACTIVATIONS:
+                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of {ACTIVATIONS}, "
+                                     f"found {tower.hidden_act!r}")
+            if tower.hidden_size % tower.num_attention_heads:
+                raise ModelLoadError(
+                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
+                    f"num_attention_heads {tower.num_attention_heads}")
+            towers[key] = tower
+        return cls(vision=towers["vision_config"], text=towers["text_config"],
+                   projection_dim=int(raw.get("projection_dim", 512)),
+                   logit_scale_init_value=float(raw.get("logit_scale_init_value", 2.6592)))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ClipConfig":
+        """Reads a `config.json` file."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelLoadError(f"no config.json at {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+        return cls.from_dict(raw, source=str(path))
+
+    def to_dict(self) -> dict:
+        """The Hugging Face CLIPConfig dict for this architecture (for `save_pretrained`-style folders)."""
+        vision = dataclasses.asdict(self.vision)
+        text = dataclasses.asdict(self.text)
+        return {
+            "architectures": ["CLIPModel"],
+            "model_type": "clip",
+            "projection_dim": self.projection_dim,
+            "logit_scale_init_value": self.logit_scale_init_value,
+            "vision_config": dict(vision, model_type="clip_vision_model"),
+            "text_config": dict(text, model_type="clip_text_model"),
+        }
