@@ -1,0 +1,158 @@
+"""Ranks of synsets and the hierarchical (subtree) scores of concepts.
+
+METHOD.md section 2: a window's image embedding ranks every synset of the
+vocabulary T by cosine similarity (rank 0 = most similar), and a concept's
+score is the best (smallest) rank in its subtree. The subtree index is the
+vocabulary's CSR layout: concept k owns members[offsets[k]:offsets[k + 1]],
+the vocabulary indices of its subtree (itself included).
+
+`ranks` and `rank_similarity` take an array module `xp` (numpy by default)
+so that the JAX backend can run the same code with jax.numpy; the subtree
+reductions use NumPy's reduceat, which JAX lacks (it uses segment_min with
+`subtree_segment_ids`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convis_jax.errors import InputError
+
+
+def _stable_argsort(values, xp):
+    # NumPy < 2 spells a stable sort kind="stable"; jax.numpy (and the array
+    # API) spell it stable=True.
+    if xp is np:
+        return np.argsort(values, axis=-1, kind="stable")
+    return xp.argsort(values, axis=-1, stable=True)
+
+
+def ranks(similarities, xp=np):
+    """Rank of every synset by similarity, per embedding.
+
+    Args:
+        similarities: float [..., T] cosine similarities z(v, s) to the T
+            synsets of the vocabulary.
+        xp: array module, numpy or jax.numpy.
+
+    Returns:
+        int32 [..., T]: position of each synset when T is sorted by
+        similarity, most similar first (rank 0). Equal similarities keep
+        vocabulary order (the lower index ranks first), so every row is a
+        permutation of 0..T-1.
+    """
+    order = _stable_argsort(-similarities, xp)
+    # order is a permutation; sorting it yields its inverse: the rank.
+    return _stable_argsort(order, xp).astype(xp.int32)
+
+
+def rank_similarity(ranks, n: int):
+    """Normalised rank, 1 - rank / n (the paper's rank_sim).
+
+    Args:
+        ranks: int [...] ranks in [0, n) (numpy or jax array).
+        n: |T|, the vocabulary size, positive.
+
+    Returns:
+        float [...] in (0, 1]: 1 for the most similar synset.
+
+    Raises:
+        InputError: n is not positive.
+    """
+    if n <= 0:
+        raise InputError(f"the vocabulary size n must be positive, found {n}")
+    return 1.0 - ranks / n
+
+
+def _check_subtree_index(offsets, members, n_synsets: int) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.asarray(offsets)
+    members = np.asarray(members)
+    if offsets.ndim != 1 or len(offsets) < 2 or members.ndim != 1:
+        raise InputError(
+            f"subtree index must be offsets [K + 1] (K >= 1) and members [M], "
+            f"found shapes {offsets.shape} and {members.shape}"
+        )
+    if offsets[0] != 0 or offsets[-1] != len(members):
+        raise InputError(
+            f"offsets must run from 0 to len(members) = {len(members)}, "
+            f"found {offsets[0]} to {offsets[-1]}"
+        )
+    if np.any(np.diff(offsets) <= 0):
+        # Every subtree holds at least its own concept; an empty segment
+        # would also make reduceat return a wrong element.
+        empty = int(np.flatnonzero(np.diff(offsets) <= 0)[0])
+        raise InputError(f"offsets must increase strictly, found an empty subtree at {empty}")
+    if members.size and (members.min() < 0 or members.max() >= n_synsets):
+        raise InputError(
+            f"members must index the {n_synsets} synsets, "
+            f"found values in [{members.min()}, {members.max()}]"
+        )
+    return offsets.astype(np.int64), members.astype(np.int64)
+
+
+def subtree_min(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Minimum of a per-synset value over each concept's subtree.
+
+    With ranks as values this is the paper's hierarchical score r(v, c).
+
+    Args:
+        values: [..., T] one value per synset.
+        offsets: int [K + 1] CSR offsets, 0 = offsets[0] < ... < offsets[K] = M.
+        members: int [M] synset indices in [0, T); concept k's subtree is
+            members[offsets[k]:offsets[k + 1]].
+
+    Returns:
+        [..., K] same dtype as values.
+
+    Raises:
+        InputError: the subtree index is malformed or does not fit values.
+    """
+    values = np.asarray(values)
+    offsets, members = _check_subtree_index(offsets, members, values.shape[-1])
+    return np.minimum.reduceat(values[..., members], offsets[:-1], axis=-1)
+
+
+def subtree_max(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Maximum of a per-synset value over each concept's subtree.
+
+    With rank similarities (or cosine similarities) as values this is the
+    paper's max_rank_sim (resp. the subtree maximum of z).
+
+    Args:
+        values: [..., T] one value per synset.
+        offsets: int [K + 1] CSR offsets, as in `subtree_min`.
+        members: int [M] synset indices in [0, T), as in `subtree_min`.
+
+    Returns:
+        [..., K] same dtype as values.
+
+    Raises:
+        InputError: the subtree index is malformed or does not fit values.
+    """
+    values = np.asarray(values)
+    offsets, members = _check_subtree_index(offsets, members, values.shape[-1])
+    return np.maximum.reduceat(values[..., members], offsets[:-1], axis=-1)
+
+
+def subtree_segment_ids(offsets: np.ndarray) -> np.ndarray:
+    """Concept index of every entry of `members`, for segment reductions.
+
+    `jax.ops.segment_min(values[..., members] moved to axis 0, ids,
+    num_segments=K)` then equals `subtree_min`.
+
+    Args:
+        offsets: int [K + 1] CSR offsets, strictly increasing from 0.
+
+    Returns:
+        int32 [M]: entry j of members belongs to concept ids[j].
+
+    Raises:
+        InputError: offsets are not strictly increasing from 0.
+    """
+    offsets = np.asarray(offsets)
+    if offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
+        raise InputError(
+            f"offsets must be [K + 1] strictly increasing from 0, found {offsets!r}"
+        )
+    counts = np.diff(offsets)
+    return np.repeat(np.arange(len(counts), dtype=np.int32), counts)
