@@ -51,7 +51,8 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32")
     params = _to_device(params, DTYPES[dtype])
     from convis_jax.core.images import PreprocessConfig
 
-    preprocess_config = PreprocessConfig.from_pretrained_dir(folder, config.vision.image_size)
+    preprocess_config = PreprocessConfig.from_pretrained_dir(
+        folder, image_size=config.vision.image_size)
     vocabulary = folder / VOCABULARY_FILE
     return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
                      preprocess_config=preprocess_config, name=str(name_or_path),
