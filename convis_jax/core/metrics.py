@@ -429,7 +429,7 @@ def _as_unit_map(saliency, name: str = "saliency") -> np.ndarray:
     return arr
 
 
-def _box_lists(boxes) -> list[np.ndarray]:
+def _box_lists(boxes: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per-image ground-truth boxes: an [N, 4] array or N arrays [K_i, 4]."""
     if isinstance(boxes, np.ndarray) and boxes.ndim == 2:
         return [row[None] for row in boxes]
@@ -475,7 +475,7 @@ def max_box_acc_from_hits(
 
 def max_box_acc(
     maps: Iterable[np.ndarray],
-    boxes,
+    boxes: np.ndarray | Sequence[np.ndarray],
     *,
     thresholds: Sequence[float] = CAM_THRESHOLDS,
     iou_threshold: float = 0.5,
@@ -522,7 +522,7 @@ def max_box_acc(
 
 def max_box_acc_v2(
     maps: Iterable[np.ndarray],
-    boxes,
+    boxes: np.ndarray | Sequence[np.ndarray],
     *,
     thresholds: Sequence[float] = CAM_THRESHOLDS,
     iou_thresholds: Sequence[float] = V2_IOU_THRESHOLDS,
@@ -613,7 +613,7 @@ class PointingGameResult:
 
 def pointing_game(
     maps: Iterable[np.ndarray],
-    masks_or_boxes,
+    masks_or_boxes: np.ndarray | Sequence[np.ndarray],
     *,
     tolerance: float = 15,
 ) -> PointingGameResult:

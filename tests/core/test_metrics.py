@@ -322,6 +322,14 @@ def test_max_box_acc_v2_is_mean_of_per_iou_maxima():
         assert r.best_threshold == thresholds[int(np.argmax(curve))]
 
 
+def test_max_box_acc_streams_maps_of_different_sizes():
+    maps = (box_map(shape, (2, 2, 6, 6)) for shape in ((8, 8), (10, 12), (9, 7)))
+    result = metrics.max_box_acc(maps, np.array([[2, 2, 6, 6], [2, 2, 6, 6], [0, 0, 1, 1]]))
+    assert result.value == pytest.approx(2 / 3)
+    with pytest.raises(InputError, match="found 1 maps and 2 box entries"):
+        metrics.max_box_acc(iter([box_map((8, 8), (2, 2, 6, 6))]), np.zeros((2, 4)))
+
+
 def test_max_box_acc_rejects_bad_input():
     good = box_map((8, 8), (0, 0, 4, 4))
     with pytest.raises(InputError, match=r"\[0, 1\]"):
