@@ -213,5 +213,5 @@ def plain_accumulate(window_scores, grid) -> np.ndarray:
         scores = np.asarray(scores)
         for k, y0 in enumerate(origins_y):
             for l, x0 in enumerate(origins_x):
-                accumulator[..., y0 : y0 + size, x0 : x0 + size] += scores[..., k, l]
+                accumulator[..., y0 : y0 + size, x0 : x0 + size] += scores[..., k, l, None, None]
     return accumulator[..., pad : pad + height, pad : pad + width]
