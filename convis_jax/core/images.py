@@ -179,7 +179,9 @@ def _read_file(path: Path) -> np.ndarray:
     except UnidentifiedImageError:
         with open(path, "rb") as file:
             head = file.read(16)
-        raise InputError(f"{name} is not an image format Pillow can read (it starts with {head!r})") from None
+        raise InputError(
+            f"{name} is not an image Pillow can read, or is cut off inside its header (it starts with {head!r})"
+        ) from None
     except Image.DecompressionBombError as error:
         raise InputError(f"{name} is too large to decode safely: {error}") from None
     except PermissionError:
