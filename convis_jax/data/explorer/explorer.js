@@ -401,7 +401,11 @@
     toggle.setAttribute("aria-label", count ? "Expand" : "Leaf");
     const text = el("div", "text");
     const name = nameBlock(k);
-    if (count) name.append(el("span", "count", `${count}`));
+    if (count) {
+      const badge = el("span", "count", String(count));
+      badge.title = `${count} ${count === 1 ? "child" : "children"}`;
+      name.append(badge);
+    }
     text.append(name, el("div", "gloss", meta.definitions[k]));
     row.append(toggle, text, scoreBar(k));
     item.append(row);
@@ -488,13 +492,14 @@
     heading.append(el("span", "synset", "(sorted by score; click to select)"));
     const groups = el("div", "groups");
     if (parents[k].length) groups.append(group(parents[k].length > 1 ? "Parents" : "Parent", byScore(parents[k])));
-    groups.append(group("This concept", [k]));
     let narrower = children[k], label = `Children (${children[k].length})`;
-    if (!narrower.length && parents[k].length) {
-      // A leaf: compare it with its siblings instead.
+    if (narrower.length || !parents[k].length) {
+      groups.append(group("This concept", [k]));
+    } else {
+      // A leaf: compare it with its siblings (itself among them) instead.
       const parent = bestParent(k);
       narrower = children[parent];
-      label = `No children; siblings under \u201c${displayName(parent)}\u201d (${narrower.length})`;
+      label = `Siblings under \u201c${displayName(parent)}\u201d (${narrower.length})`;
     }
     if (narrower.length) {
       const sorted = byScore(narrower);
@@ -507,8 +512,6 @@
         box.append(more);
       }
       groups.append(box);
-    } else {
-      groups.append(el("p", "empty", "This concept has no parents and no children."));
     }
     section.append(heading, groups);
   }
