@@ -400,6 +400,13 @@ def _placement(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Finds a position for one shape that overlaps the placed ones little.
 
+    Args:
+        rng: Source of sizes, shape parameters and positions.
+        concept: A key of `_DRAWERS`.
+        size: Side of the image in pixels.
+        size_range: (low, high) diameter as a fraction of `size`.
+        placed: Bool arrays [size, size], the whole shapes placed so far.
+
     Returns:
         (coverage [size, size] float32 in [0, 1], box int64 [4]), or None when
         no try overlapped little enough.
