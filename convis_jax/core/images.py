@@ -218,7 +218,8 @@ def _sixteen_bit_to_rgb(image: Image.Image, name: str) -> np.ndarray:
     low, high = int(values.min()), int(values.max())
     if low < 0 or high > 65535:
         raise InputError(
-            f"{name}: expected 16-bit samples in [0, 65535] for Pillow mode {image.mode}, found values in [{low}, {high}]"
+            f"{name}: expected 16-bit samples in [0, 65535] for Pillow mode {image.mode}, "
+            f"found values in [{low}, {high}]"
         )
     grey = (values >> 8).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
@@ -634,4 +635,6 @@ def _center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     padded = np.zeros((padded_height, padded_width) + image.shape[2:], dtype=image.dtype)
     padded[top_pad : top_pad + height, left_pad : left_pad + width] = image
     top, left = top + top_pad, left + left_pad
-    return padded[max(0, top) : min(padded_height, top + crop_height), max(0, left) : min(padded_width, left + crop_width)]
+    rows = slice(max(0, top), min(padded_height, top + crop_height))
+    columns = slice(max(0, left), min(padded_width, left + crop_width))
+    return padded[rows, columns]

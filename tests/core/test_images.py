@@ -46,6 +46,11 @@ def _save(image: Image.Image, path: Path, **options) -> Path:
     return path
 
 
+def _save_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def _with_orientation(image: Image.Image, orientation: int) -> Image.Exif:
     exif = image.getexif()
     exif[EXIF_ORIENTATION] = orientation
@@ -116,14 +121,16 @@ def cases(tmp_path_factory) -> list[Case]:
     out.append(_file_case("palette png with a transparent index",
                           _save(palette, folder / "palette_t.png", transparency=3)))
     out.append(_file_case("RGB png with a tRNS colour",
-                          _save(Image.fromarray(chelsea), folder / "trns.png", transparency=tuple(chelsea[0, 0].tolist()))))
+                          _save(Image.fromarray(chelsea), folder / "trns.png",
+                                transparency=tuple(chelsea[0, 0].tolist()))))
 
     moon16 = moon.astype(np.uint16) * 257 + rng.integers(0, 257, moon.shape, dtype=np.uint16)
     path16 = _save(Image.fromarray(moon16), folder / "moon16.png")
     # transformers' convert("RGB") clips 16-bit samples (see the test below);
     # give it the image we mean: the high byte of each sample.
     out.append(Case("16-bit greyscale png", path16, Image.fromarray((moon16 // 256).astype(np.uint8))))
-    out.append(_file_case("16-bit RGB png", _save_bytes(folder / "rgb16.png", png16(hubble[:200, :260].astype(np.uint16) * 257))))
+    rgb16 = png16(hubble[:200, :260].astype(np.uint16) * 257)
+    out.append(_file_case("16-bit RGB png", _save_bytes(folder / "rgb16.png", rgb16)))
 
     upright = Image.fromarray(rocket)
     out.append(_file_case("jpeg with EXIF orientation 6",
@@ -133,17 +140,13 @@ def cases(tmp_path_factory) -> list[Case]:
     out.append(_file_case("CMYK jpeg", _save(Image.fromarray(ihc).convert("CMYK"), folder / "cmyk.jpg", quality=95)))
 
     frames = [Image.fromarray(x).quantize(32) for x in (coffee, coffee[::-1], coffee[:, ::-1])]
-    out.append(_file_case("animated gif", _save(frames[0], folder / "anim.gif", save_all=True, append_images=frames[1:])))
+    animated = _save(frames[0], folder / "anim.gif", save_all=True, append_images=frames[1:])
+    out.append(_file_case("animated gif", animated))
     out.append(_file_case("1-bit png", _save(Image.fromarray(page > 128), folder / "bits.png")))
 
     floats = chelsea[50:250, 100:400] / 255.0
     out.append(Case("float array in [0, 1]", floats, np.round(floats * 255).astype(np.uint8)))
     return out
-
-
-def _save_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
 
 
 # preprocessor_config.json contents: transformers' own default, the old int
