@@ -258,6 +258,16 @@ def test_search_click_and_the_overlay_in_an_offline_browser(browser, tmp_path):
         np.testing.assert_allclose(view.mean_colour(*_canvas_box(5, 4)), red, atol=1.5)
         view.set_gamma_exponent(0)
 
+        # Smooth: linear between cell centres. Canvas column 128 (pixel
+        # centre 128.5) lies between the centres of cell 3 (map 0) and cell
+        # 4 (map 0.5); drawn as blocks it is all cell 4.
+        column = [128, 7 * VIEW // CELLS, 129, 7 * VIEW // CELLS + 8]
+        np.testing.assert_allclose(view.mean_colour(*column), 0.5 * grey + 0.5 * 255, atol=1)
+        page.check("#smooth")
+        between = 0.5 * (128.5 * CELLS / VIEW - 0.5 - 3)
+        np.testing.assert_allclose(view.mean_colour(*column), between * grey + (1 - between) * 255, atol=1)
+        page.uncheck("#smooth")
+
         # Heat map: 0.45 image + 0.55 turbo(m), with matplotlib's turbo.
         import matplotlib
 
@@ -269,6 +279,8 @@ def test_search_click_and_the_overlay_in_an_offline_browser(browser, tmp_path):
         np.testing.assert_allclose(
             view.mean_colour(0, 0, 100, 100), 0.45 * grey + 0.55 * 255 * np.array(turbo(0.0)[:3]), atol=3
         )
+        page.click("#mode button[data-mode='image']")
+        np.testing.assert_allclose(view.mean_colour(0, 0, 100, 100), grey, atol=0.5)
         page.click("#mode button[data-mode='white']")
 
         # Parents and siblings side by side: apple.n.01 has two parents.

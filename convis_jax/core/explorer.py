@@ -131,13 +131,22 @@ class ExplorerVocabulary:
         for edge in mapping["edges"]:
             if len(edge) != 2:
                 raise InputError(f"an edge must be a (parent, child) pair; found {edge!r}")
-            edges.append(tuple(names[end] if isinstance(end, (int, np.integer)) else str(end) for end in edge))
+            edges.append(tuple(_edge_end(end, names) for end in edge))
         return cls(
             names=names,
             definitions=tuple(str(text) for text in mapping["definitions"]),
             lemmas=lemmas,
             edges=tuple(edges),
         )
+
+
+def _edge_end(end: str | int, names: tuple[str, ...]) -> str:
+    """The name at one end of an edge given as a name or a position in `names`."""
+    if not isinstance(end, (int, np.integer)):
+        return str(end)
+    if not 0 <= end < len(names):
+        raise InputError(f"an edge position must lie in [0, {len(names)}); found {end}")
+    return names[end]
 
 
 def quantise_cells(cells: np.ndarray) -> np.ndarray:
@@ -345,7 +354,10 @@ def _image_payload(image: ExplorerImage) -> dict:
         pixels = pixels.resize((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     pixels.save(buffer, format="PNG", optimize=True)
-    cells = quantise_cells(image.cells)
+    try:
+        cells = quantise_cells(image.cells)
+    except InputError as error:
+        raise InputError(f"image {image.name!r}: {error}") from None
     return {
         "name": image.name,
         "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),

@@ -175,6 +175,9 @@ def test_vocabulary_from_a_mapping_accepts_positions_and_joined_lemmas():
     )
     assert vocabulary.lemmas == (("entity",), ("dog", "domestic_dog"))
     assert vocabulary.edges == (("entity.n.01", "dog.n.01"),)
+    with pytest.raises(InputError, match=r"edge position must lie in \[0, 2\); found 2"):
+        ExplorerVocabulary.from_mapping({"names": ["a.n.01", "b.n.01"], "definitions": ["", ""],
+                                         "lemmas": ["a", "b"], "edges": [(0, 2)]})
     with pytest.raises(InputError, match="missing \\['edges'\\]"):
         ExplorerVocabulary.from_mapping({"names": [], "definitions": [], "lemmas": []})
 
@@ -213,7 +216,7 @@ def test_malformed_images_are_refused(tmp_path):
         ([replaced(image=good.image.astype(np.float32))], r"uint8 \[S, S, 3\]"),
         ([replaced(flat=good.flat[:3])], r"flat must be \[K=5\]"),
         ([replaced(hierarchical=np.full(5, np.nan, np.float32))], "finite"),
-        ([replaced(cells=good.cells * 2)], r"\[0, 1\]"),
+        ([replaced(cells=good.cells * 2)], r"image 'x': cells must be finite values in \[0, 1\]"),
         ([good, replaced(name="y", cells=np.zeros((5, 3, 3), np.float32))], "same cell grid"),
         ([good, good], "unique"),
         ([], "at least one image"),
