@@ -8,8 +8,8 @@ the vocabulary indices of its subtree (itself included).
 
 `ranks` and `rank_similarity` take an array module `xp` (numpy by default)
 so that the JAX backend can run the same code with jax.numpy; the subtree
-reductions use NumPy's reduceat, which JAX lacks (it uses segment_min with
-`subtree_segment_ids`).
+reductions use NumPy's reduceat, which JAX lacks (the JAX backend uses
+segment_min with the vocabulary's `subtree_segment_ids`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def ranks(similarities, xp=np):
         vocabulary order (the lower index ranks first), so every row is a
         permutation of 0..T-1.
     """
-    order = _stable_argsort(-similarities, xp)
+    order = _stable_argsort(-xp.asarray(similarities), xp)
     # order is a permutation; sorting it yields its inverse: the rank.
     return _stable_argsort(order, xp).astype(xp.int32)
 
@@ -90,6 +90,12 @@ def _check_subtree_index(offsets, members, n_synsets: int) -> tuple[np.ndarray, 
     return offsets.astype(np.int64), members.astype(np.int64)
 
 
+def _subtree_reduce(reduction: np.ufunc, values, offsets, members) -> np.ndarray:
+    values = np.asarray(values)
+    offsets, members = _check_subtree_index(offsets, members, values.shape[-1])
+    return reduction.reduceat(values[..., members], offsets[:-1], axis=-1)
+
+
 def subtree_min(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
     """Minimum of a per-synset value over each concept's subtree.
 
@@ -107,52 +113,14 @@ def subtree_min(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) ->
     Raises:
         InputError: the subtree index is malformed or does not fit values.
     """
-    values = np.asarray(values)
-    offsets, members = _check_subtree_index(offsets, members, values.shape[-1])
-    return np.minimum.reduceat(values[..., members], offsets[:-1], axis=-1)
+    return _subtree_reduce(np.minimum, values, offsets, members)
 
 
 def subtree_max(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
     """Maximum of a per-synset value over each concept's subtree.
 
-    With rank similarities (or cosine similarities) as values this is the
-    paper's max_rank_sim (resp. the subtree maximum of z).
-
-    Args:
-        values: [..., T] one value per synset.
-        offsets: int [K + 1] CSR offsets, as in `subtree_min`.
-        members: int [M] synset indices in [0, T), as in `subtree_min`.
-
-    Returns:
-        [..., K] same dtype as values.
-
-    Raises:
-        InputError: the subtree index is malformed or does not fit values.
+    With rank similarities as values this is the paper's max_rank_sim; with
+    cosine similarities, the subtree maximum of z. Arguments, result and
+    errors as for `subtree_min`.
     """
-    values = np.asarray(values)
-    offsets, members = _check_subtree_index(offsets, members, values.shape[-1])
-    return np.maximum.reduceat(values[..., members], offsets[:-1], axis=-1)
-
-
-def subtree_segment_ids(offsets: np.ndarray) -> np.ndarray:
-    """Concept index of every entry of `members`, for segment reductions.
-
-    `jax.ops.segment_min(values[..., members] moved to axis 0, ids,
-    num_segments=K)` then equals `subtree_min`.
-
-    Args:
-        offsets: int [K + 1] CSR offsets, strictly increasing from 0.
-
-    Returns:
-        int32 [M]: entry j of members belongs to concept ids[j].
-
-    Raises:
-        InputError: offsets are not strictly increasing from 0.
-    """
-    offsets = np.asarray(offsets)
-    if offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
-        raise InputError(
-            f"offsets must be [K + 1] strictly increasing from 0, found {offsets!r}"
-        )
-    counts = np.diff(offsets)
-    return np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    return _subtree_reduce(np.maximum, values, offsets, members)

@@ -8,7 +8,6 @@ from convis_jax.core.ranks import (
     ranks,
     subtree_max,
     subtree_min,
-    subtree_segment_ids,
 )
 from convis_jax.errors import InputError
 from reference import plain_ranks, plain_subtree_index
@@ -107,16 +106,3 @@ def test_subtree_index_is_checked(offsets, members, message):
     with pytest.raises(InputError, match=message):
         subtree_max(values, offsets, members)
 
-
-def test_segment_ids_give_subtree_min_through_jax_segment_min():
-    import jax
-
-    offsets, members = plain_subtree_index(DAG_SIZE, DAG_EDGES)
-    ids = subtree_segment_ids(offsets)
-    assert ids.dtype == np.int32 and len(ids) == len(members)
-    values = np.random.default_rng(3).integers(0, 50, (4, DAG_SIZE)).astype(np.int32)
-    gathered = np.moveaxis(values[:, members], -1, 0)  # [M, 4]
-    mins = jax.ops.segment_min(gathered, ids, num_segments=DAG_SIZE)
-    np.testing.assert_array_equal(np.asarray(mins).T, subtree_min(values, offsets, members))
-    with pytest.raises(InputError):
-        subtree_segment_ids(np.array([0, 3, 3]))
