@@ -13,11 +13,15 @@ padded image on a stride lattice. This module holds that geometry:
 
 Coordinates: window origins are in pixels of the PADDED image; cell edges and
 crop boxes are in pixels of the unpadded image. Arrays are [..., y, x].
+
+The authors' reference code blurs each window's edge by half a pixel before
+cropping; that touches only the outermost pixel row and is left out here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,7 +216,7 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 
 
 def pad_images(
-    images: np.ndarray, padding: int, mode: str = "noise", seed: int = 0
+    images: np.ndarray, padding: int, mode: str = "noise", seed: int | Sequence[int] = 0
 ) -> np.ndarray:
     """Pad a batch of images on every side (Algorithm 1, step 2).
 
@@ -222,7 +226,8 @@ def pad_images(
         mode: "noise" fills the padding with uniform noise in [0, 255) drawn
             from `np.random.default_rng(seed)`, as the paper does;
             "constant" fills it with 0 (black), for deterministic comparisons.
-        seed: seed of the noise; ignored for "constant". The noise is one
+        seed: seed of the noise, an int or a sequence of ints (anything
+            `np.random.default_rng` accepts); ignored for "constant". The noise is one
             draw of shape [N, H + 2P, W + 2P, 3] in C order, so the same seed
             gives the same padding, another seed changes only the padding,
             and image n's padding does not depend on how many images follow.
