@@ -165,7 +165,7 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
     values = np.asarray(cells, dtype=np.float64)
     if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0):
         bad = values[~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0))]
-        raise InputError(f"cells must be finite values in [0, 1]; found {bad.size} others, e.g. {bad.flat[0]!r}")
+        raise InputError(f"cells must be finite values in [0, 1]; found {bad.size} values that are not, e.g. {bad.flat[0]!r}")
     return np.rint(values * 255.0).astype(np.uint8)
 
 
@@ -202,8 +202,7 @@ def write_explorer(
 
     Args:
         out_dir: Folder to write into; created if missing.
-        images: One or more images with their maps over `vocabulary`, all
-            with the same cell grid.
+        images: One or more images with their maps over `vocabulary`.
         vocabulary: The K concepts, as an `ExplorerVocabulary` or a mapping
             that `ExplorerVocabulary.from_mapping` accepts.
         title: Heading and window title of the page.
@@ -230,16 +229,15 @@ def write_explorer(
     image_names = [image.name for image in images]
     if len(set(image_names)) != len(image_names):
         raise InputError(f"image names must be unique; found {image_names}")
-    grids = {_check_image(image, len(vocabulary.names)) for image in images}
-    if len(grids) != 1:
-        raise InputError(f"every image must have the same cell grid; found (cy, cx) = {sorted(grids)}")
+    for image in images:
+        _check_image(image, len(vocabulary.names))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payloads = [_image_payload(image) for image in images]
     image_entries = []
     inline_blocks = []
-    for index, (image, payload) in enumerate(zip(images, payloads)):
+    for index, image in enumerate(images):
+        payload = _image_payload(image)
         entry = {"name": image.name, "script": None}
         if single_file:
             inline_blocks.append(
@@ -327,24 +325,32 @@ def _check_acyclic(pairs: np.ndarray, names: Sequence[str]) -> None:
         raise InputError(f"the edges must form a DAG; found a cycle through or above {stuck}")
 
 
-def _check_image(image: ExplorerImage, count: int) -> tuple[int, int]:
-    """Validates one image against a vocabulary of `count` concepts; returns (cy, cx)."""
+def _check_image(image: ExplorerImage, count: int) -> None:
+    """Validates one image against a vocabulary of `count` concepts."""
     pixels = np.asarray(image.image)
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.shape[0] != pixels.shape[1]:
         raise InputError(
             f"image {image.name!r} must be uint8 [S, S, 3] (the square crop the maps refer to); "
             f"found {pixels.dtype} {pixels.shape}"
         )
-    cells = np.asarray(image.cells)
+    try:
+        cells = np.asarray(image.cells, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"image {image.name!r}: cells must be real numbers; found {error}") from error
     if cells.ndim != 3 or cells.shape[0] != count or min(cells.shape[1:]) < 1:
         raise InputError(f"image {image.name!r}: cells must be [K={count}, cy, cx]; found {cells.shape}")
+    outside = ~((cells >= 0) & (cells <= 1))  # NaN counts as outside
+    if np.any(outside):
+        raise InputError(
+            f"image {image.name!r}: cells must be finite values in [0, 1]; "
+            f"found {np.sum(outside)} values that are not, e.g. {cells[outside][0]!r}"
+        )
     for field in ("flat", "hierarchical"):
         scores = np.asarray(getattr(image, field))
         if scores.shape != (count,):
             raise InputError(f"image {image.name!r}: {field} must be [K={count}]; found {scores.shape}")
         if not np.all(np.isfinite(scores)):
-            raise InputError(f"image {image.name!r}: {field} must be finite; found {np.sum(~np.isfinite(scores))} others")
-    return cells.shape[1], cells.shape[2]
+            raise InputError(f"image {image.name!r}: {field} must be finite; found {np.sum(~np.isfinite(scores))} values that are not")
 
 
 def _image_payload(image: ExplorerImage) -> dict:
@@ -354,10 +360,7 @@ def _image_payload(image: ExplorerImage) -> dict:
         pixels = pixels.resize((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     pixels.save(buffer, format="PNG", optimize=True)
-    try:
-        cells = quantise_cells(image.cells)
-    except InputError as error:
-        raise InputError(f"image {image.name!r}: {error}") from None
+    cells = quantise_cells(image.cells)
     return {
         "name": image.name,
         "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
