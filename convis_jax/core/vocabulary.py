@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,8 +98,8 @@ class ConceptVocabulary:
                 f"found {len(definitions)} definitions and {len(lemmas)} lemma lists"
             )
         if len(set(names)) != len(names):
-            repeated = sorted({n for n in names if list(names).count(n) > 1})[:_SUGGESTIONS]
-            raise InputError(f"expected distinct synset names, found repeats: {repeated}")
+            repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+            raise InputError(f"expected distinct synset names, found repeats: {repeated[:5]}")
         if any(not entry for entry in lemmas):
             raise InputError("expected at least one lemma name per synset, found an empty list")
         order = sorted(range(len(names)), key=lambda i: names[i])
@@ -118,7 +119,9 @@ class ConceptVocabulary:
                     f"({parent!r}, {child!r}) with unknown {unknown}"
                 )
             if parent == child:
-                raise InputError(f"expected a hierarchy without loops, found ({parent!r}, {child!r})")
+                raise InputError(
+                    f"expected a hierarchy without loops, found ({parent!r}, {child!r})"
+                )
             pairs.add((self._index[parent], self._index[child]))
         edge_index = np.array(sorted(pairs), dtype=np.int32).reshape(-1, 2)
         self.edges: list[tuple[str, str]] = [
@@ -232,7 +235,9 @@ class ConceptVocabulary:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"expected a readable UTF-8 text file at {str(path)!r}: {error}") from None
+            raise InputError(
+                f"expected a readable UTF-8 text file at {str(path)!r}: {error}"
+            ) from None
         entries = [line.strip() for line in lines]
         entries = [e for e in entries if e and not e.startswith("#")]
         synset_names = [e for e in entries if _looks_like_noun_synset(e)]
@@ -545,12 +550,7 @@ class ConceptVocabulary:
                     + hint
                 )
         if problems:
-            if len(problems) == 1:
-                raise ConceptError(problems[0])
-            raise ConceptError(
-                f"{len(problems)} problems in the requested concepts:\n  - "
-                + "\n  - ".join(problems)
-            )
+            raise _concept_error(problems, "requested concepts")
         return [name for name, _ in resolved]
 
     def _resolve_one(self, item: object) -> list[str]:
@@ -574,12 +574,10 @@ class ConceptVocabulary:
     def _canonical_name(self, name: str) -> str:
         """WordNet's own name for a lemma-based name nltk accepts (`atm.n.02`)."""
         name = name.lower()
-        if self._wordnet is None or not name.split(".")[-2] == "n":
+        if self._wordnet is None or name.split(".")[-2] != "n":
             return name
-        try:
-            return self._wordnet.synset(name).name()
-        except Exception:  # nltk raises WordNetError or ValueError for unknown names
-            return name
+        synset = _wordnet_synset(self._wordnet, name)
+        return name if synset is None else synset.name()
 
     def _not_found_message(self, item: object) -> str:
         """Why `item` names nothing in the vocabulary, with close suggestions."""
@@ -593,8 +591,7 @@ class ConceptVocabulary:
         pos = match["pos"]
         head = _normalise_word(match["head"])
         if pos != "n":
-            nouns = list(self._senses.get(head, ()))[:_SUGGESTIONS]
-            hint = f"; did you mean {', '.join(nouns)}?" if nouns else ""
+            hint = _did_you_mean(self._senses.get(head, ()))
             return (
                 f"{item!r} is {_article(_POS_NAMES[pos])} {_POS_NAMES[pos]} synset, "
                 f"expected a noun synset (.n.)" + hint
@@ -604,7 +601,7 @@ class ConceptVocabulary:
             hint = _suggest(head, list(self._senses))
         if self._wordnet is None:
             return f"{item!r} is not in {size}" + hint
-        if _is_wordnet_synset(self._wordnet, item.strip()):
+        if _wordnet_synset(self._wordnet, item.strip()) is not None:
             return f"{item!r} is a WordNet noun synset outside {size}" + hint
         return f"{item!r} is not a WordNet noun synset" + hint
 
@@ -633,17 +630,31 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def _did_you_mean(options: Iterable[str]) -> str:
+    """"; did you mean a, b?" for the first few options, or "" when there are none."""
+    options = list(options)[:_SUGGESTIONS]
+    return f"; did you mean {', '.join(options)}?" if options else ""
+
+
+def _concept_error(problems: list[str], where: str) -> ConceptError:
+    """One error that lists every problem found (one per line when several)."""
+    if len(problems) == 1:
+        return ConceptError(problems[0])
+    return ConceptError(
+        f"{len(problems)} problems in the {where}:\n  - " + "\n  - ".join(problems)
+    )
+
+
 def _suggest(query: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(query, candidates, n=_SUGGESTIONS, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
+    return _did_you_mean(difflib.get_close_matches(query, candidates, n=_SUGGESTIONS))
 
 
-def _is_wordnet_synset(wn: WordNetCorpusReader, name: str) -> bool:
+def _wordnet_synset(wn: WordNetCorpusReader, name: str) -> Synset | None:
+    """The synset nltk finds for `name`, or None."""
     try:
-        wn.synset(name)
+        return wn.synset(name)
     except Exception:  # nltk raises WordNetError or ValueError for unknown names
-        return False
-    return True
+        return None
 
 
 def _lookup_synsets(wn: WordNetCorpusReader, names: list[str]) -> list[Synset]:
@@ -658,22 +669,22 @@ def _lookup_synsets(wn: WordNetCorpusReader, names: list[str]) -> list[Synset]:
             continue
         if match["pos"] != "n":
             pos = _POS_NAMES[match["pos"]]
-            nouns = [s.name() for s in wn.synsets(match["head"], pos="n")][:_SUGGESTIONS]
-            hint = f"; did you mean {', '.join(nouns)}?" if nouns else ""
-            problems.append(f"{name!r} is {_article(pos)} {pos} synset, expected a noun synset" + hint)
-            continue
-        try:
-            found.append(wn.synset(name.strip()))
-        except Exception:  # nltk raises WordNetError or ValueError for unknown names
-            senses = [s.name() for s in wn.synsets(match["head"], pos="n")]
-            close = senses[:_SUGGESTIONS] or difflib.get_close_matches(
-                match["head"].lower(), list(wn.all_lemma_names("n")), n=_SUGGESTIONS
+            hint = _did_you_mean(s.name() for s in wn.synsets(match["head"], pos="n"))
+            problems.append(
+                f"{name!r} is {_article(pos)} {pos} synset, expected a noun synset" + hint
             )
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            problems.append(f"{name!r} is not a WordNet noun synset" + hint)
+            continue
+        synset = _wordnet_synset(wn, name.strip())
+        if synset is not None:
+            found.append(synset)
+            continue
+        senses = [s.name() for s in wn.synsets(match["head"], pos="n")]
+        hint = _did_you_mean(senses) or _suggest(
+            match["head"].lower(), list(wn.all_lemma_names("n"))
+        )
+        problems.append(f"{name!r} is not a WordNet noun synset" + hint)
     if problems:
-        raise ConceptError("; ".join(problems) if len(problems) == 1 else
-                           f"{len(problems)} bad synset names:\n  - " + "\n  - ".join(problems))
+        raise _concept_error(problems, "synset names")
     return found
 
 
@@ -748,7 +759,7 @@ def _subtree_csr(
             if in_degree[c] == 0:
                 ready.append(c)
     if seen != k:
-        stuck = [names[i] for i in range(k) if ancestors[i] is None][:_SUGGESTIONS]
+        stuck = [names[i] for i in range(k) if ancestors[i] is None][:5]
         raise InputError(f"expected an acyclic hierarchy, found a cycle through {stuck}")
     sizes = np.fromiter((len(a) for a in ancestors), dtype=np.int64, count=k)
     segment = np.fromiter(

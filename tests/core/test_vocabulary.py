@@ -227,7 +227,7 @@ def test_resolve_names_and_words(physical, wn):
         (["dog.n.99"], r"not a WordNet noun synset.*did you mean.*dog\.n\.01"),
         (["run.v.01"], r"verb synset.*did you mean.*run\.n\."),
         (["sun.n.01"], r"WordNet noun synset outside this vocabulary of 7,080"),
-        (["dog.n.01", "dog.n.01"], r"dog\.n\.01 is requested 2 times \(by 'dog\.n\.01', 'dog\.n\.01'\)"),
+        (["dog.n.01", "dog.n.01"], r"dog\.n\.01 is requested 2 times \(by 'dog\.n\.01', 'dog\.n\.01'\)$"),
         (["dog", "dog.n.01"], r"dog\.n\.01 is requested 2 times \(by 'dog', 'dog\.n\.01'\)"),
         (["catt", "bird.n.01", "dog.v.01"], r"(?s)2 problems.*'catt'.*did you mean.*cat.*'dog\.v\.01' is a verb"),
         ([3], "found int"),
