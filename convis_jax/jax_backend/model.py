@@ -108,5 +108,10 @@ class ClipModel:
     def embed_texts(self, texts, *, normalize: bool = True, batch_size: int = 64) -> np.ndarray:
         """Text embeddings [N, d] float32 (unit vectors unless normalize=False)."""
         ids = self.tokenize(texts).input_ids
-        fn = lambda x: _encode_texts(self.params, jnp.asarray(x), self.config, normalize)
+        fn = lambda x: self.encode_token_ids(x, normalize=normalize)
         return in_chunks(fn, ids, min(batch_size, len(ids)))
+
+    def encode_token_ids(self, input_ids, *, normalize: bool = True) -> np.ndarray:
+        """Embeddings [N, d] of token ids [N, L] (one jitted call; no chunking)."""
+        return np.asarray(_encode_texts(self.params, jnp.asarray(input_ids, jnp.int32),
+                                        self.config, normalize))

@@ -1,0 +1,101 @@
+"""The jitted occlusion sweep against the deliberately plain Algorithm 1 (tests/reference.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convis_jax.core.cells import cells_to_pixels
+from convis_jax.core.images import load_image
+from convis_jax.core.windows import pad_images, prepare_image, window_grid
+from convis_jax.jax_backend.loading import load_clip
+from convis_jax.jax_backend.occlusion import (TRACES, occlusion_cells, subtree_request,
+                                              window_pixel_values, window_rank_similarities)
+from reference import plain_map_from_ranks, plain_subtree_index, plain_window_ranks
+
+# A small DAG over 24 synsets: 0 is the root, inner nodes 1-5, the rest leaves.
+EDGES = [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (2, 5)] + \
+    [(1 + (s % 5), s) for s in range(6, 24)]
+N_SYNSETS = 24
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoint):
+    model = load_clip(tiny_checkpoint[0])
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(N_SYNSETS, model.embedding_dim)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    offsets, members = plain_subtree_index(N_SYNSETS, EDGES)
+    pre = model.preprocess_config
+    static = dict(config=model.config, chunk=64, mean=tuple(pre.image_mean),
+                  std=tuple(pre.image_std))
+
+    to_pixels = jax.jit(window_pixel_values, static_argnums=(1, 2, 3))
+
+    def encode(crop):  # the same encoder, one crop at a time
+        pixels = to_pixels(jnp.asarray(crop, jnp.float32), model.image_size,
+                           static["mean"], static["std"])
+        return model.embed_pixel_values(np.asarray(pixels)[None])[0]
+
+    return model, bank, offsets, members, static, encode
+
+
+def photo(height, width, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    image = np.stack([(xx * 255 // width), (yy * 255 // height), np.full_like(xx, 90)], -1)
+    image[height // 4: height // 2, width // 3: 2 * width // 3] = rng.integers(0, 255, 3)
+    return image.astype(np.uint8)
+
+
+@pytest.mark.parametrize("size,n_images", [((224, 224), 1), ((300, 180), 2), ((150, 261), 4)])
+def test_sweep_equals_plain_algorithm_1(setup, size, n_images):
+    model, bank, offsets, members, static, encode = setup
+    images = np.stack([prepare_image(photo(*size, seed=s), 224) for s in range(n_images)])
+    grid = window_grid((224, 224), (128, 64), 16)
+    padded = pad_images(images, grid.padding, "constant")
+    concepts = np.array([0, 1, 2, 5, 7, 23])  # root, inner nodes, leaves
+    m, seg, k_padded = subtree_request(offsets, members, concepts)
+    cells = occlusion_cells(model.params, jnp.asarray(padded), jnp.asarray(bank), jnp.asarray(m),
+                            jnp.asarray(seg), grid=grid, num_concepts=k_padded, **static)
+    maps = cells_to_pixels(np.asarray(cells)[:, : len(concepts)], grid)
+    sims = np.asarray(window_rank_similarities(model.params, jnp.asarray(padded),
+                                               jnp.asarray(bank), grid=grid, **static))
+    # The first image against the plain loop (1,800 single encodings) ...
+    for n in range(1):
+        plain = plain_window_ranks(images[n], encode, bank)
+        # Identical ranks in every window that the sweep encodes.
+        flat = 0
+        for size_index, (oy, ox) in enumerate(grid.origins):
+            w = grid.window_sizes[size_index]
+            for y in oy:
+                for x in ox:
+                    want = plain[(w, int(y), int(x))]
+                    got = np.rint((1 - sims[n, flat]) * N_SYNSETS).astype(int)
+                    np.testing.assert_array_equal(got, want)
+                    flat += 1
+        assert flat == 730
+        for k, c in enumerate(concepts):
+            want = plain_map_from_ranks(plain, (224, 224), offsets, members, c, padding=128)
+            assert np.abs(maps[n, k] - want).max() < 1e-6
+    # ... and every image of the batch against a sweep of that image alone.
+    for n in range(1, n_images):
+        alone = occlusion_cells(model.params, jnp.asarray(padded[n:n + 1]), jnp.asarray(bank),
+                                jnp.asarray(m), jnp.asarray(seg), grid=grid,
+                                num_concepts=k_padded, **static)
+        assert np.abs(np.asarray(alone)[0] - np.asarray(cells)[n]).max() < 1e-6
+
+
+def test_same_shapes_do_not_trace_again(setup):
+    model, bank, offsets, members, static, _ = setup
+    grid = window_grid((224, 224), (128, 64), 16)
+    padded = jnp.asarray(pad_images(prepare_image(photo(224, 224, 1), 224)[None], 128, seed=3))
+    run = lambda concepts: occlusion_cells(
+        model.params, padded, jnp.asarray(bank),
+        *map(jnp.asarray, subtree_request(offsets, members, np.array(concepts))[:2]),
+        grid=grid, num_concepts=subtree_request(offsets, members, np.array(concepts))[2], **static)
+    run([6, 7, 8])
+    before = TRACES["occlusion_cells"]
+    run([6, 7, 9])  # same bucket of K and of subtree members
+    run([9, 10, 11])
+    assert TRACES["occlusion_cells"] == before
