@@ -17,6 +17,21 @@ _EXPORTS = {
     "ConceptError": "convis_jax.errors",
     "CacheError": "convis_jax.errors",
     "load_clip": "convis_jax.jax_backend.loading",
+    "ClipModel": "convis_jax.jax_backend.model",
+    "ConceptVocabulary": "convis_jax.core.vocabulary",
+    "load_wordnet": "convis_jax.core.wordnet",
+    "ConceptBank": "convis_jax.jax_backend.bank",
+    "build_bank": "convis_jax.jax_backend.bank",
+    "ConVis": "convis_jax.api",
+    "TopConcepts": "convis_jax.api",
+    "load_image": "convis_jax.core.images",
+    "load_images": "convis_jax.core.images",
+    "preprocess": "convis_jax.core.images",
+    "PreprocessConfig": "convis_jax.core.images",
+    "prepare_image": "convis_jax.core.windows",
+    "map_to_image": "convis_jax.core.windows",
+    "window_grid": "convis_jax.core.windows",
+    "write_explorer": "convis_jax.core.explorer",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,9 +51,24 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
+    from convis_jax.api import ConVis
+    from convis_jax.api import TopConcepts
+    from convis_jax.core.explorer import write_explorer
+    from convis_jax.core.images import PreprocessConfig
+    from convis_jax.core.images import load_image
+    from convis_jax.core.images import load_images
+    from convis_jax.core.images import preprocess
+    from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.core.windows import map_to_image
+    from convis_jax.core.windows import prepare_image
+    from convis_jax.core.windows import window_grid
+    from convis_jax.core.wordnet import load_wordnet
     from convis_jax.errors import CacheError
     from convis_jax.errors import ConceptError
     from convis_jax.errors import ConvisError
     from convis_jax.errors import InputError
     from convis_jax.errors import ModelLoadError
+    from convis_jax.jax_backend.bank import ConceptBank
+    from convis_jax.jax_backend.bank import build_bank
     from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.jax_backend.model import ClipModel

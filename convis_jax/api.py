@@ -1,0 +1,205 @@
+"""The NumPy-facing API: `ConVis`, which explains one CLIP with one concept vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from convis_jax.errors import InputError
+
+# Algorithm 1's defaults (METHOD.md section 3).
+IMAGE_SIZE = 224
+WINDOW_SIZES = (128, 64)
+STRIDE = 16
+
+
+@dataclass(frozen=True)
+class ConceptScores:
+    """Concepts ranked for one image.
+
+    Attributes:
+        names: synset names, best first.
+        definitions: their WordNet glosses.
+        scores: float32 cosine similarities (flat) or subtree maxima (hierarchical).
+    """
+
+    names: tuple[str, ...]
+    definitions: tuple[str, ...]
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class TopConcepts:
+    """What CLIP sees in one image: its top concepts, flat and through the hierarchy.
+
+    Attributes:
+        flat: concepts ranked by their own cosine similarity to the image.
+        hierarchical: concepts ranked by the best similarity in their subtree
+            (a concept scores high when any of its descendants does).
+    """
+
+    flat: ConceptScores
+    hierarchical: ConceptScores
+
+
+def resolve_vocabulary(vocabulary, model=None):
+    """A `ConceptVocabulary` from an instance, a preset name, a file, or the model's own.
+
+    Args:
+        vocabulary: a ConceptVocabulary; "physical_objects" or "all_nouns"; a path to a
+            vocabulary JSON (`ConceptVocabulary.to_dict`) or to a text file of words or
+            synset names; or None: the model's own vocabulary when it ships one, else
+            "physical_objects".
+        model: the ClipModel, for its shipped vocabulary.
+    """
+    from convis_jax.core.vocabulary import ConceptVocabulary
+
+    if isinstance(vocabulary, ConceptVocabulary):
+        return vocabulary
+    if vocabulary is None:
+        shipped = getattr(model, "vocabulary_path", None)
+        vocabulary = shipped if shipped is not None else "physical_objects"
+    if vocabulary == "physical_objects":
+        return ConceptVocabulary.physical_objects()
+    if vocabulary == "all_nouns":
+        return ConceptVocabulary.all_nouns()
+    path = Path(vocabulary)
+    if not path.is_file():
+        raise InputError(f"vocabulary must be 'physical_objects', 'all_nouns' or a file, "
+                         f"found {str(vocabulary)!r} (no such file)")
+    if path.suffix == ".json":
+        import json
+
+        return ConceptVocabulary.from_dict(json.loads(path.read_text()))
+    return ConceptVocabulary.from_file(path)
+
+
+class ConVis:
+    """Explains a CLIP's image embeddings with the concepts of a WordNet vocabulary.
+
+    Building it embeds every concept's text once (the concept bank, cached
+    on disk); every method then reuses that bank.
+
+    Args:
+        model: a `ClipModel` from `load_clip`, a folder or hub id, or None for the bundled model.
+        vocabulary: see `resolve_vocabulary`.
+        text: the concept texts: "definition" (WordNet glosses, the paper's choice),
+            "lemmas", or a template such as "a photo of a {}".
+        cache: reuse and write the concept-bank cache.
+        progress: show progress bars.
+    """
+
+    def __init__(self, model=None, vocabulary=None, *, text: str = "definition",
+                 cache: bool = True, progress: bool = True):
+        from convis_jax.jax_backend.bank import build_bank
+        from convis_jax.jax_backend.loading import load_clip
+        from convis_jax.jax_backend.model import ClipModel
+
+        self.model = model if isinstance(model, ClipModel) else load_clip(model)
+        self.vocabulary = resolve_vocabulary(vocabulary, self.model)
+        self.progress = progress
+        self.bank = build_bank(self.model, self.vocabulary, text=text, cache=cache,
+                               progress=progress)
+
+    def __repr__(self) -> str:
+        return (f"ConVis(model={self.model.name!r}, concepts={len(self.vocabulary)}, "
+                f"text={self.bank.text!r})")
+
+    def _concept_index(self, concepts) -> tuple[list[str], np.ndarray]:
+        if concepts is None:
+            names = list(self.vocabulary.names)
+        else:
+            if isinstance(concepts, str):
+                concepts = [concepts]
+            names = self.vocabulary.resolve(list(concepts))
+        return names, np.array([self.vocabulary.index(n) for n in names], np.int64)
+
+    def occlusion_maps(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
+                       window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
+                       aggregation: str = "window", resolution: str | None = None,
+                       chunk: int = 32) -> np.ndarray:
+        """ConVis occlusion maps (the paper's Algorithm 1) for every image and concept.
+
+        Each image is centre-cropped to a square and resized to 224 x 224; the
+        maps refer to that square (`convis_jax.map_to_image` puts them back on
+        the photo). One sweep of the windows serves every concept.
+
+        Args:
+            images: a path, PIL image, array (HWC or NHWC, uint8 or float in [0, 1]), or a list.
+            concepts: synset names or words (see `ConceptVocabulary.resolve`); None means
+                every concept of the vocabulary.
+            padding: "noise" (the paper: uniform noise drawn from `seed`) or "constant" (black).
+            seed: seed of the padding noise.
+            window_sizes: window sides in pixels.
+            stride: window lattice step in pixels.
+            aggregation: "window" (Algorithm 1: sum of window scores, min-max normalised,
+                inverted) or "webapp" (the authors' web app: per cell mean of rank
+                similarities, subtree maximum, exp(-10 (1 - x)); unpadded image).
+            resolution: "pixels" ([N, K, 224, 224]) or "cells" ([N, K, 14, 14], every
+                map being constant on 16-pixel cells); default "pixels" when concepts are
+                named and "cells" when concepts is None.
+            chunk: windows encoded per compiled step (memory grows with it).
+
+        Returns:
+            float32 [N, K, 224, 224] or [N, K, cy, cx] in [0, 1], high where the concept
+            is. A concept scoring the same in every window (the root, say) has nothing to
+            normalise: its Algorithm-1 map is all ones.
+
+        Raises:
+            InputError: bad images or options. ConceptError: unknown concepts.
+        """
+        import jax.numpy as jnp
+
+        from convis_jax.core.cells import cells_to_pixels, webapp_cell_maps
+        from convis_jax.core.images import load_images
+        from convis_jax.core.windows import pad_images, prepare_image, window_grid
+        from convis_jax.jax_backend.occlusion import (occlusion_cells, subtree_request,
+                                                      window_rank_similarities)
+
+        if aggregation not in ("window", "webapp"):
+            raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
+        if resolution is None:
+            resolution = "cells" if concepts is None else "pixels"
+        if resolution not in ("pixels", "cells"):
+            raise InputError(f"resolution must be 'pixels' or 'cells', found {resolution!r}")
+        if padding not in ("noise", "constant"):
+            raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
+        if int(chunk) < 1:
+            raise InputError(f"chunk must be a positive number of windows, found {chunk}")
+        names, index = self._concept_index(concepts)
+        photos = load_images(images)
+        grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride,
+                           padding=0 if aggregation == "webapp" else None)
+        vocab = self.vocabulary
+        pre = self.model.preprocess_config
+        static = dict(config=self.model.config, grid=grid, chunk=int(chunk),
+                      mean=tuple(pre.image_mean), std=tuple(pre.image_std))
+        bank = jnp.asarray(self.bank.embeddings)
+        if aggregation == "window":
+            members, segments, k_padded = subtree_request(vocab.subtree_offsets,
+                                                          vocab.subtree_members, index)
+        else:
+            sub_offsets = np.concatenate([[0], np.cumsum(
+                vocab.subtree_offsets[index + 1] - vocab.subtree_offsets[index])])
+            sub_members = np.concatenate([vocab.subtree_members[
+                vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]] for c in index])
+        maps = []
+        for n, photo in enumerate(tqdm(photos, desc="occlusion maps", unit="image",
+                                       disable=not self.progress or len(photos) < 2)):
+            prepared = prepare_image(photo, IMAGE_SIZE)[None]
+            # One noise draw per image, from (seed, image position): reproducible per image.
+            padded = pad_images(prepared, grid.padding, padding, seed=[seed, n])
+            if aggregation == "window":
+                cells = occlusion_cells(self.model.params, jnp.asarray(padded), bank,
+                                        jnp.asarray(members), jnp.asarray(segments),
+                                        num_concepts=k_padded, **static)
+                cells = np.asarray(cells)[:, : len(names)]
+            else:
+                sims = np.asarray(window_rank_similarities(self.model.params, jnp.asarray(padded),
+                                                           bank, **static))
+                cells = webapp_cell_maps(sims, grid, sub_offsets, sub_members)
+            maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
+        return np.concatenate(maps).astype(np.float32)
