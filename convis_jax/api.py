@@ -203,3 +203,93 @@ class ConVis:
                 cells = webapp_cell_maps(sims, grid, sub_offsets, sub_members)
             maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
         return np.concatenate(maps).astype(np.float32)
+
+    def similarity(self, images, concepts=None) -> np.ndarray:
+        """Cosine similarity of each whole image to each concept: float32 [N, K].
+
+        Args:
+            images: anything `load_images` accepts.
+            concepts: names or words (see `ConceptVocabulary.resolve`); None means all.
+        """
+        _, index = self._concept_index(concepts)
+        return self.model.embed_images(images) @ self.bank.embeddings[index].T
+
+    def top_concepts(self, images, k: int = 10) -> list[TopConcepts]:
+        """What CLIP sees in each whole image: its k best concepts, flat and hierarchical.
+
+        The hierarchical score of a concept is the best similarity in its
+        subtree, so `animal.n.01` ranks high when any animal of the
+        vocabulary does.
+
+        Args:
+            images: anything `load_images` accepts.
+            k: how many concepts to return per ranking.
+
+        Returns:
+            One `TopConcepts` per image.
+        """
+        from convis_jax.core.ranks import subtree_max
+
+        if int(k) < 1:
+            raise InputError(f"k must be a positive number of concepts, found {k}")
+        vocab = self.vocabulary
+        flat = self.similarity(images)
+        hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
+
+        sizes = np.diff(vocab.subtree_offsets)
+
+        def ranked(scores):
+            # Equal scores: the more specific concept (smaller subtree) first, so that a
+            # hierarchical ranking does not open with every ancestor of the best synset.
+            order = np.lexsort((sizes, -scores))[: int(k)]
+            names = tuple(vocab.names[i] for i in order)
+            return ConceptScores(names, tuple(vocab.definition(n) for n in names),
+                                 scores[order].astype(np.float32))
+
+        return [TopConcepts(ranked(f), ranked(h)) for f, h in zip(flat, hierarchical)]
+
+    def explore(self, images, out_dir, *, names=None, padding: str = "noise", seed: int = 0,
+                single_file: bool = True) -> Path:
+        """Writes the concept explorer: one self-contained HTML page of all-concept maps.
+
+        One all-concept occlusion sweep per image, kept in cell form and
+        quantised to 8 bits; the page needs no network to open.
+
+        Args:
+            images: anything `load_images` accepts.
+            out_dir: folder to write `index.html` into.
+            names: a display name per image (default: file names, or "image N").
+            padding, seed: as in `occlusion_maps`.
+            single_file: inline every image's data (else one data file per image beside it).
+
+        Returns:
+            The path of `index.html`.
+        """
+        from convis_jax.core.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
+        from convis_jax.core.images import load_images
+        from convis_jax.core.ranks import subtree_max
+        from convis_jax.core.windows import center_crop_square
+
+        sources = images if isinstance(images, (list, tuple)) else [images]
+        photos = load_images(sources)
+        if names is None:
+            names = [Path(s).name if isinstance(s, (str, Path)) else f"image {i + 1}"
+                     for i, s in enumerate(sources)]
+        cells = self.occlusion_maps(photos, None, padding=padding, seed=seed, resolution="cells")
+        flat = self.similarity(photos)
+        vocab = self.vocabulary
+        hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
+        pages = [ExplorerImage(name, _display_square(center_crop_square(photo)), c, f, h)
+                 for name, photo, c, f, h in zip(names, photos, cells, flat, hierarchical)]
+        note = f"{self.model.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
+        return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
+                              note=note, single_file=single_file)
+
+
+def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:
+    """The crop the maps refer to, at most `largest` pixels wide (pages stay small)."""
+    if square.shape[0] <= largest:
+        return square
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(square).resize((largest, largest), Image.BICUBIC))

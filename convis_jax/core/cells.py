@@ -205,7 +205,8 @@ def normalise_maps(cells, xp=np):
     span = high - low
     flat = span <= 0
     scaled = (values - low) / xp.where(flat, 1, span)
-    return xp.where(flat, 1, 1 - scaled).astype(xp.float32)
+    # Clip: float rounding can leave (v - low) / span a hair above 1.
+    return xp.clip(xp.where(flat, 1, 1 - scaled), 0, 1).astype(xp.float32)
 
 
 def cells_to_pixels(cells, grid: WindowGrid, xp=np):
