@@ -204,6 +204,57 @@ class ConVis:
             maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
         return np.concatenate(maps).astype(np.float32)
 
+    def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
+                      reduce: str | None = "absmax", strategy: str = "auto", chunk: int = 32,
+                      layer: int | None = None, smoothgrad_samples: int = 16,
+                      smoothgrad_sigma: float = 0.15, seed: int = 0) -> np.ndarray:
+        """Gradient maps of concept scores w.r.t. the model input, many concepts per backward sweep.
+
+        Every score is a function of the unit image embedding, so one forward
+        pass per image serves every concept: the pullback is vmapped over the
+        concepts' cotangents, or (K >= d) the embedding's Jacobian is pulled
+        back once and each concept's map is a matrix product (METHOD.md section 4).
+
+        Args:
+            images: anything `load_images` accepts; each is preprocessed as the model's
+                processor does (shortest-edge resize, centre crop), so maps refer to that
+                centre square (`convis_jax.map_to_image` puts them back on the photo).
+            concepts: synset names or words; None means every concept (use the
+                "jacobian" strategy for thousands).
+            score: "cosine", "subtree_cosine", "probability" (softmax over the whole bank
+                with the model's logit scale) or "subtree_probability".
+            kind: "gradient", "grad_x_input", "smoothgrad" or "tokens" (gradient x
+                activation of the patch tokens of vision layer `layer`).
+            reduce: channel reduction, "absmax", "l2" or None (keep the 3 channels).
+            strategy: "auto", "vmap" or "jacobian".
+            chunk: concepts per vectorised pullback.
+            layer: the vision layer of the token maps (default: the last useful one).
+            smoothgrad_samples, smoothgrad_sigma: SmoothGrad's noise.
+            seed: seed of SmoothGrad's noise.
+
+        Returns:
+            float32 [N, K, S, S] (S = the model's input size), or [N, K, 3, S, S] with
+            reduce=None; raw gradients, not normalised.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        from convis_jax.jax_backend.gradients import concept_gradient_maps
+
+        _, index = self._concept_index(concepts)
+        vocab = self.vocabulary
+        pixel_values = self.model.preprocess(images)
+        subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
+        maps = [np.asarray(concept_gradient_maps(
+            self.model.params, self.model.config, pixel_values[n:n + 1],
+            jnp.asarray(self.bank.embeddings), index, subtree, self.model.logit_scale,
+            score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk, layer=layer,
+            smoothgrad_samples=smoothgrad_samples, smoothgrad_sigma=smoothgrad_sigma,
+            key=jax.random.fold_in(jax.random.key(seed), n)))
+            for n in tqdm(range(len(pixel_values)), desc="gradient maps", unit="image",
+                          disable=not self.progress or len(pixel_values) < 2)]
+        return np.concatenate(maps).astype(np.float32)
+
     def similarity(self, images, concepts=None) -> np.ndarray:
         """Cosine similarity of each whole image to each concept: float32 [N, K].
 
