@@ -14,3 +14,17 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_clip")
     model = make_clip_checkpoint(path)
     return path, model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Every cache of the test session lives in a temporary folder, never in HOME."""
+    import os
+
+    previous = os.environ.get("CONVIS_JAX_CACHE")
+    os.environ["CONVIS_JAX_CACHE"] = str(tmp_path_factory.mktemp("convis_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("CONVIS_JAX_CACHE", None)
+    else:
+        os.environ["CONVIS_JAX_CACHE"] = previous
