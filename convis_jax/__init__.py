@@ -32,6 +32,11 @@ _EXPORTS = {
     "map_to_image": "convis_jax.core.windows",
     "window_grid": "convis_jax.core.windows",
     "write_explorer": "convis_jax.core.explorer",
+    "save_png": "convis_jax.core.pictures",
+    "concept_grid": "convis_jax.core.pictures",
+    "save_heatmap": "convis_jax.core.pictures",
+    "heatmap_overlay": "convis_jax.core.pictures",
+    "white_overlay": "convis_jax.core.pictures",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,6 +63,11 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     from convis_jax.core.images import load_image
     from convis_jax.core.images import load_images
     from convis_jax.core.images import preprocess
+    from convis_jax.core.pictures import concept_grid
+    from convis_jax.core.pictures import heatmap_overlay
+    from convis_jax.core.pictures import save_heatmap
+    from convis_jax.core.pictures import save_png
+    from convis_jax.core.pictures import white_overlay
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import map_to_image
     from convis_jax.core.windows import prepare_image
