@@ -20,8 +20,12 @@ pullback is taken at the tokens of a vision layer; L = times the activation,
 summed over the width). A nonlinear finish (channel reduction; for tokens ReLU
 and bilinear upsampling) follows per concept.
 
-Everything below works on one image and is vmapped over images in one place
-(`_maps_jit`); `concept_gradient_maps` is the entry point.
+Kernels (each jitted once per shape): `_forward` runs the model over all images
+(and SmoothGrad copies; the per-example model is vmapped over them there and
+nowhere else) and keeps its `jax.vjp`; `_vmap_chunk` or `_jacobian` +
+`_jacobian_chunk` turn one fixed-size chunk of concepts into maps.
+`concept_gradient_maps`, the entry point, pads K to whole chunks and loops over
+them, so that no K traces anything again once one K has been traced.
 """
 
 from __future__ import annotations
@@ -65,28 +69,14 @@ class SubtreeIndex(NamedTuple):
 
 @dataclass
 class TraceCounter:
-    """How many times the jitted map kernel has been traced (for re-tracing tests)."""
+    """How many times the jitted kernels have been traced (for re-tracing tests)."""
 
     count: int = 0
 
 
-# A diagnostic, not a cache: `_maps_jit` increments it each time JAX traces it,
-# so tests can prove that concept counts within one chunk bucket reuse a trace.
+# A diagnostic, not a cache: every kernel increments it each time JAX traces it,
+# so tests can prove that different concept counts reuse the traced kernels.
 TRACES = TraceCounter()
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """The static choices of one kernel call (jit's static argument)."""
-
-    config: ClipConfig
-    score: str
-    kind: str
-    reduce: str | None
-    route: str  # "vmap" or "jacobian", already resolved from "auto"
-    chunk: int
-    layer: int
-    samples: int
 
 
 # ----------------------------------------------------------------------------- scores
@@ -163,7 +153,7 @@ def score_cotangents(score: str, v, bank, concept_index, subtree: SubtreeIndex |
     return logit_scale * (weighted[concept_index] - mass[concept_index, None] * t_bar)
 
 
-# ----------------------------------------------------------------------------- one image
+# ----------------------------------------------------------------------------- kernels
 
 
 def smoothgrad_inputs(key, pixel_values, samples: int, sigma):
@@ -187,100 +177,116 @@ def smoothgrad_inputs(key, pixel_values, samples: int, sigma):
     return jax.vmap(one)(jax.random.split(key, pixel_values.shape[0]), pixel_values)
 
 
-def _forward(params, plan: _Plan, xs):
-    """One forward over the n inputs of one image, as a linear map of cotangents.
+class Forward(NamedTuple):
+    """One forward pass of N images (n inputs each), kept for pulling cotangents back.
 
-    Args:
-        xs: [n, 3, S, S] float, the image (n = 1) or its noisy copies.
-
-    Returns:
-        (v [n, d] unit embeddings, project) where project(u [n, d]) -> L(J^T u) [n, F...]:
-        [n, 3, S, S] for the pixel kinds, [n, patches] for tokens.
+    Attributes:
+        v: [N, n, d] float32, the unit image embeddings (n > 1: SmoothGrad's noisy copies).
+        pullback: `jax.vjp`'s function: cotangents [N, n, d] -> (J^T u,), with J^T u
+            [N, n, 3, S, S] (pixel kinds) or [N, n, 1 + patches, D] (tokens).
+        activation: what the map multiplies the pullback with: the inputs [N, n, 3, S, S]
+            for grad_x_input, the tokens [N, n, 1 + patches, D] for tokens, else None.
     """
-    config = plan.config
-    if plan.kind == "tokens":
-        tokens = jax.vmap(clip.image_tokens, in_axes=(None, None, 0, None))(
-            params, config, xs, plan.layer)  # [n, 1 + patches, D]
-        embed = lambda t: clip.normalise(jax.vmap(
-            clip.image_features_from_tokens, in_axes=(None, None, 0, None))(
-                params, config, t, plan.layer))
-        v, pullback = jax.vjp(embed, tokens)
-        # Gradient x activation summed over the width; the class token is no patch.
-        linear = lambda g: jnp.sum(g.astype(jnp.float32) * tokens.astype(jnp.float32), -1)[:, 1:]
+
+    v: jax.Array
+    pullback: object
+    activation: jax.Array | None
+
+
+@partial(jax.jit, static_argnames=("config", "kind", "layer", "samples"))
+def _forward(params, pixel_values, key, sigma, *, config, kind, layer, samples):
+    TRACES.count += 1  # runs only while tracing
+    if kind == "smoothgrad":
+        xs = smoothgrad_inputs(key, pixel_values, samples, sigma)
     else:
-        embed = lambda x: clip.normalise(jax.vmap(clip.image_features, in_axes=(None, None, 0))(
-            params, config, x))
-        v, pullback = jax.vjp(embed, xs)
-        if plan.kind == "grad_x_input":
-            linear = lambda g: g * xs
-        else:
-            linear = lambda g: g
-    return v, lambda u: linear(pullback(u)[0]).astype(jnp.float32)
+        xs = pixel_values.astype(jnp.float32)[:, None]
+    # Images and their copies are independent: vmap the per-example model over both.
+    batched = lambda f: jax.vmap(jax.vmap(f))
+    if kind == "tokens":
+        tokens = batched(lambda x: clip.image_tokens(params, config, x, layer))(xs)
+        embed = batched(lambda t: clip.normalise(
+            clip.image_features_from_tokens(params, config, t, layer)))
+        v, pullback = jax.vjp(embed, tokens)
+        return Forward(v, pullback, tokens)
+    embed = batched(lambda x: clip.normalise(clip.image_features(params, config, x)))
+    v, pullback = jax.vjp(embed, xs)
+    return Forward(v, pullback, xs if kind == "grad_x_input" else None)
 
 
-def _finish(plan: _Plan, raw):
-    """Raw linear maps of one concept chunk [C, F...] -> final maps [C, S, S] or [C, 3, S, S]."""
-    s = plan.config.vision.image_size
-    if plan.kind == "tokens":
-        g = plan.config.vision.grid_size
-        grid = jax.nn.relu(raw).reshape(raw.shape[0], g, g)
+def _project(forward: Forward, u, kind: str):
+    """L(J^T u) for cotangents u [N, n, d]: [N, n, 3, S, S] (pixel kinds) or [N, n, patches]."""
+    grad = forward.pullback(u)[0].astype(jnp.float32)
+    if kind == "grad_x_input":
+        return grad * forward.activation
+    if kind == "tokens":
+        # Gradient x activation summed over the width; the class token is no patch.
+        return jnp.sum(grad * forward.activation.astype(jnp.float32), -1)[..., 1:]
+    return grad
+
+
+def _feature_shape(config: ClipConfig, kind: str) -> tuple:
+    s = config.vision.image_size
+    return (config.vision.num_patches,) if kind == "tokens" else (3, s, s)
+
+
+def _finish(config: ClipConfig, kind: str, reduce, raw):
+    """Raw maps [N, C, F...] (linear in the cotangents) -> [N, C, S, S] or [N, C, 3, S, S]."""
+    if kind == "tokens":
+        n, c, g, s = raw.shape[0], raw.shape[1], config.vision.grid_size, config.vision.image_size
+        grid = jax.nn.relu(raw).reshape(n * c, g, g)
         # Half-pixel centres with edge clamping: PyTorch's bilinear, align_corners=False.
-        return jax.image.resize(grid, (raw.shape[0], s, s), "bilinear")
-    if plan.reduce == "absmax":
-        return jnp.max(jnp.abs(raw), axis=1)
-    if plan.reduce == "l2":
-        return jnp.sqrt(jnp.sum(raw * raw, axis=1))
+        return jax.image.resize(grid, (n * c, s, s), "bilinear").reshape(n, c, s, s)
+    if reduce == "absmax":
+        return jnp.max(jnp.abs(raw), axis=2)
+    if reduce == "l2":
+        return jnp.sqrt(jnp.sum(raw * raw, axis=2))
     return raw
 
 
-def _image_maps(params, plan: _Plan, xs, bank, concept_index, subtree, logit_scale):
-    """Maps of K concepts (K a multiple of plan.chunk) for one image.
-
-    Args:
-        xs: [n, 3, S, S] float, the image (n = 1) or its SmoothGrad copies.
-        (the rest as `concept_scores`)
-
-    Returns:
-        [K, S, S] or [K, 3, S, S] float32; for n > 1 the raw maps are averaged over
-        the n inputs before the finish (SmoothGrad).
-    """
-    v, project = _forward(params, plan, xs)
-    n, d = v.shape
-    # Sequential over the n inputs: the subtree-probability cotangents hold an [M, d] array.
-    cot = jax.lax.map(lambda vi: score_cotangents(plan.score, vi, bank, concept_index, subtree,
-                                                  logit_scale), v)  # [n, K, d]
-    chunks = jnp.transpose(cot, (1, 0, 2)).reshape(-1, plan.chunk, n, d)  # [K/C, C, n, d]
-
-    if plan.route == "vmap":
-        def chunk_maps(u):  # u [C, n, d]
-            return _finish(plan, jnp.mean(jax.vmap(project)(u), axis=1))
-    else:
-        basis = jnp.broadcast_to(jnp.eye(d, dtype=v.dtype)[:, None, :], (d, n, d))
-        rows = jax.lax.map(project, basis, batch_size=plan.chunk)  # [d, n, F...]: J^T e_k
-        feature_shape = rows.shape[2:]
-        # [(n, d), F]: the n inputs' Jacobians side by side, so that the average over
-        # the inputs is part of the one matrix product.
-        stacked = jnp.transpose(rows, (1, 0) + tuple(range(2, rows.ndim))).reshape(n * d, -1)
-
-        def chunk_maps(u):  # u [C, n, d]
-            raw = u.reshape(u.shape[0], n * d) @ stacked / n
-            return _finish(plan, raw.reshape((u.shape[0],) + feature_shape))
-
-    maps = jax.lax.map(chunk_maps, chunks)  # [K/C, C, ...]
-    return maps.reshape((-1,) + maps.shape[2:])
+def _chunk_cotangents(score, v, bank, concept_index, subtree, logit_scale):
+    """Cotangents [N, n, C, d] of C concepts at every embedding v [N, n, d]."""
+    # Sequential over the embeddings: the subtree-probability cotangents hold an [M, d] array.
+    u = jax.lax.map(lambda vi: score_cotangents(score, vi, bank, concept_index, subtree,
+                                                logit_scale), v.reshape(-1, v.shape[-1]))
+    return u.reshape(v.shape[:2] + u.shape[1:])
 
 
-@partial(jax.jit, static_argnames=("plan",))
-def _maps_jit(params, pixel_values, bank, concept_index, subtree, logit_scale, key, sigma,
-              plan: _Plan):
-    TRACES.count += 1  # runs only while tracing
-    if plan.kind == "smoothgrad":
-        xs = smoothgrad_inputs(key, pixel_values, plan.samples, sigma)
-    else:
-        xs = pixel_values.astype(jnp.float32)[:, None]
-    per_image = lambda x: _image_maps(params, plan, x, bank, concept_index, subtree,
-                                      logit_scale)
-    return jax.vmap(per_image)(xs)
+_CHUNK_STATICS = ("config", "score", "kind", "reduce")
+
+
+@partial(jax.jit, static_argnames=_CHUNK_STATICS)
+def _vmap_chunk(forward, bank, concept_index, subtree, logit_scale, *, config, score, kind,
+                reduce):
+    """Maps [N, C, ...] of C concepts: the pullback vmapped over their cotangents."""
+    TRACES.count += 1
+    u = _chunk_cotangents(score, forward.v, bank, concept_index, subtree, logit_scale)
+    raw = jax.vmap(lambda uc: _project(forward, uc, kind), in_axes=2, out_axes=1)(u)
+    return _finish(config, kind, reduce, jnp.mean(raw, axis=2))  # SmoothGrad: mean over n
+
+
+@partial(jax.jit, static_argnames=("kind", "chunk"))
+def _jacobian(forward, *, kind, chunk):
+    """L(J^T e_k) for the d basis vectors: [N, n * d, F] float32 (F = flattened map size)."""
+    TRACES.count += 1
+    n_images, n, d = forward.v.shape
+    rows = jax.lax.map(lambda e: _project(forward, jnp.broadcast_to(e, (n_images, n, d)), kind),
+                       jnp.eye(d, dtype=jnp.float32), batch_size=chunk)  # [d, N, n, F...]
+    # The n inputs' Jacobians side by side, so that SmoothGrad's mean over them is part
+    # of the one matrix product per concept chunk.
+    rows = rows.reshape(d, n_images, n, -1)
+    return jnp.transpose(rows, (1, 2, 0, 3)).reshape(n_images, n * d, -1)
+
+
+@partial(jax.jit, static_argnames=_CHUNK_STATICS)
+def _jacobian_chunk(rows, v, bank, concept_index, subtree, logit_scale, *, config, score, kind,
+                    reduce):
+    """Maps [N, C, ...] of C concepts: their cotangents times the embedding Jacobian."""
+    TRACES.count += 1
+    u = _chunk_cotangents(score, v, bank, concept_index, subtree, logit_scale)
+    n_images, n, c, d = u.shape
+    u = jnp.transpose(u, (0, 2, 1, 3)).reshape(n_images, c, n * d)
+    raw = jnp.einsum("ick,ikf->icf", u, rows) / n
+    return _finish(config, kind, reduce, raw.reshape((n_images, c) + _feature_shape(config, kind)))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -293,10 +299,12 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
                           chunk: int = 32, layer: int | None = None,
                           smoothgrad_samples: int = 16, smoothgrad_sigma: float = 0.15,
                           key=None):
-    """Gradient maps of K concept scores for N images, one forward pass per image.
+    """Gradient maps of K concept scores for N images from one forward pass.
 
-    Concepts are processed in chunks of `chunk`; K is padded up to a multiple of it,
-    so every K in one bucket reuses one compiled kernel (see `TRACES`).
+    One forward pass (`jax.vjp`) over all images, then concepts in chunks of `chunk`
+    (K padded up to a multiple of it): every K reuses the kernels compiled for the
+    first one (see `TRACES`). Memory: the forward's residuals for N * n inputs, and one
+    chunk's pullback at a time, which vectorises chunk * N * n backward passes.
 
     Args:
         params: the Flax CLIP parameter tree (float32 or bfloat16).
@@ -383,15 +391,25 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
     k = int(concept_index.shape[0])
     route = strategy if strategy != "auto" else ("jacobian" if k >= d else "vmap")
     padded = -(-k // chunk) * chunk
-    # Pad with concept 0 (a valid row); the padded maps are cut away below.
+    # Pad with concept 0 (a valid row) to whole chunks; the padded maps are cut away below.
     index = jnp.zeros(padded, jnp.int32).at[:k].set(jnp.asarray(concept_index, jnp.int32))
-    plan = _Plan(config=config, score=score, kind=kind, reduce=reduce if kind != "tokens"
-                 else None, route=route, chunk=int(chunk), layer=int(layer) if kind == "tokens"
-                 else 0, samples=samples)
-    maps = _maps_jit(params, jnp.asarray(pixel_values), jnp.asarray(bank), index, subtree,
-                     jnp.asarray(logit_scale, jnp.float32), key,
-                     jnp.asarray(smoothgrad_sigma, jnp.float32), plan=plan)
-    return maps[:, :k]
+    bank = jnp.asarray(bank)
+    logit_scale = jnp.asarray(logit_scale, jnp.float32)
+    forward = _forward(params, jnp.asarray(pixel_values), key,
+                       jnp.asarray(smoothgrad_sigma, jnp.float32), config=config, kind=kind,
+                       layer=int(layer) if kind == "tokens" else 0, samples=samples)
+    statics = dict(config=config, score=score, kind=kind,
+                   reduce=None if kind == "tokens" else reduce)
+    if route == "jacobian":
+        rows = _jacobian(forward, kind=kind, chunk=int(chunk))
+        run = lambda part: _jacobian_chunk(rows, forward.v, bank, part, subtree, logit_scale,
+                                           **statics)
+    else:
+        run = lambda part: _vmap_chunk(forward, bank, part, subtree, logit_scale, **statics)
+    # A Python loop over same-shaped chunks: every K reuses the kernels traced for the
+    # first one, and only one chunk's pullbacks are in memory at a time.
+    maps = [run(index[start:start + chunk]) for start in range(0, padded, chunk)]
+    return jnp.concatenate(maps, axis=1)[:, :k]
 
 
 def _check_choice(name: str, value, choices) -> None:

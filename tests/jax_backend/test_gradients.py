@@ -160,7 +160,7 @@ def test_gradients_match_pytorch_on_a_vit_b32_shaped_model(tmp_path):
     assert_close_per_concept(got, want, 1e-5)
 
 
-def test_routes_agree_with_a_per_concept_loop_and_reuse_one_trace_per_bucket(tiny, pixels):
+def test_routes_agree_with_a_per_concept_loop_and_trace_once(tiny, pixels):
     model, _ = tiny
     d = model.embedding_dim
     score = "subtree_probability"
@@ -183,16 +183,15 @@ def test_routes_agree_with_a_per_concept_loop_and_reuse_one_trace_per_bucket(tin
             got = raw_maps(model, pixels, bank, order[:k], score, strategy=strategy, chunk=d)
             assert_close_per_concept(got, loop[:, :k], 1e-5)
             traces.append(gradients.TRACES.count)
-        # K = 1, 7 and d share the bucket of one chunk (d), 3d is a new bucket.
-        assert traces[1] == traces[0] and traces[2] == traces[0]
-        assert traces[3] == traces[2] + 1
+        # K = 1, 7 and d fill one chunk (d), 3d three: the kernels traced for K = 1 serve all.
+        assert traces[1:] == traces[:1] * 3
 
 
-def test_concept_counts_in_one_bucket_do_not_trace_again(tiny, pixels):
+def test_concept_counts_do_not_trace_again(tiny, pixels):
     model, _ = tiny
     bank = unit_bank(NUM_CONCEPTS, model.embedding_dim)
 
-    def trace(k, strategy="vmap"):
+    def traces(k, strategy):
         before = gradients.TRACES.count
         # eval_shape traces exactly as a call does, without paying for the compilation.
         shape = jax.eval_shape(lambda: concept_gradient_maps(
@@ -201,10 +200,11 @@ def test_concept_counts_in_one_bucket_do_not_trace_again(tiny, pixels):
         assert shape.shape == (2, k, 32, 32)
         return gradients.TRACES.count - before
 
-    assert trace(2) == 1
-    assert [trace(k) for k in (1, 3, 4, 5)] == [0, 0, 0, 0]
-    assert trace(6) == 1 and trace(10) == 0
-    assert trace(3, "jacobian") == 1 and trace(5, "jacobian") == 0
+    for strategy in ("vmap", "jacobian"):
+        # The first call traces the chunk kernels (chunk 5 is used nowhere else) ...
+        assert traces(2, strategy) >= 1
+        # ... and no other K, in the same bucket of 5 or beyond, traces anything again.
+        assert [traces(k, strategy) for k in (1, 3, 5, 6, 10, 23)] == [0] * 6
 
 
 THREE_LAYERS = dict(TINY, vision=dict(TINY["vision"], num_hidden_layers=3))
