@@ -1,0 +1,428 @@
+"""convis_jax.evaluation without a model: map functions are spies, models are fakes.
+
+The localisation chain is checked against the pixels themselves: photos of
+odd sizes hold a white rectangle where the ground-truth box is, and a "map"
+that is the prepared photo's own brightness must localise it perfectly, so
+boxes and maps went through the same crop and resize. OOD scores are checked
+against a plain loop and AUROC against a pairwise count.
+"""
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convis_jax import evaluation
+from convis_jax.core import datasets, metrics
+from convis_jax.core.datasets import OodPair
+from convis_jax.core.images import load_image
+from convis_jax.core.vocabulary import ConceptVocabulary
+from convis_jax.core.windows import map_to_image, prepare_image
+from convis_jax.errors import ConceptError, InputError
+
+# (height, width) of each photo and its box (x, y, width, height) in CUB's form.
+# Odd excesses; the second box sticks out of the centre crop on the left.
+CUB_PHOTOS = {
+    "001.Albatross/a_1.jpg": ((121, 90), (20, 40, 45, 30)),
+    "001.Albatross/a 2.png": ((75, 131), (20, 10, 60, 40)),
+    "002.Ani/b_3.png": ((100, 100), (50, 55, 35, 30)),
+}
+
+
+def cub_photo(size, box) -> np.ndarray:
+    height, width = size
+    x, y, w, h = box
+    photo = np.zeros((height, width, 3), np.uint8)
+    photo[y:y + h, x:x + w] = 255
+    return photo
+
+
+def make_cub_folder(root: Path) -> Path:
+    """A CUB-200-2011 layout with white rectangles where the boxes are."""
+    lines, boxes = [], []
+    for i, (rel, (size, box)) in enumerate(CUB_PHOTOS.items(), start=1):
+        path = root / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(cub_photo(size, box)).save(path, quality=100)
+        lines.append(f"{i} {rel}\n")
+        boxes.append(f"{i} {' '.join(map(str, box))}\n")
+    (root / "images.txt").write_text("".join(lines))
+    (root / "bounding_boxes.txt").write_text("".join(boxes))
+    return root
+
+
+def brightness_map(photo, concepts, image_id):
+    """A 'perfect' map: the prepared photo's own brightness, one copy per concept."""
+    square = prepare_image(photo, evaluation.SQUARE)[..., 0] / 255.0
+    return np.repeat(square[None], len(concepts), axis=0)
+
+
+class Spy:
+    """Wraps a map function and records which images it was asked for."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls = []
+
+    def __call__(self, photo, concepts, image_id):
+        self.calls.append((image_id, tuple(concepts)))
+        return self.fn(photo, concepts, image_id)
+
+
+SETTINGS = {"task": "wsol", "method": "spy", "tolerance": 15}
+
+
+# ---------------------------------------------------------------------------
+# Items
+
+
+def test_items_of_cub_and_scenes(tmp_path):
+    records = datasets.read_cub(make_cub_folder(tmp_path / "cub"))
+    items = evaluation.cub_items(records)
+    assert [i.image_id for i in items] == list(CUB_PHOTOS)
+    assert {i.concept for i in items} == {"bird.n.01"}
+    np.testing.assert_array_equal(items[2].boxes, [[50, 55, 85, 85]])
+
+    from convis_jax.core.scenes import make_dataset
+
+    scenes = datasets.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
+    items = evaluation.scene_items(scenes)
+    assert [(i.image_id, i.concept) for i in items] == [
+        (r.image_id, c) for r in scenes for c in r.concepts
+    ]
+    one = scenes[0].concepts[0]
+    only = evaluation.scene_items(scenes, one)
+    assert [i.image_id for i in only] == [r.image_id for r in scenes if one in r.concepts]
+    assert all(i.concept == one and i.boxes.shape == (1, 4) for i in only)
+
+
+# ---------------------------------------------------------------------------
+# Per-image localisation and the summary
+
+
+def test_perfect_and_inverted_maps(tmp_path):
+    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path)))
+    log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
+    results = evaluation.run_wsol(items, brightness_map, log, progress=False)
+    summary = evaluation.summarise_wsol(results)
+    assert summary.count == 3 and summary.cut_away == 0
+    assert summary.max_box_acc.value == 1.0
+    assert summary.max_box_acc_v2.value == 1.0
+    assert summary.pointing_game == 1.0
+    # Every image hits at t = 0.5: its half-intensity edges are the box.
+    assert all(r.hits[50] for r in results)
+
+    def inverted(photo, concepts, image_id):
+        return 1.0 - brightness_map(photo, concepts, image_id)
+
+    log = evaluation.ResultLog(tmp_path / "inverted.jsonl", SETTINGS)
+    worst = evaluation.summarise_wsol(evaluation.run_wsol(items, inverted, log, progress=False))
+    # The background's box is the whole square; every rectangle covers less than half of it.
+    assert worst.max_box_acc.value == 0.0
+
+
+def test_summary_equals_the_batch_metrics():
+    rng = np.random.default_rng(5)
+    maps = [rng.random((24, 24)) for _ in range(6)]
+    for m in maps:
+        m[rng.integers(0, 12):, rng.integers(0, 12):] += 1.0
+        m /= m.max()
+    boxes = [np.array([[4, 6, 20, 18]]), np.array([[0, 0, 10, 10], [12, 12, 24, 24]])] * 3
+    results = [evaluation.localise(m, b) for m, b in zip(maps, boxes)]
+    summary = evaluation.summarise_wsol(results)
+    v1 = metrics.max_box_acc(maps, boxes)
+    v2 = metrics.max_box_acc_v2(maps, boxes)
+    np.testing.assert_array_equal(summary.max_box_acc.curve, v1.curve)
+    assert summary.max_box_acc.best_threshold == v1.best_threshold
+    assert summary.max_box_acc_v2.value == v2.value
+    for mine, theirs in zip(summary.max_box_acc_v2.per_iou, v2.per_iou):
+        np.testing.assert_array_equal(mine.curve, theirs.curve)
+    assert summary.pointing_game == metrics.pointing_game(maps, boxes).value
+    report = evaluation.wsol_report(summary)
+    assert report["max_box_acc"]["value"] == v1.value
+    assert [r["iou_threshold"] for r in report["max_box_acc_v2"]["per_iou"]] == [0.3, 0.5, 0.7]
+    # The JSON form reads back exactly.
+    again = [evaluation.Localisation.from_json(json.loads(json.dumps(r.to_json()))) for r in results]
+    for a, b in zip(again, results):
+        np.testing.assert_array_equal(a.hits_v2, b.hits_v2)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert a.pointing == b.pointing
+    with pytest.raises(InputError, match="hits"):
+        evaluation.Localisation.from_json({**results[0].to_json(), "hits": [1, 0]})
+    with pytest.raises(InputError, match="at least one"):
+        evaluation.summarise_wsol([])
+
+
+def test_boxes_cut_away_count_as_misses(tmp_path):
+    item = evaluation.WsolItem("x.png", tmp_path / "x.png", "bird.n.01", np.array([[0.0, 0, 10, 40]]))
+    Image.fromarray(np.full((40, 100, 3), 255, np.uint8)).save(item.path)  # crop keeps x in [30, 70)
+    log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
+    (result,) = evaluation.run_wsol([item], brightness_map, log, progress=False)
+    assert result.cut_away and not result.hits.any() and not result.hits_v2.any()
+    assert result.pointing == 0.0
+    assert evaluation.summarise_wsol([result]).cut_away == 1
+
+
+# ---------------------------------------------------------------------------
+# Resuming
+
+
+def test_rerun_skips_finished_images_and_redoes_a_cut_one(tmp_path):
+    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+    path = tmp_path / "log.jsonl"
+    spy = Spy(brightness_map)
+    first = evaluation.run_wsol(items, spy, evaluation.ResultLog(path, SETTINGS), progress=False)
+    assert [c[0] for c in spy.calls] == [i.image_id for i in items]
+
+    spy.calls.clear()
+    again = evaluation.run_wsol(items, spy, evaluation.ResultLog(path, SETTINGS), progress=False)
+    assert spy.calls == []
+    assert [r.to_json() for r in again] == [r.to_json() for r in first]
+
+    # A crash while writing the last record leaves half a line: it is dropped
+    # and only that image is done again.
+    text = path.read_text()
+    path.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + '{"key": "001.Ani')
+    log = evaluation.ResultLog(path, SETTINGS)
+    assert len(log) == 2 and path.read_text().endswith("\n")
+    evaluation.run_wsol(items, spy, log, progress=False)
+    assert spy.calls == [(items[2].image_id, ("bird.n.01",))]
+    assert len(path.read_text().splitlines()) == 1 + 3
+
+
+def test_result_log_settings_and_damage(tmp_path):
+    path = tmp_path / "deep" / "log.jsonl"
+    log = evaluation.ResultLog(path, {"a": 1, "b": (1, 2)})
+    log.append("k1", {"v": 1})
+    assert "k1" in evaluation.ResultLog(path, {"a": 1, "b": [1, 2]})  # tuples read back as lists
+    with pytest.raises(InputError, match="different a; pass another output file or --restart"):
+        evaluation.ResultLog(path, {"a": 2, "b": [1, 2]})
+    fresh = evaluation.ResultLog(path, {"a": 2}, restart=True)
+    assert len(fresh) == 0
+    assert json.loads(path.read_text().splitlines()[0]) == {"settings": {"a": 2}}
+    path.write_text(path.read_text() + "not json\n" + '{"key": "k2"}\n')
+    with pytest.raises(InputError, match=r"log.jsonl:2: expected a result record"):
+        evaluation.ResultLog(path, {"a": 2})
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"something": 1}\n')
+    with pytest.raises(InputError, match="starting with its settings"):
+        evaluation.ResultLog(other, {"a": 2})
+
+
+# ---------------------------------------------------------------------------
+# wsolevaluation export
+
+
+def test_export_reads_back_at_the_photo_size(tmp_path):
+    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+    out = tmp_path / "scoremaps"
+    log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
+    evaluation.run_wsol(items, brightness_map, log, export_dir=out, progress=False)
+    for rel, (size, _) in CUB_PHOTOS.items():
+        # wsolevaluation loads os.path.join(scoremap_root, image_id + '.npy').
+        saved = np.load(out / (rel + ".npy"))
+        assert saved.dtype == np.float32 and saved.shape == size
+        assert saved.min() >= 0.0 and saved.max() <= 1.0
+        photo = load_image(tmp_path / "cub" / "images" / rel)  # the .jpg is lossy
+        want = map_to_image(brightness_map(photo, ["c"], rel)[0], size)
+        np.testing.assert_allclose(saved, np.clip(want, 0, 1), atol=1e-6)
+
+    # A missing export makes its image pending again, even though the log has it.
+    (out / (items[1].image_id + ".npy")).unlink()
+    spy = Spy(brightness_map)
+    log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
+    evaluation.run_wsol(items, spy, log, export_dir=out, progress=False)
+    assert [c[0] for c in spy.calls] == [items[1].image_id]
+    assert (out / (items[1].image_id + ".npy")).is_file()
+
+
+def test_export_by_concept_and_bad_arguments(tmp_path):
+    item = evaluation.WsolItem("sub/x.png", tmp_path / "x.png", "circle.n.01", np.array([[1.0, 1, 5, 5]]))
+    Image.fromarray(np.zeros((9, 13, 3), np.uint8)).save(item.path)
+    log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
+    evaluation.run_wsol([item], brightness_map, log, export_dir=tmp_path / "e",
+                        export_by_concept=True, progress=False)
+    assert np.load(tmp_path / "e" / "circle.n.01" / "sub" / "x.png.npy").shape == (9, 13)
+
+    good = np.zeros((4, 5), np.float32)
+    with pytest.raises(InputError, match="relative path"):
+        evaluation.export_wsolevaluation(tmp_path, ["../escape.jpg"], [good])
+    with pytest.raises(InputError, match="relative path"):
+        evaluation.export_wsolevaluation(tmp_path, ["/abs.jpg"], [good])
+    with pytest.raises(InputError, match=r"in \[0, 1\]"):
+        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [good + 2])
+    with pytest.raises(InputError, match="2-D"):
+        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [np.zeros(3)])
+    with pytest.raises(InputError, match="one map per image id"):
+        evaluation.export_wsolevaluation(tmp_path, ["a.jpg", "b.jpg"], [good])
+    assert not (tmp_path / "a.jpg.npy").exists()
+
+
+# ---------------------------------------------------------------------------
+# Map helpers
+
+
+def test_unit_square_maps():
+    maps = np.zeros((3, 32, 32))
+    maps[0, 8:16, 4:12] = 5.0  # a block
+    maps[1] = np.arange(32)[None, :] - 100.0  # a ramp, all negative
+    out = evaluation.unit_square_maps(maps)
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    assert out[0].min() == 0.0 and out[0].max() == 1.0
+    assert out[0, 84, 56] == 1.0 and out[0, 200, 200] == 0.0  # the block's middle, far away
+    np.testing.assert_allclose(out[1, 0, 3::7], np.linspace(0, 1, 32), atol=1e-6)
+    assert not out[2].any()  # constant: no location, all zeros
+    with pytest.raises(InputError, match="square"):
+        evaluation.unit_square_maps(np.zeros((1, 4, 5)))
+
+
+def test_image_seed():
+    seeds = [evaluation.image_seed(0, f"img_{i}.jpg") for i in range(50)]
+    assert len(set(seeds)) == 50
+    assert evaluation.image_seed(0, "img_3.jpg") == seeds[3]
+    assert evaluation.image_seed(1, "img_3.jpg") != seeds[3]
+    want = np.random.SeedSequence([0, zlib.crc32(b"img_3.jpg")]).generate_state(1)[0]
+    assert seeds[3] == want
+    with pytest.raises(InputError, match="seed"):
+        evaluation.image_seed(-1, "x")
+
+
+def test_default_log_path():
+    assert evaluation.default_log_path("r/results.json") == Path("r/results.images.jsonl")
+    assert evaluation.default_log_path("results") == Path("results.images.jsonl")
+
+
+# ---------------------------------------------------------------------------
+# OOD
+
+
+def unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+class FakeModel:
+    """Embeds texts and images as fixed random unit vectors; records what it embedded."""
+
+    dim = 8
+
+    def __init__(self):
+        self.images, self.texts = [], []
+
+    @staticmethod
+    def vector(name: str) -> np.ndarray:
+        return unit(np.random.default_rng(zlib.crc32(name.encode())).normal(size=FakeModel.dim))
+
+    def embed_texts(self, texts):
+        self.texts += texts
+        return np.stack([self.vector("text:" + t) for t in texts]).astype(np.float32)
+
+    def embed_images(self, paths, *, batch_size=32):
+        assert len(paths) <= batch_size
+        self.images += [Path(p).name for p in paths]
+        return np.stack([self.vector("image:" + Path(p).name) for p in paths]).astype(np.float32)
+
+
+CLASSES = {  # WordNet id -> images
+    "n01530575": 3,  # brambling: a bird
+    "n01531178": 2,  # goldfinch.n.02: a bird
+    "n02087394": 2,  # Rhodesian ridgeback: a hunting dog
+    "n02088364": 2,  # beagle: a hunting dog
+    "n03001627": 2,  # chair: in no pair, never embedded
+}
+
+
+def make_imagenet_folder(root: Path) -> Path:
+    for wnid, count in CLASSES.items():
+        (root / wnid).mkdir(parents=True)
+        for j in range(count):
+            Image.new("RGB", (12 + j, 10), (j * 40, 90, 10)).save(root / wnid / f"{wnid}_{j}.JPEG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def wordnet():
+    from convis_jax.core.wordnet import load_wordnet
+
+    return load_wordnet()
+
+
+def pairwise_auroc(pos, neg):
+    return np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
+
+
+def test_ood_concepts_and_scores_against_a_plain_loop(wordnet):
+    vocab = ConceptVocabulary.from_synsets(
+        ["brambling.n.01", "goldfinch.n.02", "beagle.n.01", "bird.n.01"], wordnet=wordnet)
+    model = FakeModel()
+    concepts = evaluation.ood_concepts(model, vocab, "bird.n.01")
+    assert set(concepts.leaves) == {"brambling.n.01", "goldfinch.n.02"}
+    # Only the ID synset and its leaves are embedded, with their definitions.
+    assert model.texts == [vocab.definition(n) for n in ("bird.n.01", *concepts.leaves)]
+    images = unit(np.random.default_rng(0).normal(size=(5, FakeModel.dim)))
+    scores = evaluation.ood_scores(images, concepts)
+    for n, v in enumerate(images):
+        assert scores.naive[n] == pytest.approx(sum(a * b for a, b in zip(v, concepts.id_embedding)))
+        leaf_scores = [float(np.dot(v, t)) for t in concepts.leaf_embeddings]
+        assert scores.hierarchy[n] == pytest.approx(max(leaf_scores))
+    templated = FakeModel()
+    lemma = evaluation.ood_concepts(templated, vocab, "beagle.n.01", text="a photo of a {}")
+    assert lemma.leaves == ("beagle.n.01",)  # a leaf is its own single leaf
+    assert templated.texts == ["a photo of a beagle", "a photo of a beagle"]
+    with pytest.raises(ConceptError, match="chair.n.01"):
+        evaluation.ood_concepts(model, vocab, "chair.n.01")
+    with pytest.raises(InputError, match=r"\[N, 8\]"):
+        evaluation.ood_scores(images[:, :4], concepts)
+
+
+def test_run_ood_against_a_pairwise_count_and_resume(tmp_path, wordnet):
+    records = datasets.read_imagenet_folders(make_imagenet_folder(tmp_path / "inet"), wordnet)
+    pairs = (OodPair("bird.n.01", "hunting_dog.n.01"), OodPair("bird.n.01", "dog.n.01"),
+             OodPair("spider.n.01", "butterfly.n.01"))
+    vocab = ConceptVocabulary.from_synsets(
+        sorted({r.synset for r in records} | {"bird.n.01", "hunting_dog.n.01"}), wordnet=wordnet)
+    model = FakeModel()
+    log_path = tmp_path / "ood.jsonl"
+    run = evaluation.run_ood(model, vocab, records, pairs, evaluation.ResultLog(log_path, {"t": 1}),
+                             batch_size=2, progress=False, wordnet=wordnet)
+    # Each image of a pair embedded exactly once (dogs serve two pairs); chairs never.
+    assert sorted(model.images) == sorted(
+        r.path.name for r in records if r.wnid != "n03001627")
+    assert [(p.id_synset, reason) for p, reason in run.skipped] == [("spider.n.01", "no ID images")]
+    assert len(run.results) == 2
+
+    concepts = evaluation.ood_concepts(FakeModel(), vocab, "bird.n.01")
+    for result in run.results:
+        assert len(result.id_images) == 5 and len(result.ood_images) == 4
+        assert set(result.leaves) == {"brambling.n.01", "goldfinch.n.02"}
+        # Scores of every image by hand, then AUROC by counting pairs.
+        for side, keys, naive, hier in (("id", result.id_images, result.naive_id,
+                                         result.hierarchy_id),
+                                        ("ood", result.ood_images, result.naive_ood,
+                                         result.hierarchy_ood)):
+            for key, n_score, h_score in zip(keys, naive, hier):
+                v = FakeModel.vector("image:" + key.split("/")[1])
+                assert n_score == pytest.approx(float(v @ concepts.id_embedding), abs=1e-6)
+                assert h_score == pytest.approx(float((concepts.leaf_embeddings @ v).max()), abs=1e-6)
+        assert result.auroc_naive == pytest.approx(pairwise_auroc(result.naive_id, result.naive_ood))
+        assert result.auroc_hierarchy == pytest.approx(
+            pairwise_auroc(result.hierarchy_id, result.hierarchy_ood))
+    report = evaluation.ood_report(run)
+    assert [p["n_id"] for p in report["pairs"]] == [5, 5]
+    assert report["skipped_pairs"][0]["reason"] == "no ID images"
+    assert "skipped" in evaluation.format_ood_table(run)
+
+    # A rerun embeds nothing and reports the same numbers.
+    again_model = FakeModel()
+    again = evaluation.run_ood(again_model, vocab, records, pairs,
+                               evaluation.ResultLog(log_path, {"t": 1}), progress=False,
+                               wordnet=wordnet)
+    assert again_model.images == []
+    assert [r.auroc_hierarchy for r in again.results] == [r.auroc_hierarchy for r in run.results]
+
+    with pytest.raises(InputError, match="both sides"):
+        evaluation.run_ood(model, vocab, records, pairs[2:],
+                           evaluation.ResultLog(tmp_path / "none.jsonl", {}), progress=False,
+                           wordnet=wordnet)
