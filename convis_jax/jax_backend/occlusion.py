@@ -9,6 +9,12 @@ minimum gives every requested concept's score at once; summed-area tables
 over the window lattice (`core.cells.accumulate_cells`) turn window scores
 into cell maps. The window embeddings do not depend on the concept, so
 maps for all of a vocabulary cost one sweep (METHOD.md section 3).
+
+The sweep is built from small pieces so that `sharding` can split it over
+devices without a second copy: `window_tables` lists the windows,
+`table_outputs` encodes one table and finishes each window's similarities
+(`subtree_min_ranks` or `rank_similarities`), `sweep_tables` runs it per
+window size, `lattice_outputs` and `cells_from_window_scores` accumulate.
 """
 
 from __future__ import annotations
@@ -44,37 +50,138 @@ def window_pixel_values(crops, size: int, mean, std):
     return jnp.moveaxis(pixels, -1, -3)
 
 
-def _window_table(grid: WindowGrid, size_index: int, n_images: int, chunk: int) -> np.ndarray:
-    """int32 [n_chunks, chunk, 3] of (image, y origin, x origin), padded by repeating the last."""
-    oy, ox = grid.origins[size_index]
-    yy, xx = np.meshgrid(oy, ox, indexing="ij")
-    per_image = np.stack([yy.ravel(), xx.ravel()], axis=1)
-    table = np.concatenate([np.concatenate([np.full((len(per_image), 1), n), per_image], axis=1)
-                            for n in range(n_images)])
-    pad = -len(table) % chunk
-    table = np.concatenate([table, np.repeat(table[-1:], pad, axis=0)])
-    return table.reshape(-1, chunk, 3).astype(np.int32)
+def window_tables(grid: WindowGrid, n_images: int, chunk: int,
+                  parts: int = 1) -> tuple[np.ndarray, ...]:
+    """Every window of every image, per window size, as a table cut into chunks.
 
+    Args:
+        grid: the window grid.
+        n_images: N, the images of the batch.
+        chunk: windows per chunk, >= 1.
+        parts: the number of chunks is rounded up to a multiple of this (the
+            devices that will share the table), >= 1.
 
-def _window_embeddings(params, config, padded, grid, size_index, chunk, mean, std, per_chunk):
-    """Runs `per_chunk(unit embeddings [chunk, d])` over every window of one size.
-
-    Returns per_chunk's outputs stacked over windows, [N, ny, nx, ...].
+    Returns:
+        One int32 [n_chunks, chunk, 3] table per window size, in grid order: rows
+        (image, y origin, x origin) in padded pixels, image-major, then row-major
+        over that size's lattice; the last row is repeated to fill the table, and
+        `lattice_outputs` cuts those repeats away again.
     """
-    n_images = padded.shape[0]
-    size = grid.window_sizes[size_index]
-    table = jnp.asarray(_window_table(grid, size_index, n_images, chunk))
+    tables = []
+    for oy, ox in grid.origins:
+        yy, xx = np.meshgrid(oy, ox, indexing="ij")
+        per_image = np.stack([yy.ravel(), xx.ravel()], axis=1)
+        table = np.concatenate([np.concatenate([np.full((len(per_image), 1), n), per_image],
+                                               axis=1) for n in range(n_images)])
+        pad = -len(table) % (chunk * parts)
+        table = np.concatenate([table, np.repeat(table[-1:], pad, axis=0)])
+        tables.append(table.reshape(-1, chunk, 3).astype(np.int32))
+    return tuple(tables)
 
+
+def dense_similarities(v, bank):
+    """Cosine similarities z [chunk, T] of unit embeddings v [chunk, d] to a whole bank [T, d]."""
+    return v @ bank.T
+
+
+def table_outputs(params, padded, table, bank, finish, *, config, size: int, mean, std,
+                  similarities=dense_similarities):
+    """Encodes the windows of one table chunk by chunk and finishes their similarities.
+
+    Memory stays bounded by one chunk: `lax.map` runs the chunks in sequence.
+
+    Args:
+        params: the CLIP parameter tree.
+        padded: float [N, Hp, Wp, 3] padded images in [0, 255].
+        table: int32 [n_chunks, chunk, 3] rows (image, y, x) of windows of side `size`
+            (`window_tables`).
+        bank: float32 [T, d] unit text embeddings (or this device's share of them, for
+            a `similarities` that gathers the rest).
+        finish: z [chunk, T] -> what to keep of each window, e.g. subtree-minimum ranks.
+        config: the ClipConfig.
+        size: the window side in pixels.
+        mean, std: the model's normalisation.
+        similarities: (v [chunk, d] unit embeddings, bank) -> z [chunk, T].
+
+    Returns:
+        finish's outputs stacked over chunks: [n_chunks, chunk, ...].
+    """
     def one_chunk(rows):
         crops = jax.vmap(lambda r: jax.lax.dynamic_slice(
             padded, (r[0], r[1], r[2], 0), (1, size, size, 3))[0])(rows)
         pixels = window_pixel_values(crops, config.vision.image_size, mean, std)
-        return per_chunk(clip.encode_images(params, config, pixels))
+        return finish(similarities(clip.encode_images(params, config, pixels), bank))
 
-    out = jax.lax.map(one_chunk, table)
-    out = out.reshape((-1,) + out.shape[2:])
-    ny, nx = grid.lattice_shapes[size_index]
-    return out[: n_images * ny * nx].reshape((n_images, ny, nx) + out.shape[1:])
+    return jax.lax.map(one_chunk, table)
+
+
+def subtree_min_ranks(z, members, segment_ids, num_concepts: int):
+    """Every requested concept's score in each window: the best rank in its subtree.
+
+    Args:
+        z: float [chunk, T] similarities of each window to the whole vocabulary.
+        members, segment_ids: int32 [M] the requested subtrees (`subtree_request`).
+        num_concepts: K (padded); segment K collects the padding and is dropped.
+
+    Returns:
+        int32 [chunk, K] in [0, T).
+    """
+    r = ranks(z, xp=jnp)
+    best = jax.ops.segment_min(r[:, members].T, segment_ids, num_segments=num_concepts + 1,
+                               indices_are_sorted=True)
+    return best[:num_concepts].T
+
+
+def rank_similarities(z):
+    """Normalised ranks 1 - rank / T of similarities z [chunk, T]: float32 [chunk, T] in (0, 1]."""
+    return 1.0 - ranks(z, xp=jnp) / z.shape[-1]
+
+
+def sweep_tables(params, padded, bank, finish, *, config, grid: WindowGrid, chunk: int, mean,
+                 std, parts: int = 1, run_table=table_outputs):
+    """`run_table` over the window table of every window size (`window_tables`).
+
+    Args:
+        params, padded, bank, finish, config, mean, std: as `table_outputs`.
+        grid: the window grid.
+        chunk: windows per chunk.
+        parts: tables hold a multiple of this many chunks (the devices sharing them).
+        run_table: `table_outputs`, or a sharded stand-in with the same signature.
+
+    Returns:
+        Per window size, [n_chunks, chunk, ...] outputs of `finish`.
+    """
+    tables = window_tables(grid, padded.shape[0], chunk, parts)
+    return tuple(run_table(params, padded, jnp.asarray(table), bank, finish, config=config,
+                           size=size, mean=mean, std=std)
+                 for size, table in zip(grid.window_sizes, tables))
+
+
+def lattice_outputs(outputs, grid: WindowGrid, n_images: int):
+    """Per-size `sweep_tables` outputs [n_chunks, chunk, ...] -> per size [N, ny, nx, ...].
+
+    Drops the rows that only fill the tables (`window_tables`).
+    """
+    per_size = []
+    for out, (ny, nx) in zip(outputs, grid.lattice_shapes):
+        flat = out.reshape((-1,) + out.shape[2:])
+        per_size.append(flat[: n_images * ny * nx].reshape((n_images, ny, nx) + flat.shape[1:]))
+    return tuple(per_size)
+
+
+def cells_from_window_scores(per_size, grid: WindowGrid):
+    """Algorithm 1 steps 4-5: window scores per size [N, ny, nx, K] -> maps [N, K, cy, cx].
+
+    Returns:
+        float32 [N, K, cy, cx] in [0, 1], high where the concept is.
+    """
+    scores = tuple(jnp.moveaxis(s, -1, 1) for s in per_size)
+    return normalise_maps(accumulate_cells(scores, grid, xp=jnp), xp=jnp)
+
+
+def window_list(per_size):
+    """Per-size window outputs [N, ny, nx, T] -> one flat window axis [N, n_windows, T]."""
+    return jnp.concatenate([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_size], axis=1)
 
 
 @partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std", "num_concepts"))
@@ -99,17 +206,11 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid:
         float32 [N, K, cy, cx] in [0, 1], high where the concept is.
     """
     TRACES["occlusion_cells"] += 1
-
-    def scores(v):  # [chunk, d] -> [chunk, K] subtree-minimum rank of each concept
-        r = ranks(v @ bank.T, xp=jnp)
-        best = jax.ops.segment_min(r[:, members].T, segment_ids, num_segments=num_concepts + 1,
-                                   indices_are_sorted=True)
-        return best[:num_concepts].T
-
-    per_size = [jnp.moveaxis(_window_embeddings(params, config, padded, grid, i, chunk, mean,
-                                                std, scores), -1, 1)
-                for i in range(len(grid.window_sizes))]
-    return normalise_maps(accumulate_cells(tuple(per_size), grid, xp=jnp), xp=jnp)
+    finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
+                     num_concepts=num_concepts)
+    outputs = sweep_tables(params, padded, bank, finish, config=config, grid=grid, chunk=chunk,
+                           mean=mean, std=std)
+    return cells_from_window_scores(lattice_outputs(outputs, grid, padded.shape[0]), grid)
 
 
 @partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std"))
@@ -121,11 +222,9 @@ def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, 
     `core.cells.coverage_matrix`), for the web app's aggregation order.
     """
     TRACES["window_rank_similarities"] += 1
-    n_synsets = bank.shape[0]
-    per_chunk = lambda v: 1.0 - ranks(v @ bank.T, xp=jnp) / n_synsets
-    parts = [_window_embeddings(params, config, padded, grid, i, chunk, mean, std, per_chunk)
-             for i in range(len(grid.window_sizes))]
-    return jnp.concatenate([p.reshape(p.shape[0], -1, n_synsets) for p in parts], axis=1)
+    outputs = sweep_tables(params, padded, bank, rank_similarities, config=config, grid=grid,
+                           chunk=chunk, mean=mean, std=std)
+    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
 
 
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,
