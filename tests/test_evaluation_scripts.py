@@ -1,0 +1,236 @@
+"""scripts/evaluate_wsol.py and scripts/evaluate_ood.py end to end on a tiny random CLIP.
+
+Random weights make the numbers meaningless, so the tests check structure,
+ranges and internal consistency: summaries recomputed from the per-image
+logs equal the reported ones, OOD scores equal cosines computed directly with
+the model, exported maps have the photos' sizes, and a rerun does no work.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convis_jax import evaluation
+from convis_jax.core import datasets
+from convis_jax.core.scenes import DRAWN_CONCEPTS, make_dataset
+from convis_jax.core.vocabulary import ConceptVocabulary
+from test_evaluation import CUB_PHOTOS, CLASSES, make_cub_folder, make_imagenet_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WSOL = load_script("evaluate_wsol")
+OOD = load_script("evaluate_ood")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Data folders, a small vocabulary file, and a cache folder shared by the module."""
+    root = tmp_path_factory.mktemp("eval_data")
+    make_cub_folder(root / "cub")
+    datasets.write_scene_folder(root / "scenes", make_dataset(seed=11, n=2, size=64))
+    make_imagenet_folder(root / "inet")
+    vocabulary = ConceptVocabulary.from_synsets(["bird.n.01", *DRAWN_CONCEPTS])
+    (root / "vocabulary.json").write_text(json.dumps(vocabulary.to_dict()))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def cache(data, monkeypatch):
+    monkeypatch.setenv("CONVIS_JAX_CACHE", str(data / "cache"))
+
+
+def wsol_args(data, checkpoint, out, *extra):
+    return [str(data / "cub"), "--out", str(out), "--model", str(checkpoint),
+            "--vocabulary", str(data / "vocabulary.json"), "--quiet", *extra]
+
+
+def read_log(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines[1:]]
+
+
+def check_report(report: dict, count: int) -> None:
+    assert report["count"] == count
+    for key in ("max_box_acc", "max_box_acc_v2", "pointing_game"):
+        value = report[key]["value"] if isinstance(report[key], dict) else report[key]
+        assert 0.0 <= value <= 1.0
+    curve = report["max_box_acc"]["curve"]
+    assert len(curve) == 100 and max(curve) == report["max_box_acc"]["value"]
+    assert report["max_box_acc_v2"]["value"] == pytest.approx(
+        np.mean([r["value"] for r in report["max_box_acc_v2"]["per_iou"]]))
+
+
+def test_wsol_on_cub_with_export_and_resume(data, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from convis_jax.api import ConVis
+
+    out = tmp_path / "cub.json"
+    export = tmp_path / "scoremaps"
+    calls = []
+    original = ConVis.occlusion_maps
+
+    def spy(self, images, concepts=None, **kwargs):
+        calls.append((list(concepts), kwargs["seed"]))
+        return original(self, images, concepts, **kwargs)
+
+    monkeypatch.setattr(ConVis, "occlusion_maps", spy)
+    args = wsol_args(data, tiny_checkpoint[0], out, "--export", str(export))
+    assert WSOL.main(args) == 0
+    assert "MaxBoxAcc" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["dataset"] == "cub" and doc["concepts"] == ["bird.n.01"]
+    assert doc["settings"]["method"] == "occlusion" and doc["settings"]["padding"] == "noise"
+    assert set(doc["results"]) == {"all"}
+    check_report(doc["results"]["all"], len(CUB_PHOTOS))
+    # One map per image, each with its own padding noise.
+    assert len(calls) == 3 and len({seed for _, seed in calls}) == 3
+
+    # The report is the summary of the per-image log.
+    records = read_log(out.with_name("cub.images.jsonl"))
+    assert [r["image_id"] for r in records] == list(CUB_PHOTOS)
+    again = evaluation.wsol_report(evaluation.summarise_wsol(
+        [evaluation.Localisation.from_json(r) for r in records]))
+    assert again == doc["results"]["all"]
+
+    # wsolevaluation layout: <root>/<image id>.npy at the photo's size, in [0, 1].
+    for rel, (size, _) in CUB_PHOTOS.items():
+        saved = np.load(export / (rel + ".npy"))
+        assert saved.shape == size and saved.dtype == np.float32
+        assert 0.0 <= saved.min() and saved.max() <= 1.0 and saved.max() > 0.0
+
+    # The same command again maps nothing and reports the same numbers.
+    calls.clear()
+    assert WSOL.main(args) == 0
+    assert calls == []
+    assert json.loads(out.read_text())["results"] == doc["results"]
+
+    # Other options do not mix with the old results.
+    assert WSOL.main(wsol_args(data, tiny_checkpoint[0], out, "--padding", "constant")) == 2
+    assert "--restart" in capsys.readouterr().err
+
+
+def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monkeypatch):
+    from convis_jax.api import ConVis
+
+    out = tmp_path / "scenes.json"
+    export = tmp_path / "scoremaps"
+    args = [str(data / "scenes"), "--out", str(out), "--model", str(tiny_checkpoint[0]),
+            "--vocabulary", str(data / "vocabulary.json"), "--method", "gradient",
+            "--export", str(export), "--quiet"]
+    assert WSOL.main(args) == 0
+    doc = json.loads(out.read_text())
+    records = datasets.read_scene_folder(data / "scenes")
+    drawn = sorted({c for r in records for c in r.concepts})
+    assert doc["dataset"] == "scenes" and doc["concepts"] == drawn
+    assert doc["settings"]["method"] == "gradient" and doc["settings"]["kind"] == "gradient"
+    assert set(doc["results"]) == {"all", *drawn}
+    check_report(doc["results"]["all"], sum(len(r.concepts) for r in records))
+    for concept in drawn:
+        check_report(doc["results"][concept], sum(concept in r.concepts for r in records))
+    # Several concepts per image: one wsolevaluation folder per concept.
+    for r in records:
+        for concept in r.concepts:
+            saved = np.load(export / concept / (r.image_id + ".npy"))
+            assert saved.shape == (64, 64) and 0.0 <= saved.min() and saved.max() <= 1.0
+
+    # One concept: only the scenes that hold it, their results taken from the same log.
+    one = records[0].concepts[0]
+    out_one = tmp_path / "one.json"
+    monkeypatch.setattr(ConVis, "gradient_maps", lambda *a, **k: pytest.fail("mapped again"))
+    args = [str(data / "scenes"), "--out", str(out_one), "--model", str(tiny_checkpoint[0]),
+            "--vocabulary", str(data / "vocabulary.json"), "--method", "gradient",
+            "--concept", one, "--log", doc["log"], "--quiet"]
+    assert WSOL.main(args) == 0
+    doc = json.loads(out_one.read_text())
+    assert doc["concepts"] == [one]
+    assert doc["results"]["all"]["count"] == sum(one in r.concepts for r in records)
+
+
+def test_ood_end_to_end(data, tiny_checkpoint, tmp_path, capsys):
+    from convis_jax.jax_backend.loading import load_clip
+
+    out = tmp_path / "ood.json"
+    args = [str(data / "inet"), "--out", str(out), "--model", str(tiny_checkpoint[0]),
+            "--vocabulary", "classes", "--batch-size", "3", "--quiet"]
+    assert OOD.main(args) == 0
+    assert "hunting_dog.n.01" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["vocabulary"]["source"] == "classes"
+    (pair,) = doc["pairs"]  # of the paper's six, only bird / hunting dog has images
+    assert (pair["id_synset"], pair["ood_synset"]) == ("bird.n.01", "hunting_dog.n.01")
+    assert (pair["n_id"], pair["n_ood"]) == (5, 4)
+    assert sorted(pair["leaves"]) == ["brambling.n.01", "goldfinch.n.02"]
+    assert len(doc["skipped_pairs"]) == 5
+    assert all(0.0 <= pair["auroc"][k] <= 1.0 for k in ("naive", "hierarchy"))
+
+    # Per-image scores: cosines with the model's own embeddings; AUROC by counting pairs.
+    records = read_log(out.with_name("ood.images.jsonl"))
+    assert len(records) == 9 and not any(r["image"].startswith("n03001627") for r in records)
+    model = load_clip(tiny_checkpoint[0])
+    vocab = ConceptVocabulary.from_synsets(
+        sorted({*map(str, ("brambling.n.01", "goldfinch.n.02", "rhodesian_ridgeback.n.01",
+                           "beagle.n.01", "chair.n.01", "bird.n.01", "hunting_dog.n.01"))}))
+    texts = model.embed_texts([vocab.definition(n) for n in ("bird.n.01", *pair["leaves"])])
+    images = model.embed_images([data / "inet" / r["image"] for r in records])
+    scores = {"id": [], "ood": []}
+    for record, v in zip(records, images):
+        entry = record["scores"]["bird.n.01/hunting_dog.n.01"]
+        assert entry["naive"] == pytest.approx(float(v @ texts[0]), abs=1e-5)
+        assert entry["hierarchy"] == pytest.approx(float((texts[1:] @ v).max()), abs=1e-5)
+        scores[entry["side"]].append((entry["naive"], entry["hierarchy"]))
+    for k, name in enumerate(("naive", "hierarchy")):
+        pos = [s[k] for s in scores["id"]]
+        neg = [s[k] for s in scores["ood"]]
+        count = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+        assert pair["auroc"][name] == pytest.approx(count)
+
+    # Rerun: nothing left to embed, same report.
+    assert OOD.main(args) == 0
+    assert json.loads(out.read_text())["pairs"] == doc["pairs"]
+
+
+def test_user_mistakes_end_with_one_line(data, tiny_checkpoint, tmp_path, capsys):
+    cases = [
+        (WSOL, wsol_args(data, tiny_checkpoint[0], tmp_path / "a.json", "--concept",
+                         "nothing.n.99"), "nothing.n.99"),
+        (WSOL, wsol_args(data, tiny_checkpoint[0], tmp_path / "b.json", "--limit", "0"), "--limit"),
+        (WSOL, wsol_args(data, tiny_checkpoint[0], tmp_path / "c.json", "--limit", "x"), "invalid int"),
+        (WSOL, [str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.json")], "no folder"),
+        (OOD, [str(data / "inet"), "--out", str(tmp_path / "e.json"), "--pairs", "bird.n.01"],
+         "--pairs"),
+        (OOD, [str(data / "cub"), "--out", str(tmp_path / "f.json")], "WordNet id"),
+        (OOD, [str(data / "inet"), "--out", str(tmp_path / "g.json"), "--model",
+               str(tiny_checkpoint[0]), "--vocabulary", "classes", "--pairs",
+               "spider.n.01/butterfly.n.01"], "both sides"),
+    ]
+    for script, args, message in cases:
+        assert script.main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_command_line_exit_code_and_stderr(tmp_path):
+    """As a user runs it: a separate process, exit code 2, one line, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.evaluate_wsol", str(tmp_path / "missing"), "--out",
+         str(tmp_path / "r.json")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("error: ") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
