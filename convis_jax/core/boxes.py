@@ -43,12 +43,8 @@ def boxes_to_square(
         InputError: boxes are not a finite [K, 4] array, or a size is not a
             positive integer.
     """
-    arr = _as_boxes(boxes)
-    crop = square_crop_box(*original_size)
-    size = _positive(size)
-    scale = size / crop.side
-    shift = np.array([crop.left, crop.top, crop.left, crop.top], dtype=np.float64)
-    return np.clip((arr - shift) * scale, 0.0, float(size))
+    corner, scale = _crop_transform(original_size, size)
+    return np.clip((_as_boxes(boxes) - corner) * scale, 0.0, float(size))
 
 
 def boxes_from_square(
@@ -72,11 +68,15 @@ def boxes_from_square(
     Raises:
         InputError: as for `boxes_to_square`.
     """
-    arr = _as_boxes(boxes)
+    corner, scale = _crop_transform(original_size, size)
+    return _as_boxes(boxes) / scale + corner
+
+
+def _crop_transform(original_size: tuple[int, int], size: int) -> tuple[np.ndarray, float]:
+    """The crop's corner as a box offset (left, top, left, top), and S / side."""
     crop = square_crop_box(*original_size)
-    size = _positive(size)
-    shift = np.array([crop.left, crop.top, crop.left, crop.top], dtype=np.float64)
-    return arr * (crop.side / size) + shift
+    corner = np.array([crop.left, crop.top, crop.left, crop.top], dtype=np.float64)
+    return corner, _positive(size) / crop.side
 
 
 def _as_boxes(boxes) -> np.ndarray:
