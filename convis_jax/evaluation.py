@@ -338,7 +338,9 @@ class Localisation:
                 pointing=float(data["pointing"]),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"expected a localisation record, found {data!r:.200} ({err})") from None
+            raise InputError(
+                f"expected a localisation record, found {data!r:.200} ({err})"
+            ) from None
         v2 = (len(metrics.V2_IOU_THRESHOLDS), t)
         if result.hits.shape != (t,) or result.hits_v2.shape != v2:
             raise InputError(
@@ -452,7 +454,11 @@ def wsol_report(summary: WsolSummary) -> dict:
         "max_box_acc_v2": {
             "value": summary.max_box_acc_v2.value,
             "per_iou": [
-                {"iou_threshold": r.iou_threshold, "value": r.value, "best_threshold": r.best_threshold}
+                {
+                    "iou_threshold": r.iou_threshold,
+                    "value": r.value,
+                    "best_threshold": r.best_threshold,
+                }
                 for r in summary.max_box_acc_v2.per_iou
             ],
         },
@@ -518,8 +524,8 @@ class ResultLog:
         # Everything after the last newline is a line a crash cut short.
         complete, tail = lines[:-1], lines[-1]
         if not complete:
-            raise InputError(f"{self.path}: expected a result log, found a file cut inside its first line; "
-                             f"delete it or start afresh (--restart)")
+            raise InputError(f"{self.path}: expected a result log, found a file cut inside "
+                             f"its first line; delete it or start afresh (--restart)")
         try:
             header = json.loads(complete[0])
         except json.JSONDecodeError:

@@ -20,7 +20,7 @@ def test_round_trip(tmp_path, scenes):
     written = datasets.write_scene_folder(tmp_path / "s", scenes)
     records = datasets.read_scene_folder(tmp_path / "s")
     assert records == written
-    assert [r.image_id for r in records] == ["scene_00000.png", "scene_00001.png", "scene_00002.png"]
+    assert [r.image_id for r in records] == [f"scene_0000{n}.png" for n in range(3)]
     for record, scene in zip(records, scenes):
         np.testing.assert_array_equal(load_image(record.path), scene.image)  # lossless
         assert record.concepts == scene.concepts
