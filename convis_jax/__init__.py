@@ -37,6 +37,8 @@ _EXPORTS = {
     "save_heatmap": "convis_jax.core.pictures",
     "heatmap_overlay": "convis_jax.core.pictures",
     "white_overlay": "convis_jax.core.pictures",
+    "export_wsolevaluation": "convis_jax.evaluation",
+    "boxes_to_square": "convis_jax.core.boxes",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,6 +60,7 @@ def __dir__():
 if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     from convis_jax.api import ConVis
     from convis_jax.api import TopConcepts
+    from convis_jax.core.boxes import boxes_to_square
     from convis_jax.core.explorer import write_explorer
     from convis_jax.core.images import PreprocessConfig
     from convis_jax.core.images import load_image
@@ -78,6 +81,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     from convis_jax.errors import ConvisError
     from convis_jax.errors import InputError
     from convis_jax.errors import ModelLoadError
+    from convis_jax.evaluation import export_wsolevaluation
     from convis_jax.jax_backend.bank import ConceptBank
     from convis_jax.jax_backend.bank import build_bank
     from convis_jax.jax_backend.loading import load_clip
