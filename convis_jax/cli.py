@@ -1,7 +1,10 @@
 """The `convis-jax` command line: explain, top, bank, explore, demo.
 
-User mistakes (missing files, unknown concepts, bad options) end with one
-line on stderr and exit code 2, never a traceback.
+User mistakes (missing or damaged files, unknown concepts, bad options) end
+with one line on stderr and exit code 2, never a traceback; a file that
+cannot be written ends the same way with exit code 1. Images and concept
+names are checked before the model is loaded and the concept bank is built,
+so a typo costs no waiting.
 """
 
 from __future__ import annotations
@@ -16,11 +19,32 @@ import numpy as np
 from convis_jax.errors import ConvisError
 
 EXIT_USAGE = 2
+EXIT_IO = 1
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block
         raise ConvisError(f"{self.prog}: {message} (see --help)")
+
+
+def _number(kind, minimum, what: str):
+    """An argparse type: `kind` parsed from the text and at least `minimum` (exclusive for floats)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        too_small = value <= minimum if kind is float else value < minimum
+        if too_small or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, "a positive integer")
+SEED = _number(int, 0, "a non-negative integer seed")
+POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
 
 def _common(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
@@ -38,8 +62,12 @@ def _common(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command; its errors raise `ConvisError`."""
+    from convis_jax import __version__
+
     parser = _Parser(prog="convis-jax",
                      description="ConVis saliency maps of WordNet concepts for CLIP, in JAX.")
+    parser.add_argument("--version", action="version", version=f"convis-jax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     explain = commands.add_parser("explain", help="maps of named concepts for images")
@@ -49,19 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion")
     explain.add_argument("--out", required=True, help="output folder")
     explain.add_argument("--padding", choices=["noise", "constant"], default="noise")
-    explain.add_argument("--seed", type=int, default=0)
+    explain.add_argument("--seed", type=SEED, default=0)
     explain.add_argument("--score", default="cosine",
                          choices=["cosine", "subtree_cosine", "probability", "subtree_probability"],
                          help="gradient method: the concept score to differentiate")
     explain.add_argument("--kind", default="gradient",
                          choices=["gradient", "grad_x_input", "smoothgrad", "tokens"],
                          help="gradient method: the kind of map")
-    explain.add_argument("--gamma", type=float, default=1.0, help="overlay exponent")
+    explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0, help="overlay exponent")
     _common(explain)
 
     top = commands.add_parser("top", help="the concepts CLIP sees in whole images")
     top.add_argument("images", nargs="+")
-    top.add_argument("--k", type=int, default=10)
+    top.add_argument("--k", type=POSITIVE_INT, default=10)
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(top)
 
@@ -73,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--out", required=True)
     explore.add_argument("--data-files", action="store_true",
                          help="one data file per image beside index.html (for many images)")
-    explore.add_argument("--seed", type=int, default=0)
+    explore.add_argument("--seed", type=SEED, default=0)
     _common(explore)
 
     demo = commands.add_parser("demo", help="a small gallery from the bundled model")
@@ -82,18 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _convis(args):
-    from convis_jax.api import ConVis
+def _model(args):
     from convis_jax.jax_backend.loading import load_clip
 
-    model = load_clip(args.model, dtype=args.dtype)
-    return ConVis(model, args.vocabulary, text=args.text, progress=not args.quiet)
+    return load_clip(args.model, dtype=args.dtype)
 
 
-def _check_images(paths: list[str]) -> None:
-    for p in paths:
-        if not Path(p).is_file():
-            raise ConvisError(f"no image file at {p!r}")
+def _convis(args, model=None, vocabulary=None):
+    """A ConVis for the options; builds (or reads) the concept bank."""
+    from convis_jax.api import ConVis
+
+    model = _model(args) if model is None else model
+    vocabulary = args.vocabulary if vocabulary is None else vocabulary
+    return ConVis(model, vocabulary, text=args.text, progress=not args.quiet)
+
+
+def _load_images(paths: list[str]) -> list[np.ndarray]:
+    """Every image, read before any model work so that a bad file fails at once."""
+    from convis_jax.core.images import load_images
+
+    return load_images(list(paths))
+
+
+def _output_folder(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConvisError(f"--out must be a folder, found a file at {out!r}")
+    return path
 
 
 def _stem(index: int, path: str) -> str:
@@ -111,7 +154,25 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
                        method: str = "occlusion", gamma: float = 1.0, padding: str = "noise",
                        seed: int = 0, score: str = "cosine", kind: str = "gradient",
                        sources: list[str] | None = None) -> dict:
-    """Maps, overlays, grids, maps.npz and summary.json for images and concepts; returns the summary."""
+    """Maps, overlays, grids, maps.npz and summary.json for images and concepts.
+
+    Args:
+        convis: the `ConVis` to explain with.
+        images: anything `load_images` accepts, N images.
+        names: N folder names, one per image.
+        concepts: synset names or words (see `ConceptVocabulary.resolve`).
+        out: the output folder; gets `<name>/<concept>.png` overlays at each photo's
+            size, `<name>/grid.png`, `maps.npz` (`maps` float32 [N, K, S, S] in [0, 1]
+            on the centre square the model saw, `concepts` [K]) and `summary.json`.
+        method: "occlusion" or "gradient" (gradient maps are min-max normalised per map).
+        gamma: the overlay exponent.
+        padding, seed: the occlusion padding and its noise seed (SmoothGrad's seed too).
+        score, kind: the gradient method's score and kind of map.
+        sources: how summary.json names the images (default: `names`).
+
+    Returns:
+        The summary written to summary.json.
+    """
     from convis_jax.core.images import load_images
     from convis_jax.core.pictures import concept_grid, save_png, white_overlay
     from convis_jax.core.windows import map_to_image
@@ -121,7 +182,7 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     if method == "occlusion":
         maps = convis.occlusion_maps(photos, resolved, padding=padding, seed=seed)
     else:
-        maps = _normalise(convis.gradient_maps(photos, resolved, score=score, kind=kind))
+        maps = _normalise(convis.gradient_maps(photos, resolved, score=score, kind=kind, seed=seed))
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": convis.model.name, "method": method, "concepts": resolved,
                "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
@@ -145,46 +206,59 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
 
 
 def cmd_explain(args) -> None:
-    _check_images(args.images)
-    convis = _convis(args)
+    from convis_jax.api import resolve_vocabulary
+
+    photos = _load_images(args.images)
+    out = _output_folder(args.out)
+    model = _model(args)
+    vocabulary = resolve_vocabulary(args.vocabulary, model)
+    concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
+    convis = _convis(args, model, vocabulary)
     names = [_stem(i, p) for i, p in enumerate(args.images)]
-    write_explanations(convis, args.images, names, args.concepts, Path(args.out),
-                       method=args.method, gamma=args.gamma, padding=args.padding, seed=args.seed,
-                       score=args.score, kind=args.kind, sources=args.images)
-    print(f"wrote maps of {len(args.concepts)} concept(s) for {len(args.images)} image(s) "
-          f"to {args.out}")
+    write_explanations(convis, photos, names, concepts, out, method=args.method,
+                       gamma=args.gamma, padding=args.padding, seed=args.seed, score=args.score,
+                       kind=args.kind, sources=args.images)
+    print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
+
+
+def format_top_table(paths: list[str], results: list) -> str:
+    """The `top` table: per image, rank, flat concept and cosine, hierarchical concept and cosine."""
+    lines = []
+    for path, r in zip(paths, results):
+        width = max(12, *map(len, r.flat.names + r.hierarchical.names))
+        lines.append(str(path))
+        lines.append(f"  {'rank':>4}  {'flat':<{width}} {'cosine':>7}   "
+                     f"{'hierarchical':<{width}} {'cosine':>7}")
+        for i, (flat, score, hier, hier_score) in enumerate(zip(
+                r.flat.names, r.flat.scores, r.hierarchical.names, r.hierarchical.scores)):
+            lines.append(f"  {i + 1:>4}  {flat:<{width}} {score:7.4f}   "
+                         f"{hier:<{width}} {hier_score:7.4f}")
+    return "\n".join(lines)
 
 
 def cmd_top(args) -> None:
-    _check_images(args.images)
-    convis = _convis(args)
-    results = convis.top_concepts(args.images, k=args.k)
+    photos = _load_images(args.images)
+    results = _convis(args).top_concepts(photos, k=args.k)
     if args.json:
         print(json.dumps([{"image": p, "flat": dict(zip(r.flat.names, map(float, r.flat.scores))),
                            "hierarchical": dict(zip(r.hierarchical.names,
                                                     map(float, r.hierarchical.scores)))}
                           for p, r in zip(args.images, results)], indent=2))
-        return
-    for path, r in zip(args.images, results):
-        print(f"{path}")
-        print(f"  {'rank':>4}  {'flat':<32} {'cosine':>7}   {'hierarchical':<32} {'cosine':>7}")
-        for i in range(len(r.flat.names)):
-            print(f"  {i + 1:>4}  {r.flat.names[i]:<32} {r.flat.scores[i]:7.4f}   "
-                  f"{r.hierarchical.names[i]:<32} {r.hierarchical.scores[i]:7.4f}")
+    else:
+        print(format_top_table(args.images, results))
 
 
 def cmd_bank(args) -> None:
-    convis = _convis(args)
-    bank = convis.bank
+    bank = _convis(args).bank
     print(f"concept bank: {len(bank)} concepts x {bank.embeddings.shape[1]} dims, "
           f"text={bank.text!r}, cached at {bank.path}")
 
 
 def cmd_explore(args) -> None:
-    _check_images(args.images)
-    convis = _convis(args)
-    page = convis.explore(args.images, Path(args.out), seed=args.seed,
-                          single_file=not args.data_files)
+    photos = _load_images(args.images)
+    out = _output_folder(args.out)
+    page = _convis(args).explore(photos, out, names=[Path(p).name for p in args.images],
+                                 seed=args.seed, single_file=not args.data_files)
     print(f"wrote {page}")
 
 
@@ -194,7 +268,7 @@ def cmd_demo(args) -> None:
     from convis_jax.core.scenes import make_dataset
     from convis_jax.jax_backend.loading import load_clip
 
-    out = Path(args.out)
+    out = _output_folder(args.out)
     convis = ConVis(load_clip(None), None, progress=not args.quiet)
     scenes = make_dataset(seed=2024, n=4, size=224)
     names = [f"scene-{i}" for i in range(len(scenes))]
@@ -206,8 +280,8 @@ def cmd_demo(args) -> None:
         parents = [p for c in present for p in vocab.parents(c)][:1]
         write_explanations(convis, [scene.image], [name], present + parents, out / "maps",
                            sources=[f"{name}.png"])
-        (out / "maps" / "summary.json").rename(out / "maps" / f"{name}.json")
-        (out / "maps" / "maps.npz").rename(out / "maps" / f"{name}.npz")
+        (out / "maps" / "summary.json").replace(out / "maps" / f"{name}.json")
+        (out / "maps" / "maps.npz").replace(out / "maps" / f"{name}.npz")
     page = convis.explore([s.image for s in scenes], out / "explorer", names=names)
     print(f"demo gallery in {out}: scenes, maps/<scene>/grid.png overlays, explorer {page}")
 
@@ -216,16 +290,31 @@ COMMANDS = {"explain": cmd_explain, "top": cmd_top, "bank": cmd_bank, "explore":
             "demo": cmd_demo}
 
 
+def one_line(message: str) -> str:
+    """A possibly multi-line error message (a list of problems) as one line."""
+    lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (0, 1: a file error, 2: a user mistake)."""
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
     except ConvisError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # unwritable --out, full disk: the user's to fix, not a bug
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_IO
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit as done:  # --help and --version print and exit through argparse
+        return done.code if isinstance(done.code, int) else 0
     return 0
 
 
