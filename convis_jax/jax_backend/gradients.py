@@ -47,6 +47,9 @@ KINDS = ("gradient", "grad_x_input", "smoothgrad", "tokens")
 REDUCTIONS = ("absmax", "l2", None)
 STRATEGIES = ("auto", "vmap", "jacobian")
 SUBTREE_SCORES = ("subtree_cosine", "subtree_probability")
+# The default chunk: the next power of two >= K, at most this many concepts (and
+# basis vectors of the Jacobian) per vectorised pullback.
+MAX_CHUNK = 32
 
 
 class SubtreeIndex(NamedTuple):
@@ -296,7 +299,7 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
                           subtree: SubtreeIndex | tuple | None, logit_scale, *,
                           score: str = "cosine", kind: str = "gradient",
                           reduce: str | None = "absmax", strategy: str = "auto",
-                          chunk: int = 32, layer: int | None = None,
+                          chunk: int | None = None, layer: int | None = None,
                           smoothgrad_samples: int = 16, smoothgrad_sigma: float = 0.15,
                           key=None):
     """Gradient maps of K concept scores for N images from one forward pass.
@@ -331,7 +334,9 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
             vectors, then one matrix product per concept chunk) or "auto" (jacobian when
             K >= d). The jacobian route holds the Jacobian, d * n * 3 * S * S floats per
             image (n = smoothgrad_samples for SmoothGrad, else 1).
-        chunk: concepts (and basis vectors) per vectorised pullback, >= 1.
+        chunk: concepts (and basis vectors of the Jacobian) per vectorised pullback,
+            >= 1; default: the next power of two >= K, at most `MAX_CHUNK`, so that a
+            small K pays for no padding and a few buckets serve every K.
         layer: for "tokens", the vision layer whose output is used (transformers'
             hidden_states[layer]), 0 <= layer <= num_hidden_layers - 2; default
             num_hidden_layers - 2. The patch tokens of hidden_states[L] do not reach the
@@ -366,8 +371,8 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
         raise InputError(f"expected a concept bank of shape [T, {d}] with T >= 1, found "
                          f"{list(bank.shape)}")
     concept_index = _check_concepts(concept_index, bank.shape[0])
-    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise InputError(f"chunk must be an integer >= 1, found {chunk!r}")
+    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
+        raise InputError(f"chunk must be an integer >= 1 or None, found {chunk!r}")
     if score in SUBTREE_SCORES:
         subtree = _check_subtree(subtree, bank.shape[0])
     else:
@@ -390,6 +395,8 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
         key = None
     k = int(concept_index.shape[0])
     route = strategy if strategy != "auto" else ("jacobian" if k >= d else "vmap")
+    basis_chunk = int(chunk or MAX_CHUNK)
+    chunk = int(chunk or min(1 << (k - 1).bit_length(), MAX_CHUNK))
     padded = -(-k // chunk) * chunk
     # Pad with concept 0 (a valid row) to whole chunks; the padded maps are cut away below.
     index = jnp.zeros(padded, jnp.int32).at[:k].set(jnp.asarray(concept_index, jnp.int32))
@@ -401,7 +408,7 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
     statics = dict(config=config, score=score, kind=kind,
                    reduce=None if kind == "tokens" else reduce)
     if route == "jacobian":
-        rows = _jacobian(forward, kind=kind, chunk=int(chunk))
+        rows = _jacobian(forward, kind=kind, chunk=basis_chunk)
         run = lambda part: _jacobian_chunk(rows, forward.v, bank, part, subtree, logit_scale,
                                            **statics)
     else:
