@@ -73,7 +73,12 @@ def resolve_vocabulary(vocabulary, model=None):
     if path.suffix == ".json":
         import json
 
-        return ConceptVocabulary.from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"expected a vocabulary JSON file (ConceptVocabulary.to_dict) at "
+                             f"{str(path)!r}, found unreadable JSON: {err}") from None
+        return ConceptVocabulary.from_dict(data)
     return ConceptVocabulary.from_file(path)
 
 
