@@ -1,0 +1,284 @@
+"""Shared pieces of the benchmarks: the benchmark model, timing, environment, JSON and plots.
+
+Every benchmark follows the same protocol (STYLE.md, "Tests"):
+
+* the first call of each timed function is its warm-up; it includes tracing
+  and compilation and is reported separately (`compile_s`);
+* the timed calls then run in interleaved rounds (A, B, C, A, B, C, ...), so
+  that a change of load on a shared machine hits every contender alike,
+  and each reports the median of its rounds;
+* results are plain JSON-able dicts, written with the device, dtype and
+  library versions of the run (`environment`).
+
+Run from the repository root: `python benchmarks/run_all.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SCHEMA_VERSION = 1
+
+# ViT-B/32 (OpenAI's `openai/clip-vit-base-patch32` shape), full depth, as the
+# issues require: vision width 768, 12 heads, patch 32, image 224; text
+# width 512, 8 heads; 12 layers each; 512-d projections.
+VIT_B32 = dict(
+    vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, image_size=224, patch_size=32),
+    text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+              num_attention_heads=8, max_position_embeddings=77, vocab_size=49408),
+    projection_dim=512,
+)
+
+
+def benchmark_checkpoint(folder: Path | None = None, spec: dict = VIT_B32, seed: int = 0) -> Path:
+    """A random CLIPModel checkpoint written by transformers, created once and reused.
+
+    PyTorch reads it with `CLIPModel.from_pretrained` and convis_jax with
+    `load_clip`, so both sides of every comparison use the same weights.
+
+    Args:
+        folder: where to write it; default `$CONVIS_JAX_BENCH_MODEL`, else
+            `~/.cache/convis_jax_bench/vit_b32_seed<seed>` (outside the
+            convis_jax cache root, which the benchmarks point at temporary folders).
+        spec: vision/text config kwargs and projection_dim (see tests/checkpoints.py).
+        seed: torch seed of the random weights.
+
+    Returns:
+        The checkpoint folder (config.json + model.safetensors).
+    """
+    if folder is None:
+        folder = Path(os.environ.get("CONVIS_JAX_BENCH_MODEL")
+                      or Path.home() / ".cache" / "convis_jax_bench" / f"vit_b32_seed{seed}")
+    folder = Path(folder)
+    marker = folder / "spec.json"
+    wanted = json.dumps({"spec": spec, "seed": seed}, sort_keys=True)
+    if marker.is_file() and marker.read_text() == wanted:
+        return folder
+    sys.path.insert(0, str(ROOT / "tests"))
+    from checkpoints import make_clip_checkpoint
+
+    make_clip_checkpoint(folder, spec, seed=seed)
+    # Written last: a checkpoint interrupted while saving is rebuilt next time.
+    marker.write_text(wanted)
+    return folder
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of one benchmarked function.
+
+    Attributes:
+        compile_s: the first (warm-up) call, including tracing and compilation.
+        times: the timed calls, in seconds.
+    """
+
+    compile_s: float
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times)
+
+    def to_dict(self) -> dict:
+        return {"compile_s": self.compile_s, "median_s": self.median_s,
+                "min_s": min(self.times), "max_s": max(self.times), "repeats": len(self.times),
+                "times_s": self.times}
+
+
+def timed(fn, *args, **kwargs):
+    """(seconds, result) of one call; fn must return host data (it has synchronised)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def warm_up(functions: dict, log=print) -> tuple[dict[str, Timing], dict]:
+    """Calls every function once (tracing and compiling), timing each call.
+
+    Args:
+        functions: name -> zero-argument callable returning host (NumPy) data, so that
+            the clock stops after the device has finished.
+        log: progress printer.
+
+    Returns:
+        (name -> Timing with only compile_s, name -> output of the call); the outputs
+        are what the benchmarks cross-check before trusting any timing.
+    """
+    timings, outputs = {}, {}
+    for name, fn in functions.items():
+        seconds, outputs[name] = timed(fn)
+        timings[name] = Timing(compile_s=seconds)
+        log(f"  warm-up {name}: {seconds:.2f} s")
+    return timings, outputs
+
+
+def rounds(functions: dict, timings: dict[str, Timing], repeats: int, log=print) -> None:
+    """Times the (warmed-up) functions in `repeats` interleaved rounds, appending to timings."""
+    for round_index in range(repeats):
+        for name, fn in functions.items():
+            seconds, _ = timed(fn)
+            timings[name].times.append(seconds)
+            log(f"  round {round_index + 1}/{repeats} {name}: {seconds:.2f} s")
+
+
+def measure(functions: dict, repeats: int, log=print) -> tuple[dict[str, Timing], dict]:
+    """`warm_up`, then `rounds`; returns (name -> Timing, name -> warm-up output)."""
+    timings, outputs = warm_up(functions, log)
+    rounds(functions, timings, repeats, log)
+    return timings, outputs
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's
+    own memory. getrusage's ru_maxrss is not used there: it survives exec, so
+    a subprocess would report its parent's peak whenever that was larger.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def machine_name() -> str:
+    """A stable file name for this kind of machine: 'cpu-2cores', 'nvidia-h200', ..."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        name = f"cpu-{os.cpu_count()}cores"
+    else:
+        name = device.device_kind
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def environment(dtype: str) -> dict:
+    """Device, dtype and library versions of this run."""
+    import importlib.metadata as metadata
+
+    import jax
+
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "numpy", "torch", "transformers", "pillow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    devices = jax.devices()
+    return {
+        "machine": machine_name(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "jax_backend": devices[0].platform,
+        "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        "dtype": dtype,
+        "python": platform.python_version(),
+        "versions": versions,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def target(name: str, value: float, op: str, threshold: float, unit: str = "") -> dict:
+    """One acceptance target: value `op` threshold, with the verdict."""
+    met = value <= threshold if op == "<=" else value >= threshold
+    return {"name": name, "value": value, "op": op, "threshold": threshold, "unit": unit,
+            "met": bool(met)}
+
+
+# The keys every results file has; `check_results` enforces them.
+REQUIRED = {
+    "schema": int, "machine": str, "quick": bool, "dtype": str, "environment": dict,
+    "benchmarks": dict, "targets": list, "total_s": float,
+}
+TARGET_KEYS = {"name": str, "value": float, "op": str, "threshold": float, "unit": str,
+               "met": bool}
+
+
+def check_results(results: dict) -> None:
+    """Raises ValueError naming every key of a results file that is missing or mistyped."""
+    problems = []
+    for key, kind in REQUIRED.items():
+        if key not in results:
+            problems.append(f"missing {key!r}")
+        elif not isinstance(results[key], kind) and not (kind is float
+                                                         and isinstance(results[key], int)):
+            problems.append(f"{key!r} should be {kind.__name__}, found "
+                            f"{type(results[key]).__name__}")
+    for i, entry in enumerate(results.get("targets", [])):
+        for key, kind in TARGET_KEYS.items():
+            value = entry.get(key)
+            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)
+                                                    and not isinstance(value, bool)):
+                problems.append(f"targets[{i}].{key} should be {kind.__name__}, found {value!r}")
+    for name, section in results.get("benchmarks", {}).items():
+        if not isinstance(section, dict) or "error" not in section and "timings" not in section:
+            problems.append(f"benchmarks[{name!r}] needs 'timings' (or 'error')")
+    if problems:
+        raise ValueError("results file does not match schema "
+                         f"{SCHEMA_VERSION}: " + "; ".join(problems))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Writes `data` as indented JSON, through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def new_figure(title: str, panels: int = 1):
+    """A matplotlib figure with `panels` side-by-side axes (Agg backend, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    fig.suptitle(title)
+    return fig, list(axes[0])
+
+
+def save_figure(fig, path: Path) -> str:
+    """Saves and closes `fig`; returns the path relative to the repository when possible."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def bar_chart(ax, labels: list[str], values: list[float], ylabel: str, log: bool = False) -> None:
+    """Bars with their values written on top."""
+    bars = ax.bar(range(len(values)), values, color="#4878a8")
+    ax.set_xticks(range(len(values)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)

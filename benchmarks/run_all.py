@@ -1,0 +1,144 @@
+"""Runs every benchmark and writes benchmarks/results/<machine>.json plus PNG plots.
+
+    python benchmarks/run_all.py                    # the full suite
+    python benchmarks/run_all.py --quick            # reduced repeats and sizes (< 10 min on 2 cores)
+    python benchmarks/run_all.py --dtype bfloat16   # convis_jax and PyTorch in bfloat16
+
+Order: concept banks (which also fills a temporary convis_jax cache with the
+7,080-synset bank), occlusion sweeps with the hardware comparison (reading
+that bank), then gradient maps (`bench_gradients.py`, when present). Every
+benchmark cross-checks its convis_jax and PyTorch results before timing and
+stops the suite when they disagree. `--quick` writes `<machine>-quick.json`
+so that it never overwrites a full run. The README's performance table is
+generated from the JSON by `scripts/readme_performance_table.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_bank, bench_hardware, bench_occlusion, common
+
+
+def gradient_benchmark(quick: bool, log=print) -> dict | None:
+    """Runs `bench_gradients.main` (another engineer's script) and adapts its result."""
+    if not (common.ROOT / "benchmarks" / "bench_gradients.py").is_file():
+        log("gradients: benchmarks/bench_gradients.py is absent; skipped")
+        return None
+    module = importlib.import_module("benchmarks.bench_gradients")
+    with tempfile.TemporaryDirectory() as folder:
+        argv = (["--quick"] if quick else []) + ["--out", str(Path(folder) / "gradients.json")]
+        result = module.main(argv)
+    return {"timings": result.get("rows", []), "result": result}
+
+
+def gradient_targets(section: dict) -> list[dict]:
+    """bench_gradients' targets ("name >= 1.3": {"value", "met"}) in this suite's form."""
+    out = []
+    for name, entry in section["result"].get("targets", {}).items():
+        match = re.search(r"(<=|>=)\s*([0-9.]+)\s*$", name)
+        if match is None:
+            continue
+        out.append(common.target(f"gradients: {name[:match.start()].strip()}",
+                                 float(entry["value"]), match.group(1), float(match.group(2)),
+                                 "x"))
+    return out
+
+
+def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
+              out_dir: Path = common.RESULTS_DIR, machine: str | None = None,
+              occlusion_settings=None, bank_settings=None, vocabularies: dict | None = None,
+              gradients: bool = True, log=print) -> dict:
+    """Every benchmark, one results dict, written as JSON with plots beside it.
+
+    Args:
+        checkpoint: the benchmark's transformers CLIP checkpoint.
+        quick: reduced repeats and sizes (and the `-quick` file name).
+        dtype: "float32" or "bfloat16".
+        out_dir: where the JSON and PNGs go.
+        machine: the file name stem; default `common.machine_name()`.
+        occlusion_settings, bank_settings: override the FULL/QUICK settings.
+        vocabularies: override the (built, sampled) vocabularies of the bank benchmark;
+            the occlusion benchmark uses the first.
+        gradients: run bench_gradients.py too.
+        log: progress printer.
+
+    Returns:
+        The results dict (also written to `<out_dir>/<machine>[-quick].json`).
+    """
+    started = time.perf_counter()
+    machine = machine or common.machine_name()
+    stem = f"{machine}-quick" if quick else machine
+    if dtype != "float32":
+        stem += f"-{dtype}"
+    occlusion_settings = occlusion_settings or (bench_occlusion.QUICK if quick
+                                                else bench_occlusion.FULL)
+    bank_settings = bank_settings or (bench_bank.QUICK if quick else bench_bank.FULL)
+    results = {"schema": common.SCHEMA_VERSION, "machine": machine, "quick": quick,
+               "dtype": dtype, "environment": common.environment(dtype),
+               "checkpoint": str(checkpoint), "benchmarks": {}, "targets": [], "plots": []}
+    previous = os.environ.get("CONVIS_JAX_CACHE")
+    with tempfile.TemporaryDirectory(prefix="convis_bench_cache_") as cache:
+        os.environ["CONVIS_JAX_CACHE"] = cache
+        try:
+            bank = bench_bank.run(checkpoint, bank_settings, dtype=dtype,
+                                  vocabularies=vocabularies, log=log)
+            results["benchmarks"]["bank"] = bank
+            results["targets"] += bench_bank.targets(bank)
+            results["plots"] += bench_bank.plot(bank, out_dir, f"{stem}-")
+            first = None if vocabularies is None else next(iter(vocabularies.values()))
+            both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
+                                       vocabulary=first, log=log)
+        finally:
+            if previous is None:
+                os.environ.pop("CONVIS_JAX_CACHE", None)
+            else:
+                os.environ["CONVIS_JAX_CACHE"] = previous
+    results["benchmarks"].update(both)
+    results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
+    results["plots"] += bench_occlusion.plot(both["occlusion"], out_dir, f"{stem}-")
+    results["plots"].append(bench_hardware.plot(both["hardware"], out_dir / f"{stem}-hardware.png"))
+    if gradients:
+        section = gradient_benchmark(quick, log=log)
+        if section is not None:
+            results["benchmarks"]["gradients"] = section
+            results["targets"] += gradient_targets(section)
+    results["total_s"] = time.perf_counter() - started
+    common.check_results(results)
+    path = Path(out_dir) / f"{stem}.json"
+    common.write_json(path, results)
+    log(f"wrote {path} in {results['total_s']:.0f} s")
+    for t in results["targets"]:
+        log(f"  {'met ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.3g} {t['unit']} "
+            f"(target {t['op']} {t['threshold']:g})")
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats, stride-32 windows, sampled banks")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--machine", default=None, help="results file stem (default: detected)")
+    parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a transformers CLIP folder (default: a random ViT-B/32, made once)")
+    parser.add_argument("--no-gradients", action="store_true", help="skip bench_gradients.py")
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or common.benchmark_checkpoint()
+    run_suite(checkpoint, quick=args.quick, dtype=args.dtype, out_dir=args.out_dir,
+              machine=args.machine, gradients=not args.no_gradients)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The benchmark suite's pieces on a tiny model: cross-checks that can fail, and the JSON schema.
+
+Timings are never judged here (STYLE.md); what is checked is that the
+benchmarks compare what they claim to compare and write what the README
+generator reads.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_bank, bench_hardware, bench_occlusion, common, run_all  # noqa: E402
+from benchmarks import torch_reference  # noqa: E402
+
+SYNSETS = ["bird.n.01", "dog.n.01", "car.n.01", "chair.n.01", "apple.n.01"]
+SETTINGS = bench_occlusion.Settings(stride=32, repeats=1, image_counts=(1,),
+                                    concept_counts=(1, None), authors_sample=3, memory_images=0,
+                                    matmul_n=128, parts=False, api=True, torch_threads=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny forwards: a second PyTorch thread only adds waits on a loaded machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def vocabularies():
+    from convis_jax.core.vocabulary import ConceptVocabulary
+
+    return {"small": ConceptVocabulary.from_synsets(SYNSETS),
+            "smaller": ConceptVocabulary.from_synsets(SYNSETS[:2])}
+
+
+@pytest.fixture(scope="module")
+def suite(tiny_checkpoint, vocabularies, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    results = run_all.run_suite(
+        tiny_checkpoint[0], quick=True, out_dir=out, machine="smoke",
+        occlusion_settings=SETTINGS,
+        bank_settings=bench_bank.Settings(build=True, sample_every=2, reload_repeats=2,
+                                          torch_texts=8, batch_size=8),
+        vocabularies=vocabularies, gradients=False, log=lambda *_: None)
+    return results, out
+
+
+def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
+    results, out = suite
+    written = json.loads((out / "smoke-quick.json").read_text())
+    common.check_results(written)
+    assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware"}
+    names = {t["name"] for t in written["targets"]}
+    assert {"concept bank: cached reload", "occlusion all concepts / one concept",
+            "occlusion sweep / encoding its crops alone",
+            "sweep FLOP/s / float32 matmul FLOP/s"} <= names
+    for plot in written["plots"]:
+        path = Path(plot) if Path(plot).is_absolute() else common.ROOT / plot
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    occlusion = written["benchmarks"]["occlusion"]
+    vocabulary_size = len(vocabularies["small"])
+    assert occlusion["concepts"] == vocabulary_size
+    check = occlusion["checks"]["maps_all_concepts"]
+    assert check["concepts"] == vocabulary_size
+    assert check["maps_checked"] >= vocabulary_size / 2
+    assert check["embedding_max_distance"] <= check["embedding_tolerance"]
+    assert occlusion["crops_per_image"] == 164  # stride 32: 10 x 10 + 8 x 8 windows
+    assert occlusion["checks"]["geometry"]["lattice_windows"] == 2 * 15 * 15
+    assert occlusion["cells_bytes_one_image_all_concepts"] == vocabulary_size * 7 * 7 * 4
+    # The schema check fails on a damaged file.
+    broken = dict(written, targets=[dict(written["targets"][0], value="fast")])
+    with pytest.raises(ValueError, match="targets"):
+        common.check_results(broken)
+    with pytest.raises(ValueError, match="total_s"):
+        common.check_results({k: v for k, v in written.items() if k != "total_s"})
+
+
+def test_readme_table_renders_the_figures(suite):
+    results, out = suite
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.render(results)
+    occlusion = results["benchmarks"]["occlusion"]
+    row = next(line for line in text.splitlines() if "Sweep time / encoding" in line)
+    assert row.endswith(f"{occlusion['ratios']['sweep_over_encode_alone']:.2f}x |")
+    assert text.count("| met |") + text.count("| **missed** |") == len(results["targets"])
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_checkpoint, vocabularies, one_torch_thread):
+    from convis_jax.jax_backend.bank import build_bank
+
+    model, torch_model = bench_occlusion.load_models(tiny_checkpoint[0], "float32")
+    vocabulary = vocabularies["small"]
+    bank = build_bank(model, vocabulary, cache=False, progress=False).embeddings
+    concepts = bench_occlusion.concepts_from(vocabulary, bank)
+    setup = bench_occlusion.make_setup(model, torch_model, concepts, SETTINGS, "float32", 1)
+    everything = np.arange(concepts.count)
+    cells = bench_occlusion.jax_sweep(setup, everything, 1)()
+    sweep = bench_occlusion.torch_batched(setup, everything, 1, threads=1)()
+    embeddings = bench_occlusion.jax_encode_alone(setup, bench_occlusion.window_pixels(setup))()
+    return setup, everything, cells, sweep, embeddings
+
+
+def test_map_cross_check_passes_and_can_fail(tiny_setup):
+    setup, everything, cells, sweep, embeddings = tiny_setup
+    figures = bench_occlusion.check_maps(cells[0], sweep, embeddings, setup.concepts, everything,
+                                         1e-3)
+    assert figures["maps_checked"] == len(everything)
+    # A map that is not the PyTorch one (inverted) is caught ...
+    wrong = cells[0].copy()
+    moving = int(np.argmax(np.ptp(wrong.reshape(len(wrong), -1), axis=1)))
+    wrong[moving] = 1 - wrong[moving]
+    with pytest.raises(AssertionError, match="beyond the bound"):
+        bench_occlusion.check_maps(wrong, sweep, embeddings, setup.concepts, everything, 1e-3)
+    # ... and so are embeddings from a different preprocessing.
+    shifted = embeddings + 0.01 / np.sqrt(embeddings.shape[1])
+    shifted[:, 0] += 0.01
+    with pytest.raises(AssertionError, match="window embeddings differ"):
+        bench_occlusion.check_maps(cells[0], sweep, shifted, setup.concepts, everything, 1e-3)
+
+
+def test_rank_intervals_bound_ranks_of_perturbed_similarities():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 300))
+    delta = 0.01
+    lo, hi = bench_occlusion.rank_intervals(z, delta)
+    plain = lambda row: np.argsort(np.argsort(-row, kind="stable"), kind="stable")
+    for _ in range(20):
+        moved = z + rng.uniform(-delta, delta, z.shape)
+        got = np.stack([plain(row) for row in moved])
+        assert np.all((lo <= got) & (got <= hi))
+    assert np.all(lo <= np.stack([plain(row) for row in z]))
+    np.testing.assert_array_equal(bench_occlusion.rank_intervals(z, 0.0)[0],
+                                  np.stack([plain(row) for row in z]))
+
+
+def test_authors_loop_gives_the_sweep_map(tiny_setup):
+    from convis_jax.core.cells import cells_to_pixels
+
+    setup, everything, cells, sweep, _ = tiny_setup
+    c = setup.concepts
+    subtree = c.members[c.offsets[c.one]:c.offsets[c.one + 1]]
+    pad = setup.grid.padding
+    want = torch_reference.authors_map(
+        setup.torch_model, setup.padded[0, pad:-pad, pad:-pad], c.bank, subtree,
+        window_sizes=SETTINGS.window_sizes, stride=SETTINGS.stride, **setup.preprocessing)
+    got = cells_to_pixels(cells[0, c.one], setup.grid)
+    # The tiny model's embeddings agree to ~1e-7, far below the gaps between its
+    # synsets' similarities, so every rank and hence the map must match exactly.
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_vit_b32_forward_flops_match_the_published_count():
+    class Vision:
+        hidden_size, intermediate_size, num_hidden_layers = 768, 3072, 12
+        image_size, patch_size = 224, 32
+
+    flops = bench_hardware.vit_forward_flops(Vision, 512)
+    # ViT-B/32 at 224 px: 4.4 GMACs per image (CLIP paper, timm/fvcore counts).
+    assert 4.3e9 < flops["total"] / 2 < 4.5e9
+    assert flops["total"] == sum(v for k, v in flops.items() if k != "total")
