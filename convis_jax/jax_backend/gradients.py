@@ -47,8 +47,8 @@ KINDS = ("gradient", "grad_x_input", "smoothgrad", "tokens")
 REDUCTIONS = ("absmax", "l2", None)
 STRATEGIES = ("auto", "vmap", "jacobian")
 SUBTREE_SCORES = ("subtree_cosine", "subtree_probability")
-# The default chunk: the next power of two >= K, at most this many concepts (and
-# basis vectors of the Jacobian) per vectorised pullback.
+# The largest default chunk: concepts (or basis vectors of the Jacobian) per
+# vectorised pullback.
 MAX_CHUNK = 32
 
 
@@ -335,8 +335,9 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
             K >= d). The jacobian route holds the Jacobian, d * n * 3 * S * S floats per
             image (n = smoothgrad_samples for SmoothGrad, else 1).
         chunk: concepts (and basis vectors of the Jacobian) per vectorised pullback,
-            >= 1; default: the next power of two >= K, at most `MAX_CHUNK`, so that a
-            small K pays for no padding and a few buckets serve every K.
+            >= 1. Default: `MAX_CHUNK` for the jacobian route; for the vmap route the
+            next power of two >= K, at most `MAX_CHUNK`, so that a small K pays for
+            little padding and a few buckets serve every K.
         layer: for "tokens", the vision layer whose output is used (transformers'
             hidden_states[layer]), 0 <= layer <= num_hidden_layers - 2; default
             num_hidden_layers - 2. The patch tokens of hidden_states[L] do not reach the
@@ -395,8 +396,11 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
         key = None
     k = int(concept_index.shape[0])
     route = strategy if strategy != "auto" else ("jacobian" if k >= d else "vmap")
-    basis_chunk = int(chunk or MAX_CHUNK)
-    chunk = int(chunk or min(1 << (k - 1).bit_length(), MAX_CHUNK))
+    if chunk is None:
+        # The Jacobian route's cost is the d pullbacks whatever K: padding K costs
+        # next to nothing there, so one bucket serves every K.
+        chunk = MAX_CHUNK if route == "jacobian" else min(1 << (k - 1).bit_length(), MAX_CHUNK)
+    chunk = int(chunk)
     padded = -(-k // chunk) * chunk
     # Pad with concept 0 (a valid row) to whole chunks; the padded maps are cut away below.
     index = jnp.zeros(padded, jnp.int32).at[:k].set(jnp.asarray(concept_index, jnp.int32))
@@ -408,7 +412,7 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
     statics = dict(config=config, score=score, kind=kind,
                    reduce=None if kind == "tokens" else reduce)
     if route == "jacobian":
-        rows = _jacobian(forward, kind=kind, chunk=basis_chunk)
+        rows = _jacobian(forward, kind=kind, chunk=chunk)
         run = lambda part: _jacobian_chunk(rows, forward.v, bank, part, subtree, logit_scale,
                                            **statics)
     else:
