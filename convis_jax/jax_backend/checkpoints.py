@@ -117,8 +117,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     try:
-        # framework "flax" reads bfloat16 too (NumPy has no bfloat16 of its own).
-        with safe_open(str(path), framework="flax") as f:
+        # NumPy arrays straight from the file (bfloat16 through ml_dtypes), no device copies.
+        with safe_open(str(path), framework="numpy") as f:
             return {key: np.asarray(f.get_tensor(key)) for key in f.keys()}
     except Exception as err:  # safetensors raises its own SafetensorError and OSErrors
         raise ModelLoadError(f"cannot read {path} (damaged or truncated safetensors file?): "
@@ -135,7 +135,12 @@ def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(tree, dict):
         raise ModelLoadError(f"{path}: expected a parameter tree, found {type(tree).__name__}")
     tree = tree.get("params", tree)
-    return transformers_flax_to_pytorch(tree)
+    state = transformers_flax_to_pytorch(tree)
+    # transformers_flax_to_pytorch's np.ascontiguousarray lifts the 0-d logit scale to
+    # shape [1]; give it back its stored shape (remove once pytorch_names keeps 0-d arrays).
+    if "logit_scale" in state and np.ndim(tree.get("logit_scale")) == 0:
+        state["logit_scale"] = state["logit_scale"].reshape(())
+    return state
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:

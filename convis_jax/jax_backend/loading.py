@@ -1,27 +1,70 @@
-"""`load_clip`: a Hugging Face CLIP checkpoint (folder or hub id) -> `ClipModel`."""
+"""`load_clip`: a Hugging Face CLIP checkpoint (folder or hub id) -> `ClipModel`.
+
+Converted parameters are cached with orbax-checkpoint under the cache root
+(`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`), in
+`converted/<weights hash>-<dtype>-<structure hash>/`:
+
+* `params/`: the Flax parameter tree, written by orbax's StandardCheckpointer;
+* `manifest.json`: the names, shapes and dtype of every tensor, the size and
+  CRC-32 of every file under `params/`, and the names of tensors holding NaN
+  or inf.
+
+An entry is built in a private temporary folder beside it and appears only
+through one `rename` of the finished folder, so a half-written entry is never
+read; when two processes build the same entry at once, the first rename wins
+and the other discards its copy. On load, the manifest, the restored
+structure and shapes (against `clip.parameter_shapes`) and the CRC are
+checked; a damaged entry gives a warning and is rebuilt from the weights.
+A cache that cannot be written gives a warning; loading never fails for it.
+
+Only the formats whose reading is slow use the cache (`CACHED_FORMATS`);
+measured load times are in the commit that adds this table.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
 import warnings
+import zlib
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convis_jax.errors import InputError, ModelLoadError
+from convis_jax.errors import CacheError, InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints
 from convis_jax.jax_backend.clip import parameter_shapes
 from convis_jax.jax_backend.config import ClipConfig
 from convis_jax.jax_backend.model import ClipModel
-from convis_jax.jax_backend.pytorch_names import pytorch_to_flax
+from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
 from convis_jax.jax_backend.tokenizer import load_tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCABULARY_FILE = "convis_vocabulary.json"
+CACHE_ENV = "CONVIS_JAX_CACHE"
+CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN)
+
+_CONVERTED = "converted"
+_PARAMS = "params"
+_MANIFEST = "manifest.json"
+_MANIFEST_VERSION = 1
+_HASH_MEMO = "file_hashes.json"
+# Hashing a file this small costs less than reading and writing the memo.
+_MEMO_MIN_BYTES = 32 << 20
+# Files modified more recently than this are hashed every time (see fingerprint_files).
+_SETTLED_NS = 2_000_000_000
+# Temporary folders of a crashed writer are removed once they are this old.
+_STALE_SECONDS = 3600
 
 
-def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32") -> ClipModel:
+def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+              cache: bool = True) -> ClipModel:
     """Loads a CLIP checkpoint as written by transformers' `save_pretrained`.
 
     Args:
@@ -29,6 +72,9 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32")
             (resolved through huggingface_hub's cache; downloaded when online). None loads
             the small model bundled with convis_jax.
         dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
+            converted parameters and memoised file hashes; False reads and hashes the
+            weight files every time and writes nothing.
 
     Returns:
         The model, its tokenizer and preprocessing.
@@ -45,18 +91,17 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32")
     folder = checkpoints.resolve_checkpoint(name_or_path)
     config = ClipConfig.from_json(folder / "config.json")
     files = checkpoints.weight_files(folder)
-    state = checkpoints.read_state_dict(folder)
-    params = pytorch_to_flax(state, parameter_shapes(config), source=str(folder))
-    _warn_non_finite(params, folder)
-    params = _to_device(params, DTYPES[dtype])
+    root = cache_root() if cache else None
+    fingerprint = fingerprint_files(files, memo_dir=root)
+    params = _converted_params(folder, files[0].name, config, dtype, fingerprint, root)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
     from convis_jax.core.images import PreprocessConfig
 
-    preprocess_config = PreprocessConfig.from_pretrained_dir(
-        folder, image_size=config.vision.image_size)
+    preprocess_config = PreprocessConfig.from_pretrained_dir(folder, image_size=config.vision.image_size)
     vocabulary = folder / VOCABULARY_FILE
     return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
                      preprocess_config=preprocess_config, name=str(name_or_path),
-                     fingerprint=fingerprint_files(files),
+                     fingerprint=fingerprint,
                      vocabulary_path=vocabulary if vocabulary.is_file() else None)
 
 
@@ -71,34 +116,267 @@ def default_model_path() -> Path:
     return path
 
 
-def fingerprint_files(files: list[Path]) -> str:
+def cache_root() -> Path:
+    """The folder of convis_jax's caches: `$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "convis_jax").expanduser()
+
+
+def fingerprint_files(files: list[Path], *, memo_dir: Path | None = None) -> str:
     """A content hash of the weight files (the key of converted-weight and concept-bank caches).
 
-    Files in a Hugging Face cache are links to blobs named by their own
-    content hash, which is used as is; other files are hashed.
+    Each file contributes its SHA-256. Files in a Hugging Face cache are links
+    to blobs named by that very hash (for LFS files), which is used as is, so
+    a checkpoint hashes the same in the hub cache and copied elsewhere.
+
+    Args:
+        files: the weight files, in a fixed order (`checkpoints.weight_files`).
+        memo_dir: where `file_hashes.json` memoises the hashes of large files by
+            (path, size, mtime_ns, ctime_ns, inode); None hashes every file. Rewriting
+            a file changes its times; only a file modified over two seconds ago is
+            memoised, so a rewrite within one tick of the clock cannot go unseen.
+
+    Returns:
+        32 hex digits.
     """
+    memo_file = None if memo_dir is None else Path(memo_dir) / _HASH_MEMO
+    memo = _read_hash_memo(memo_file) if memo_file is not None else {}
+    changed = False
     digest = hashlib.sha256()
     for file in files:
-        target = file.resolve()
-        if target.parent.name == "blobs" and len(target.name) >= 40:
+        target = Path(file).resolve()
+        if target.parent.name == "blobs" and _is_sha256(target.name):
             digest.update(target.name.encode())
             continue
-        with open(target, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
+        stat = target.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        known = memo.get(str(target))
+        if known is not None and known.get("stamp") == stamp:
+            digest.update(known["sha256"].encode())
+            continue
+        file_hash = _sha256_file(target)
+        digest.update(file_hash.encode())
+        # A file modified within the clock's granularity of now could change again
+        # without changing its times ("racy" stamps, as git calls them): not memoised.
+        settled = time.time_ns() - stat.st_mtime_ns > _SETTLED_NS
+        if memo_file is not None and stat.st_size >= _MEMO_MIN_BYTES and settled:
+            memo[str(target)] = {"stamp": stamp, "sha256": file_hash}
+            changed = True
+    if changed:
+        _write_json_atomically(memo_file, memo, what="file-hash memo")
     return digest.hexdigest()[:32]
 
 
-def _warn_non_finite(params: dict, folder: Path) -> None:
-    from convis_jax.jax_backend.pytorch_names import flax_to_pytorch
-
-    bad = [k for k, v in flax_to_pytorch(params).items() if not np.all(np.isfinite(v))]
-    if bad:
-        warnings.warn(f"{folder}: {len(bad)} tensor(s) hold NaN or inf values: "
-                      f"{', '.join(bad[:5])}; embeddings will not be meaningful", stacklevel=3)
+def _is_sha256(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
-def _to_device(params: dict, dtype) -> dict:
-    import jax
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+
+def _read_hash_memo(memo_file: Path) -> dict:
+    try:
+        memo = json.loads(memo_file.read_text())
+    except OSError:  # none yet, or an unusable cache root (writing will say so)
+        return {}
+    except ValueError as err:
+        warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
+                      stacklevel=4)
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_json_atomically(path: Path, value, *, what: str) -> None:
+    """Writes JSON through a temporary file and a rename; a failure only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"could not write the {what} {path}: {err}", stacklevel=4)
+
+
+# ------------------------------------------------------------ converted parameters
+
+
+def _converted_params(folder: Path, weight_format: str, config: ClipConfig, dtype: str,
+                      fingerprint: str, root: Path | None) -> dict:
+    """The Flax parameter tree (NumPy leaves of `dtype`), from the cache or the weight files."""
+    expected = parameter_shapes(config)
+    entry = None
+    if root is not None and weight_format in CACHED_FORMATS:
+        entry = Path(root) / _CONVERTED / f"{fingerprint}-{dtype}-{_structure_hash(expected)}"
+    damaged = False
+    if entry is not None and entry.exists():
+        try:
+            params, non_finite = read_converted(entry, expected, dtype)
+            _warn_non_finite(non_finite, folder)
+            return params
+        except CacheError as err:
+            warnings.warn(f"{err}; rebuilding it from {folder}", stacklevel=3)
+            damaged = True
+    state = checkpoints.read_state_dict(folder)
+    params = pytorch_to_flax(state, expected, source=str(folder), dtype=DTYPES[dtype])
+    non_finite = _non_finite_names(params)
+    _warn_non_finite(non_finite, folder)
+    if entry is not None:
+        write_converted(entry, params, dtype, non_finite, replace=damaged)
+    return params
+
+
+def read_converted(entry: Path, expected: dict, dtype: str) -> tuple[dict, list[str]]:
+    """Reads and verifies one converted-weight cache entry.
+
+    Args:
+        entry: the entry folder (`converted/<key>` under the cache root).
+        expected: the parameter tree of shapes (`clip.parameter_shapes`).
+        dtype: "float32" or "bfloat16", the dtype the entry must hold.
+
+    Returns:
+        (params, non_finite): the parameter tree of NumPy arrays, and the PyTorch
+        names of tensors that hold NaN or inf.
+
+    Raises:
+        CacheError: the entry is incomplete or damaged; the message says what is wrong.
+    """
+    import orbax.checkpoint as ocp
+
+    damaged = f"the converted-weight cache {entry} is damaged"
+    try:
+        manifest = json.loads((entry / _MANIFEST).read_text())
+        want_files, non_finite = dict(manifest["files"]), list(manifest["non_finite"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CacheError(f"{damaged}: unreadable {_MANIFEST} ({type(err).__name__}: {err})") from None
+    want = _describe_tree(expected, np.dtype(DTYPES[dtype]))
+    if manifest.get("version") != _MANIFEST_VERSION or manifest.get("tensors") != want:
+        raise CacheError(f"{damaged}: its {_MANIFEST} does not list the expected {len(want)} "
+                         f"{dtype} tensors")
+    # Every file is checked before orbax parses any of them: a truncated or garbled
+    # file is caught here rather than deep inside tensorstore.
+    found_files = _file_checksums(entry / _PARAMS)
+    if found_files != want_files:
+        bad = sorted(name for name in set(want_files) | set(found_files)
+                     if want_files.get(name) != found_files.get(name))
+        raise CacheError(f"{damaged}: {len(bad)} file(s) missing, changed or unexpected "
+                         f"(size or CRC-32): {', '.join(bad[:4])}")
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            params = checkpointer.restore(entry / _PARAMS)
+    except Exception as err:  # orbax and tensorstore raise many kinds
+        raise CacheError(f"{damaged}: orbax cannot restore it ({type(err).__name__}: "
+                         f"{str(err)[:300]})") from None
+    found = _describe_tree(params) if isinstance(params, dict) else {}
+    if found != want:
+        wrong = sorted(set(want.items()) ^ set(found.items()))[:4]
+        raise CacheError(f"{damaged}: restored tensors do not match the expected names, shapes "
+                         f"and dtypes (e.g. {wrong})")
+    return params, non_finite
+
+
+def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str], *,
+                    replace: bool = False) -> None:
+    """Writes a converted-weight cache entry atomically; failures only warn.
+
+    Args:
+        entry: the entry folder to create.
+        params: the parameter tree of NumPy arrays of `dtype`.
+        dtype: "float32" or "bfloat16".
+        non_finite: PyTorch names of tensors holding NaN or inf (warned about on every load).
+        replace: the entry exists and was found damaged: move it away first. Otherwise an
+            existing entry (another process finished first) is kept and this copy dropped.
+    """
+    import orbax.checkpoint as ocp
+
+    tmp = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(entry.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / _PARAMS, params)
+            checkpointer.wait_until_finished()
+        manifest = {"version": _MANIFEST_VERSION, "dtype": dtype,
+                    "tensors": _describe_tree(params), "non_finite": non_finite,
+                    "files": _file_checksums(tmp / _PARAMS)}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest))
+        if replace:
+            _remove(entry)
+        try:
+            os.rename(tmp, entry)  # atomic; fails when another process got there first
+        except OSError:
+            if not entry.is_dir():
+                raise
+    except Exception as err:  # a full disk or a read-only cache must not stop the load
+        warnings.warn(f"could not write the converted-weight cache {entry}: "
+                      f"{type(err).__name__}: {err}", stacklevel=4)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Deletes a folder after renaming it aside, so that readers never see it half-deleted."""
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Removes temporary and trash folders that crashed writers left behind."""
+    now = time.time()
+    for path in folder.iterdir():
+        try:
+            if path.name.startswith((".tmp-", ".trash-")) and now - path.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # another process removed it first
+            pass
+
+
+def _flat_items(tree: dict) -> list[tuple[str, object]]:
+    """(PyTorch key, leaf) pairs in sorted key order."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    items = [(pytorch_key(tuple(k.key for k in path)), leaf) for path, leaf in leaves]
+    return sorted(items, key=lambda item: item[0])
+
+
+def _describe_tree(tree: dict, dtype=None) -> dict[str, str]:
+    """PyTorch key -> "dtype[shape]" of every leaf (`dtype` overrides the leaves' own)."""
+    return {key: f"{np.dtype(leaf.dtype if dtype is None else dtype).name}{list(leaf.shape)}"
+            for key, leaf in _flat_items(tree)}
+
+
+def _structure_hash(expected: dict) -> str:
+    """A short hash of the expected names and shapes: configs that disagree get separate entries."""
+    text = json.dumps(_describe_tree(expected, np.float32), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _file_checksums(folder: Path) -> dict[str, list]:
+    """Relative path -> [size, CRC-32 as 8 hex digits] of every file under `folder`."""
+    sums = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        crc = 0
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                crc = zlib.crc32(block, crc)
+        sums[path.relative_to(folder).as_posix()] = [path.stat().st_size, f"{crc:08x}"]
+    return sums
+
+
+def _non_finite_names(params: dict) -> list[str]:
+    return [key for key, leaf in _flat_items(params) if not np.isfinite(leaf).all()]
+
+
+def _warn_non_finite(names: list[str], folder: Path) -> None:
+    if names:
+        warnings.warn(f"{folder}: {len(names)} tensor(s) hold NaN or inf values: "
+                      f"{', '.join(names[:5])}; embeddings will not be meaningful", stacklevel=4)
