@@ -198,6 +198,7 @@ class Forward(NamedTuple):
 
 @partial(jax.jit, static_argnames=("config", "kind", "layer", "samples"))
 def _forward(params, pixel_values, key, sigma, *, config, kind, layer, samples):
+    """The one forward pass: pixel_values [N, 3, S, S] -> `Forward` over [N, n] inputs."""
     TRACES.count += 1  # runs only while tracing
     if kind == "smoothgrad":
         xs = smoothgrad_inputs(key, pixel_values, samples, sigma)
