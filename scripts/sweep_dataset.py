@@ -18,7 +18,8 @@ gradient sweep, are split over the devices.
 
 Layout of DIR:
     sweep.json                the settings and the image list; a rerun must match it
-    process-I/NNNNNNN.npz     `maps` of image NNNNNNN: float32 [K, 14, 14] occlusion cells
+    process-I/NNNNNNN.npz     `maps` of image NNNNNNN: float32 [K, cy, cx] occlusion cells
+                              (14 x 14 for the default windows)
                               or [K, S, S] gradient maps (S: the model's input size)
     process-I/manifest.jsonl  one line per finished image, written after its file
 A rerun (with any number of processes) skips the images that some manifest
