@@ -131,8 +131,13 @@ def read_settings(out: Path) -> dict | None:
 def claim_folder(out: Path, record: dict) -> None:
     """Writes the sweep's settings and image list to `out`, or checks that they match.
 
-    Every process calls this; they all write the same bytes (atomically), so the
-    order does not matter.
+    Every process calls this. Their records agree on everything compared
+    (layout, settings, images; the model path, kept for information, may differ
+    between hosts), and writes are atomic, so whichever lands last will do.
+
+    Args:
+        out: the output folder.
+        record: {"layout": LAYOUT_VERSION, "settings": {...}, "images": [ids], ...}.
 
     Raises:
         InputError: the folder holds a sweep with other settings or images.
@@ -255,7 +260,8 @@ def init_processes(args) -> tuple[int, int]:
 
 
 def _settings(args, model, convis, names) -> dict:
-    common = dict(model=str(args.model), model_fingerprint=model.fingerprint,
+    # The model by its weights' fingerprint, not its path, which may differ between hosts.
+    common = dict(model_fingerprint=model.fingerprint,
                   dtype=args.dtype, vocabulary=convis.vocabulary.fingerprint(), text=args.text,
                   concepts=names, method=args.method, seed=args.seed)
     if args.method == "occlusion":
@@ -346,10 +352,10 @@ def sweep(args) -> None:
     from convis_jax.jax_backend import sharding
     from convis_jax.jax_backend.loading import load_clip
 
-    process_id, num_processes = init_processes(args)  # before any other JAX work
     if args.chunk < 1 or args.batch is not None and args.batch < 1:
         raise InputError(f"--chunk and --batch must be positive, found {args.chunk} and "
                          f"{args.batch}")
+    process_id, num_processes = init_processes(args)  # before any other JAX work
     images = list_images(args.images)
     out = Path(args.out)
     model = load_clip(args.model, dtype=args.dtype)
@@ -358,7 +364,8 @@ def sweep(args) -> None:
     names = list(vocab.names) if args.concepts is None else vocab.resolve(
         [c.strip() for c in args.concepts.split(",") if c.strip()])
     index = np.array([vocab.index(n) for n in names], np.int64)
-    claim_folder(out, dict(layout=LAYOUT_VERSION, settings=_settings(args, model, convis, names),
+    claim_folder(out, dict(layout=LAYOUT_VERSION, model=str(args.model),
+                           settings=_settings(args, model, convis, names),
                            images=[image_id for image_id, _ in images]))
     done = done_images(out)
     todo = [i for i in process_share(len(images), process_id, num_processes) if i not in done]

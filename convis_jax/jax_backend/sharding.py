@@ -288,6 +288,8 @@ def gradient_maps_sharded(params, config, pixel_values, bank, concept_index, sub
                          f"{list(pixel_values.shape)}")
     n = pixel_values.shape[0]
     padded = np.concatenate([pixel_values, np.repeat(pixel_values[-1:], -n % mesh.size, 0)])
+    # The kernel ignores the key outside SmoothGrad; an array cannot be a static option.
+    options = {name: value for name, value in options.items() if name != "key"}
     subtree = None if subtree is None else tuple(_Static(np.asarray(a)) for a in subtree)
     maps = _gradient_maps_spmd(params, jax.device_put(padded, NamedSharding(mesh, P(AXIS))),
                                jnp.asarray(bank), jnp.asarray(logit_scale, jnp.float32),
