@@ -55,6 +55,18 @@ def setup(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def real_top(setup):
+    """`convis-jax top --json` as a real process, started early so that its start-up overlaps
+    the in-process tests (it builds the bank alongside them: one more race for the cache)."""
+    process = cli_process("top", *setup.images, "--k", 5, "--json", *setup.options(),
+                          env=process_env(setup))
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
 def convis(setup):
     """The API on the same model and vocabulary, the reference for what the CLI writes."""
     from convis_jax.api import ConVis
@@ -108,7 +120,7 @@ def check_outputs(out: Path, setup: Setup, concepts: list[str], side: int, metho
     return maps
 
 
-def test_explain_occlusion_writes_every_file(setup, convis, capsys, tmp_path):
+def test_explain_occlusion_writes_every_file(setup, real_top, convis, capsys, tmp_path):
     out = tmp_path / "occlusion"
     code, stdout, err = run(capsys, "explain", *setup.images, "--concepts", *CONCEPTS, "--seed", 3,
                             "--out", out, *setup.options())
@@ -307,26 +319,28 @@ def cli_process(*argv, env: dict[str, str]) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_real_processes_print_the_same_and_fail_cleanly(setup, convis, mistake_folder):
-    env = dict(os.environ, CONVIS_JAX_CACHE=str(setup.cache), HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+def process_env(setup: Setup) -> dict[str, str]:
+    return dict(os.environ, CONVIS_JAX_CACHE=str(setup.cache), HF_HUB_OFFLINE="1",
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    try:
+        stdout, stderr = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"convis-jax did not finish in {SUBPROCESS_TIMEOUT} s: {process.args}")
+    return process.returncode, stdout, stderr
+
+
+def test_real_processes_print_the_same_and_fail_cleanly(setup, real_top, convis, mistake_folder):
     every = mistakes(setup, mistake_folder)
-    failing = ["missing image", "text file named .jpg", "unknown model path", "k zero"]
-    # Started together so that the slow start-ups overlap.
-    processes = [cli_process("top", *setup.images, "--k", 5, "--json", *setup.options(), env=env)]
-    processes += [cli_process(*every[name][0], env=env) for name in failing]
-    results = []
-    for process in processes:
-        try:
-            stdout, stderr = process.communicate(timeout=SUBPROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            pytest.fail(f"convis-jax did not finish in {SUBPROCESS_TIMEOUT} s: {process.args}")
-        results.append((process.returncode, stdout, stderr))
-    code, stdout, stderr = results[0]
+    failing = ["missing image", "text file named .jpg", "k zero"]
+    processes = [cli_process(*every[name][0], env=process_env(setup)) for name in failing]
+    code, stdout, stderr = finish(real_top)
     assert code == 0 and "Traceback" not in stderr, stderr
     # Another process, the same bits: JSON floats are printed exactly.
     assert json.loads(stdout) == top_reference(convis, setup.images, 5)
-    for name, (code, stdout, stderr) in zip(failing, results[1:]):
-        assert_one_clear_line(code, stdout, stderr, every[name][1])
+    for name, process in zip(failing, processes):
+        assert_one_clear_line(*finish(process), every[name][1])

@@ -1,8 +1,10 @@
 """Two processes, the same inputs and seeds: bit-identical banks and maps, and one good bank file.
 
-Two worker processes (this file run as a script) start together on one
-cache folder, meet at a barrier, and build the same concept bank at once;
+The test process and a fresh one (this file run as a script) share one
+cache folder, meet at a barrier and build the same concept bank at once;
 then each computes occlusion maps with noise padding and SmoothGrad maps.
+The test process has usually run other tests first, so this also checks
+that a long-lived session gives what a fresh script gives.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
          "fish", "book"]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
-WORKERS = 2
-TIMEOUT = 300  # seconds; a hung worker fails the test instead of blocking CI
+PROCESSES = 2  # this one and a fresh one
+TIMEOUT = 300  # seconds; a hung process fails the test instead of blocking CI
 OUTPUTS = ("bank", "occlusion", "smoothgrad")
 
 
-def worker(checkpoint: str, words: str, out: str, barrier: str, index: int) -> None:
-    """One process: race the other to build the bank, then compute maps; saves everything to `out`."""
+def compute(checkpoint: str, words: str, barrier: str, name: str) -> dict[str, np.ndarray]:
+    """Race the other process to build the bank, then compute maps (in the cache `CONVIS_JAX_CACHE`)."""
     from convis_jax.api import ConVis
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.bank import bank_cache_path
@@ -37,11 +39,11 @@ def worker(checkpoint: str, words: str, out: str, barrier: str, index: int) -> N
     model = load_clip(checkpoint)
     vocabulary = ConceptVocabulary.from_file(words)
     path = bank_cache_path(model, vocabulary, "definition")
-    (Path(barrier) / f"ready-{index}").touch()
+    (Path(barrier) / f"ready-{name}").touch()
     deadline = time.monotonic() + TIMEOUT
-    while len(list(Path(barrier).glob("ready-*"))) < WORKERS:
+    while len(list(Path(barrier).glob("ready-*"))) < PROCESSES:
         if time.monotonic() > deadline:
-            raise SystemExit("the other worker never reached the barrier")
+            raise RuntimeError("the other process never reached the barrier")
         time.sleep(0.005)
     found_a_bank = path.exists()  # False in both: each builds and writes its own copy
     bank = build_bank(model, vocabulary, progress=False)
@@ -50,42 +52,46 @@ def worker(checkpoint: str, words: str, out: str, barrier: str, index: int) -> N
     occlusion = convis.occlusion_maps(photo, CONCEPTS, padding="noise", seed=3)
     smoothgrad = [convis.gradient_maps(photo, CONCEPTS, kind="smoothgrad", smoothgrad_samples=4,
                                        seed=seed) for seed in (5, 6)]
-    np.savez(out, bank=bank.embeddings, occlusion=occlusion, smoothgrad=smoothgrad[0],
-             smoothgrad_other_seed=smoothgrad[1], found_a_bank=found_a_bank, bank_path=str(path))
+    return dict(bank=bank.embeddings, occlusion=occlusion, smoothgrad=smoothgrad[0],
+                smoothgrad_other_seed=smoothgrad[1], found_a_bank=np.array(found_a_bank),
+                bank_path=np.array(str(path)))
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_checkpoint, tmp_path_factory):
-    """The two workers' outputs and their shared cache folder."""
+    """(this process's outputs, a fresh process's outputs, their shared cache folder).
+
+    The other process starts first; both meet at the barrier, so the two bank
+    builds overlap, and the rest of the work runs side by side.
+    """
     root = tmp_path_factory.mktemp("determinism")
     (root / "words.txt").write_text("\n".join(WORDS) + "\n")
     (root / "barrier").mkdir()
-    env = dict(os.environ, CONVIS_JAX_CACHE=str(root / "cache"), HF_HUB_OFFLINE="1",
+    cache = root / "cache"
+    arguments = [str(tiny_checkpoint[0]), str(root / "words.txt"), str(root / "barrier")]
+    env = dict(os.environ, CONVIS_JAX_CACHE=str(cache), HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    processes = [subprocess.Popen(
-        [sys.executable, __file__, str(tiny_checkpoint[0]), str(root / "words.txt"),
-         str(root / f"run-{i}.npz"), str(root / "barrier"), str(i)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(WORKERS)]
-    logs = []
-    for process in processes:
-        try:
-            logs.append(process.communicate(timeout=TIMEOUT)[0])
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            pytest.fail(f"a worker did not finish in {TIMEOUT} s")
-    for process, log in zip(processes, logs):
-        assert process.returncode == 0, log
-    outputs = []
-    for i in range(WORKERS):
-        with np.load(root / f"run-{i}.npz") as npz:
-            outputs.append({key: npz[key] for key in npz.files})
-    return outputs, root / "cache"
+    process = subprocess.Popen([sys.executable, __file__, *arguments, str(root / "there.npz")],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CONVIS_JAX_CACHE", str(cache))
+            here = compute(*arguments, "here")
+        log = process.communicate(timeout=TIMEOUT)[0]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the other process did not finish in {TIMEOUT} s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, log
+    with np.load(root / "there.npz") as npz:
+        there = {key: npz[key] for key in npz.files}
+    return here, there, cache
 
 
 def test_two_processes_give_bit_identical_outputs(runs):
-    (first, second), _ = runs
+    first, second, _ = runs
     for key in OUTPUTS:
         assert first[key].dtype == second[key].dtype == np.float32
         assert first[key].tobytes() == second[key].tobytes(), key
@@ -102,8 +108,8 @@ def test_two_processes_building_one_bank_leave_one_good_copy(runs, tiny_checkpoi
     from convis_jax.jax_backend import bank as bank_module
     from convis_jax.jax_backend.loading import load_clip
 
-    outputs, cache = runs
-    assert [bool(run["found_a_bank"]) for run in outputs] == [False] * WORKERS  # a true race
+    *outputs, cache = runs
+    assert [bool(run["found_a_bank"]) for run in outputs] == [False, False]  # a true race
     path = Path(str(outputs[0]["bank_path"]))
     assert sorted(p.name for p in (cache / "banks").iterdir()) == [path.name]  # no temporary left
     with warnings.catch_warnings():
@@ -124,4 +130,5 @@ def _must_not_encode(*args, **kwargs):
 
 
 if __name__ == "__main__":
-    worker(*sys.argv[1:5], int(sys.argv[5]))
+    checkpoint, words, barrier, out = sys.argv[1:5]
+    np.savez(out, **compute(checkpoint, words, barrier, "there"))
