@@ -143,6 +143,11 @@ def _stem(index: int, path: str) -> str:
     return f"{index:02d}-{Path(path).stem}"
 
 
+def concept_file_name(concept: str) -> str:
+    """The overlay file of a concept: its synset name, with "/" (as in `24/7.n.01`) escaped."""
+    return concept.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".png"
+
+
 def _normalise(maps: np.ndarray) -> np.ndarray:
     """Min-max per map (gradient maps are unbounded), constant maps -> zeros."""
     low = maps.min(axis=(-2, -1), keepdims=True)
@@ -193,7 +198,7 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
         files = {}
         for concept, m in zip(resolved, on_photo):
             files[concept] = save_png(white_overlay(photo, m, gamma),
-                                      out / name / f"{concept}.png").name
+                                      out / name / concept_file_name(concept)).name
         grid = concept_grid(photo, on_photo, resolved, out / name / "grid.png", gamma=gamma)
         peaks = {c: [int(v) for v in np.unravel_index(np.argmax(m), m.shape)[::-1]]
                  for c, m in zip(resolved, on_photo)}

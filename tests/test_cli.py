@@ -189,6 +189,25 @@ def test_explore_writes_one_page_naming_the_images(setup, capsys, tmp_path):
     assert "a.png" in html and "b.jpg" in html and len(html) > 10_000
 
 
+def test_a_slash_in_a_synset_name_stays_in_the_file_name(tmp_path):
+    """`read/write_head.n.01` gets one overlay file in the image's folder, not a subfolder."""
+    from types import SimpleNamespace
+
+    from convis_jax.cli import write_explanations
+    from convis_jax.core.vocabulary import ConceptVocabulary
+
+    maps = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(1, 1, 224, 224)
+    stand_in = SimpleNamespace(  # only what write_explanations reads from a ConVis
+        vocabulary=ConceptVocabulary.from_synsets(["read/write_head.n.01"]),
+        model=SimpleNamespace(name="stand-in"), bank=SimpleNamespace(text="definition"),
+        occlusion_maps=lambda photos, concepts, **options: maps)
+    summary = write_explanations(stand_in, [np.zeros((20, 30, 3), np.uint8)], ["photo"],
+                                 ["read/write head"], tmp_path)
+    name = summary["images"][0]["overlays"]["read/write_head.n.01"]
+    assert name == "read%2Fwrite_head.n.01.png"
+    assert sorted(p.name for p in (tmp_path / "photo").iterdir()) == ["grid.png", name]
+
+
 def test_help_and_version_exit_zero(capsys):
     code, stdout, _ = run(capsys, "--help")
     assert code == 0 and "explain" in stdout and "top" in stdout
