@@ -251,8 +251,12 @@ def init_processes(args) -> tuple[int, int]:
             raise InputError(f"a coordinator ({coordinator}) needs --num-processes and "
                              f"--process-id (or JAX_NUM_PROCESSES and JAX_PROCESS_ID), found "
                              f"{count} and {pid}")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(count),
-                                   process_id=int(pid))
+        count, pid = int(count), int(pid)
+        if not 0 <= pid < count:
+            raise InputError(f"expected a process id from 0 to {count - 1} (the number of "
+                             f"processes less one), found {pid}")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
+                                   process_id=pid)
     elif args.num_processes not in (None, 1) or args.process_id not in (None, 0):
         raise InputError("--num-processes and --process-id need a --coordinator HOST:PORT "
                          "(every process must reach process 0 there)")
@@ -352,9 +356,6 @@ def sweep(args) -> None:
     from convis_jax.jax_backend import sharding
     from convis_jax.jax_backend.loading import load_clip
 
-    if args.chunk < 1 or args.batch is not None and args.batch < 1:
-        raise InputError(f"--chunk and --batch must be positive, found {args.chunk} and "
-                         f"{args.batch}")
     process_id, num_processes = init_processes(args)  # before any other JAX work
     images = list_images(args.images)
     out = Path(args.out)
@@ -398,36 +399,31 @@ def sweep(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    # The convis-jax command line's parser (its mistakes are one-line ConvisErrors) and
+    # its model options, so that both spell them alike.
+    from convis_jax.cli import POSITIVE_FLOAT, POSITIVE_INT, SEED, _common, _Parser
+
+    parser = _Parser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("sweep", help="sweep this process's share of the images")
     run.add_argument("images", help="a folder of images (recursive) or a list file")
     run.add_argument("--out", required=True, help="output folder (shared by all processes)")
-    run.add_argument("--model", default=None,
-                     help="model folder or Hugging Face hub id (default: the bundled model)")
-    run.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    run.add_argument("--vocabulary", default=None,
-                     help="physical_objects, all_nouns, or a vocabulary file (default: the "
-                          "model's own, else physical_objects)")
-    run.add_argument("--text", default="definition",
-                     help='concept texts: definition, lemmas, or a template like '
-                          '"a photo of a {}"')
+    _common(run)
     run.add_argument("--concepts", default=None,
                      help="comma-separated synsets or words (default: every concept)")
     run.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion")
-    run.add_argument("--seed", type=int, default=0,
+    run.add_argument("--seed", type=SEED, default=0,
                      help="seed of the padding noise (occlusion) or SmoothGrad, per image")
-    run.add_argument("--chunk", type=int, default=32,
+    run.add_argument("--chunk", type=POSITIVE_INT, default=32,
                      help="windows (occlusion) or concepts (gradient) per compiled step")
-    run.add_argument("--batch", type=int, default=None,
+    run.add_argument("--batch", type=POSITIVE_INT, default=None,
                      help="images per call (default: 8, or the local device count if larger)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
     occlusion = run.add_argument_group("occlusion")
     occlusion.add_argument("--padding", choices=["noise", "constant"], default="noise")
     occlusion.add_argument("--aggregation", choices=["window", "webapp"], default="window")
     occlusion.add_argument("--window-sizes", type=_int_list, default=(128, 64),
                            help="comma-separated window sides (default 128,64)")
-    occlusion.add_argument("--stride", type=int, default=16)
+    occlusion.add_argument("--stride", type=POSITIVE_INT, default=16)
     gradient = run.add_argument_group("gradient")
     gradient.add_argument("--score", default="cosine",
                           choices=["cosine", "subtree_cosine", "probability",
@@ -438,12 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="channel reduction (none keeps [K, 3, S, S] maps)")
     gradient.add_argument("--strategy", default="auto", choices=["auto", "vmap", "jacobian"])
     gradient.add_argument("--layer", type=int, default=None, help="vision layer of token maps")
-    gradient.add_argument("--samples", type=int, default=16, help="SmoothGrad's noisy copies")
-    gradient.add_argument("--sigma", type=float, default=0.15, help="SmoothGrad's noise level")
+    gradient.add_argument("--samples", type=POSITIVE_INT, default=16,
+                          help="SmoothGrad's noisy copies")
+    gradient.add_argument("--sigma", type=POSITIVE_FLOAT, default=0.15,
+                          help="SmoothGrad's noise level")
     hosts = run.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
     hosts.add_argument("--coordinator", default=None,
                        help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
-    hosts.add_argument("--num-processes", type=int, default=None,
+    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
                        help="how many processes share the images (or JAX_NUM_PROCESSES)")
     hosts.add_argument("--process-id", type=int, default=None,
                        help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")

@@ -124,21 +124,36 @@ def test_merge_joins_shards_in_image_order_and_refuses_gaps(tmp_path):
 def test_command_line_mistakes_are_one_line(tmp_path, capsys):
     assert sweep_dataset.main(["merge", str(tmp_path)]) == 2
     assert "sweep.json" in capsys.readouterr().err
+    assert sweep_dataset.main(["sweep", str(tmp_path), "--out", str(tmp_path), "--chunk", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--chunk" in err and "positive integer" in err
+    assert sweep_dataset.main(["sweep", str(tmp_path), "--out", str(tmp_path), "--coordinator",
+                               "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"]) == 2
+    assert "process id from 0 to 1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- processes
 
 
-def test_two_processes_merge_to_one_process_result_and_rerun_resumes(tiny_checkpoint, tmp_path):
-    from convis_jax.api import ConVis
+@pytest.fixture
+def dataset(tmp_path):
+    """(folder of five photos, vocabulary JSON file of the words dog, bird and car)."""
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.loading import load_clip
 
     photos = tmp_path / "photos"
     write_images(photos)
     vocabulary = tmp_path / "vocabulary.json"
     vocabulary.write_text(json.dumps(
         ConceptVocabulary.from_words(["dog", "bird", "car"]).to_dict()))
+    return photos, vocabulary
+
+
+def test_two_processes_merge_to_one_process_result_and_rerun_resumes(tiny_checkpoint, dataset,
+                                                                       tmp_path):
+    from convis_jax.api import ConVis
+    from convis_jax.jax_backend.loading import load_clip
+
+    photos, vocabulary = dataset
     out = tmp_path / "out"
     common = ["sweep", str(photos), "--out", str(out), "--model", str(tiny_checkpoint[0]),
               "--vocabulary", str(vocabulary), "--concepts", CONCEPTS, "--batch", "2",
@@ -181,16 +196,11 @@ def test_two_processes_merge_to_one_process_result_and_rerun_resumes(tiny_checkp
     assert list(again["images"]) == ids
 
 
-def test_gradient_sweep_on_eight_devices_equals_the_api(tiny_checkpoint, tmp_path):
+def test_gradient_sweep_on_eight_devices_equals_the_api(tiny_checkpoint, dataset, tmp_path):
     from convis_jax.api import ConVis
-    from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.loading import load_clip
 
-    photos = tmp_path / "photos"
-    write_images(photos)
-    vocabulary = tmp_path / "vocabulary.json"
-    vocabulary.write_text(json.dumps(
-        ConceptVocabulary.from_words(["dog", "bird", "car"]).to_dict()))
+    photos, vocabulary = dataset
     out = tmp_path / "out"
     _, log = finish(run_script(
         "sweep", str(photos), "--out", str(out), "--model", str(tiny_checkpoint[0]),
