@@ -211,6 +211,7 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
 
 
 def cmd_explain(args) -> None:
+    """`explain`: overlays, grids, maps.npz and summary.json for named concepts."""
     from convis_jax.api import resolve_vocabulary
 
     photos = _load_images(args.images)
@@ -242,6 +243,7 @@ def format_top_table(paths: list[str], results: list) -> str:
 
 
 def cmd_top(args) -> None:
+    """`top`: each image's best concepts, flat and hierarchical, as a table or JSON."""
     photos = _load_images(args.images)
     results = _convis(args).top_concepts(photos, k=args.k)
     if args.json:
@@ -254,12 +256,14 @@ def cmd_top(args) -> None:
 
 
 def cmd_bank(args) -> None:
+    """`bank`: build (or find) the cached concept bank and say where it is."""
     bank = _convis(args).bank
     print(f"concept bank: {len(bank)} concepts x {bank.embeddings.shape[1]} dims, "
           f"text={bank.text!r}, cached at {bank.path}")
 
 
 def cmd_explore(args) -> None:
+    """`explore`: the concept explorer page of all-concept maps."""
     photos = _load_images(args.images)
     out = _output_folder(args.out)
     page = _convis(args).explore(photos, out, names=[Path(p).name for p in args.images],
@@ -268,6 +272,7 @@ def cmd_explore(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    """`demo`: scenes, their maps and an explorer page from the bundled model."""
     from convis_jax.api import ConVis
     from convis_jax.core.pictures import save_png
     from convis_jax.core.scenes import make_dataset

@@ -208,6 +208,17 @@ def test_a_slash_in_a_synset_name_stays_in_the_file_name(tmp_path):
     assert sorted(p.name for p in (tmp_path / "photo").iterdir()) == ["grid.png", name]
 
 
+def test_gradient_choices_are_the_backends():
+    """The parser spells the choices out (so `--help` and typos need no jax import); they must
+    stay those the gradients backend accepts."""
+    from convis_jax.cli import build_parser
+    from convis_jax.jax_backend import gradients
+
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]
+    choices = {action.dest: action.choices for action in explain._actions}
+    assert tuple(choices["score"]) == gradients.SCORES and tuple(choices["kind"]) == gradients.KINDS
+
+
 def test_help_and_version_exit_zero(capsys):
     code, stdout, _ = run(capsys, "--help")
     assert code == 0 and "explain" in stdout and "top" in stdout
