@@ -40,17 +40,18 @@ class Settings:
 
     Attributes:
         build: encode the whole first vocabulary (True), or only every
-            `sample_every`-th text and extrapolate (the cache then holds a
+            `build_sample_every`-th text and extrapolate (the cache then holds a
             stand-in bank of random unit vectors of the right shape, so that the
             reload and the occlusion benchmark still read a real cache file).
-        sample_every: k of the systematic samples (the second vocabulary always;
-            the first when `build` is False).
+        build_sample_every: k of the first vocabulary's sample when `build` is False.
+        sample_every: k of the second vocabulary's systematic sample.
         reload_repeats: timed cached reloads.
         torch_texts: texts of the PyTorch comparison and cross-check.
         batch_size: texts per compiled batch (build_bank's default).
     """
 
     build: bool = True
+    build_sample_every: int = 20
     sample_every: int = 20
     reload_repeats: int = 5
     torch_texts: int = 256
@@ -58,7 +59,8 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(build=False, sample_every=100, reload_repeats=3, torch_texts=128)
+QUICK = Settings(build=False, build_sample_every=20, sample_every=100, reload_repeats=3,
+                 torch_texts=128)
 
 # Largest |difference| accepted between convis_jax's and transformers' unit
 # text embeddings. float32: summation order only (a few 1e-7 for 2 layers in
@@ -83,16 +85,17 @@ def torch_text_embeddings(torch_model, ids: np.ndarray, lengths: np.ndarray,
     import torch
 
     order = np.argsort(lengths, kind="stable")
+    device = next(torch_model.parameters()).device
     out = np.empty((len(ids), torch_model.config.projection_dim), np.float32)
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
             rows = order[start:start + batch_size]
             longest = int(lengths[rows].max())
             cut = next((b for b in (16, 32, 48, 64) if longest <= b), ids.shape[1])
-            batch = torch.from_numpy(ids[rows, :cut].astype(np.int64))
+            batch = torch.from_numpy(ids[rows, :cut].astype(np.int64)).to(device)
             features = torch_model.get_text_features(input_ids=batch)
             features = getattr(features, "pooler_output", features).float()
-            out[rows] = (features / features.norm(dim=-1, keepdim=True)).numpy()
+            out[rows] = (features / features.norm(dim=-1, keepdim=True)).cpu().numpy()
     return out
 
 
@@ -112,9 +115,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
         A JSON-able dict with "timings", per-vocabulary figures, reload, PyTorch figures
         and the cross-check.
     """
-    import torch
-    from transformers import CLIPModel
-
+    from benchmarks.bench_occlusion import torch_model_of
     from convis_jax.core.cache import save_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.bank import bank_cache_path, build_bank, encode_texts_bucketed
@@ -127,19 +128,18 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
                         "all_nouns": ConceptVocabulary.all_nouns()}
     (built_name, built), (sampled_name, sampled) = list(vocabularies.items())
     model = load_clip(checkpoint, dtype=dtype)
-    torch_model = CLIPModel.from_pretrained(str(checkpoint)).eval()
-    if dtype == "bfloat16":
-        torch_model = torch_model.to(torch.bfloat16)
+    torch_model = torch_model_of(checkpoint, dtype)
     texts = built.texts("definition")
     sample_texts = sampled.texts("definition")[::s.sample_every]
 
     # Compile every bucket the runs below will meet, timed apart.
     tokenize_s, tokens = common.timed(model.tokenize, texts)
     sample_tokens = model.tokenize(sample_texts)
-    warm = [texts[i] for i in _bucket_examples(tokens.lengths)]
-    warm += [sample_texts[i] for i in _bucket_examples(sample_tokens.lengths)]
-    compile_s, _ = common.timed(encode_texts_bucketed, model, warm, batch_size=s.batch_size,
-                                progress=False)
+    lengths = np.concatenate([tokens.lengths, sample_tokens.lengths])
+    warm = [(texts + sample_texts)[i] for i in _bucket_examples(lengths)]
+    # One call per bucket: each is one batch, padded to batch_size rows at that length.
+    compile_s = sum(common.timed(encode_texts_bucketed, model, [text],
+                                 batch_size=s.batch_size, progress=False)[0] for text in warm)
     log(f"bank: compiled {len(warm)} bucket shapes in {compile_s:.1f} s")
     timings = {"compile_buckets": common.Timing(compile_s, [compile_s])}
 
@@ -154,13 +154,13 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
                            "texts_per_s": len(texts) / build_s, "measured": "the whole build"}
         timings["build"] = common.Timing(build_s, [build_s])
     else:
-        picked = texts[::s.sample_every]
+        picked = texts[::s.build_sample_every]
         encode_s, _ = common.timed(encode_texts_bucketed, model, picked,
                                    batch_size=s.batch_size, progress=False)
         rate = len(picked) / encode_s
         out[built_name] = {"texts": len(texts), "build_s": tokenize_s + len(texts) / rate,
                            "tokenize_s": tokenize_s, "texts_per_s": rate,
-                           "measured": f"extrapolated from every {s.sample_every}-th text "
+                           "measured": f"extrapolated from every {s.build_sample_every}-th text "
                                        f"({len(picked)} texts) plus the tokenisation",
                            "bank": "stand-in: random unit vectors"}
         timings["sample_encode"] = common.Timing(encode_s, [encode_s])
@@ -193,6 +193,9 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
     rows = np.arange(0, len(texts), step)[:s.torch_texts]
     ids, lengths = tokens.input_ids[rows], tokens.lengths[rows]
     torch_embed = lambda: torch_text_embeddings(torch_model, ids, lengths, s.batch_size)
+    threads = common.faster_torch_threads(
+        lambda: torch_text_embeddings(torch_model, ids[:16], lengths[:16], 16), log,
+        "text batches")
     jax_embed = lambda: encode_texts_bucketed(model, [texts[i] for i in rows],
                                               batch_size=s.batch_size, progress=False)
     pair, outputs = common.measure({"torch_texts": torch_embed, "jax_texts": jax_embed}, 1,
@@ -202,7 +205,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
     assert difference <= tolerance, (
         f"bank embeddings differ from transformers' by {difference:.2e} (> {tolerance:.0e})")
     timings.update(pair)
-    out["torch"] = {"texts": len(rows),
+    out["torch"] = {"texts": len(rows), "threads": threads,
                     "texts_per_s": len(rows) / pair["torch_texts"].median_s,
                     "convis_jax_texts_per_s_same_texts": len(rows) / pair["jax_texts"].median_s}
     out["check"] = {"texts": len(rows), "max_abs_difference": difference,

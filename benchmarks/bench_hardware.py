@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args(argv)
     settings = bench_occlusion.QUICK if args.quick else bench_occlusion.FULL
-    settings = bench_occlusion.replace(settings, image_counts=(1,), concept_counts=(),
+    settings = bench_occlusion.replace(settings, image_counts=(1,), concept_counts=(1, None),
                                        authors_sample=0, memory_images=0, api=False, parts=False)
     result = bench_occlusion.run(common.benchmark_checkpoint(), settings, dtype=args.dtype)
     print(json.dumps(result["hardware"], indent=1))

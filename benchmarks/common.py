@@ -26,6 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# On a GPU, JAX would otherwise take 75% of its memory when it starts, leaving
+# too little for the PyTorch side of the comparisons (read when JAX first
+# touches a device, so setting it at import time is early enough).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
@@ -138,6 +143,27 @@ def measure(functions: dict, repeats: int, log=print) -> tuple[dict[str, Timing]
     timings, outputs = warm_up(functions, log)
     rounds(functions, timings, repeats, log)
     return timings, outputs
+
+
+def faster_torch_threads(run, log=print, label: str = "") -> int:
+    """The faster PyTorch intra-op thread count, 1 or all cores, for `run` (sets it).
+
+    One timed call each after a warm-up: a coarse choice, enough to avoid the
+    case where PyTorch's threads mostly wait for each other (a shared or
+    loaded machine), which would make the PyTorch side look slower than it is.
+    """
+    import torch
+
+    seconds = {}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        run()
+        seconds[threads] = timed(run)[0]
+    choice = min(seconds, key=seconds.get)
+    torch.set_num_threads(choice)
+    log(f"  PyTorch threads{' for ' + label if label else ''}: {choice} "
+        f"({', '.join(f'{t}: {s * 1000:.0f} ms' for t, s in seconds.items())})")
+    return choice
 
 
 def peak_rss_bytes() -> int:

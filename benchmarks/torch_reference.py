@@ -109,11 +109,16 @@ def torch_ranks(similarities):
 
 
 def unit_image_features(model, pixel_values):
-    """Unit image embeddings, float32 [B, d], of a torch pixel tensor [B, 3, S, S]."""
+    """Unit image embeddings, float32 [B, d], of a torch pixel tensor [B, 3, S, S].
+
+    The pixels are moved to the model's device and dtype; the result stays there.
+    """
     import torch
 
+    parameter = next(model.parameters())
     with torch.inference_mode():
-        out = model.get_image_features(pixel_values=pixel_values)
+        out = model.get_image_features(pixel_values=pixel_values.to(parameter.device,
+                                                                    parameter.dtype))
         out = getattr(out, "pooler_output", out).float()
     return out / out.norm(dim=-1, keepdim=True)
 
@@ -126,8 +131,8 @@ def authors_window(model, padded: np.ndarray, window: tuple, bank, subtree, size
         model: transformers' CLIPModel (eval mode).
         padded: float [Hp, Wp, 3] padded image in [0, 255].
         window: (side, y0, x0) in padded pixels.
-        bank: torch float32 [T, d] unit text embeddings.
-        subtree: torch int64 [m] vocabulary indices of the concept's subtree.
+        bank: torch float32 [T, d] unit text embeddings, on the model's device.
+        subtree: torch int64 [m] vocabulary indices of the concept's subtree (same device).
         size: the model's input side.
         mean, std: the model's normalisation.
     """
@@ -136,10 +141,9 @@ def authors_window(model, padded: np.ndarray, window: tuple, bank, subtree, size
     side, y0, x0 = window
     crop = padded[y0:y0 + side, x0:x0 + side]
     pixels = torch.from_numpy(authors_preprocess(crop, size, mean, std))[None]
-    dtype = next(model.parameters()).dtype
-    embedding = unit_image_features(model, pixels.to(dtype))[0]
+    embedding = unit_image_features(model, pixels)[0]
     rank = torch_ranks(bank @ embedding)
-    return int(rank[subtree].min()), embedding.numpy()
+    return int(rank[subtree].min()), embedding.cpu().numpy()
 
 
 def authors_map(model, image: np.ndarray, bank: np.ndarray, subtree: np.ndarray, *,
@@ -163,8 +167,9 @@ def authors_map(model, image: np.ndarray, bank: np.ndarray, subtree: np.ndarray,
     height = image.shape[0]
     padded = np.zeros((height + 2 * pad,) * 2 + (3,), np.float32)
     padded[pad:pad + height, pad:pad + height] = image
-    bank_t = torch.from_numpy(np.asarray(bank, np.float32))
-    subtree_t = torch.from_numpy(np.asarray(subtree, np.int64))
+    device = next(model.parameters()).device
+    bank_t = torch.from_numpy(np.asarray(bank, np.float32)).to(device)
+    subtree_t = torch.from_numpy(np.asarray(subtree, np.int64)).to(device)
     accumulator = np.zeros(padded.shape[:2])
     for window in lattice_windows(height, window_sizes, stride, pad):
         score, _ = authors_window(model, padded, window, bank_t, subtree_t, size, mean, std)
@@ -214,6 +219,8 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
                   chunk: int = 64, keep_similarities: bool = False) -> TorchSweep:
     """Algorithm 1 for N images and K concepts in one batched PyTorch pass.
 
+    Everything runs on the model's device (a GPU when the model is there).
+
     Args:
         model: transformers' CLIPModel (eval mode; float32 or bfloat16).
         padded: float [N, Hp, Wp, 3] images padded by max(window_sizes), in [0, 255].
@@ -234,17 +241,17 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
     pad = max(window_sizes)
     image_size = padded.shape[1] - 2 * pad
     windows = sweep_windows(image_size, window_sizes, stride, pad)
-    dtype = next(model.parameters()).dtype
-    images = torch.from_numpy(np.asarray(padded, np.float32))
-    bank_t = torch.from_numpy(np.asarray(bank, np.float32))
-    members_t = torch.from_numpy(np.asarray(members, np.int64))
-    segments_t = torch.from_numpy(np.asarray(segment_ids, np.int64))
-    mean_t = torch.tensor(mean, dtype=torch.float32)
-    std_t = torch.tensor(std, dtype=torch.float32)
-    resize = {side: torch.from_numpy(pil_resize_matrix(side, size)) for side in window_sizes}
+    device = next(model.parameters()).device
+    to_device = lambda a, dtype=np.float32: torch.from_numpy(np.asarray(a, dtype)).to(device)
+    images = to_device(padded)
+    bank_t = to_device(bank)
+    members_t = to_device(members, np.int64)
+    segments_t = to_device(segment_ids, np.int64)
+    mean_t, std_t = to_device(mean), to_device(std)
+    resize = {side: to_device(pil_resize_matrix(side, size)) for side in window_sizes}
     n_images = len(padded)
-    scores = torch.empty((n_images, len(windows), num_concepts), dtype=torch.float32)
-    embeddings = torch.empty((n_images, len(windows), bank.shape[1]), dtype=torch.float32)
+    scores = torch.empty((n_images, len(windows), num_concepts), device=device)
+    embeddings = torch.empty((n_images, len(windows), bank.shape[1]), device=device)
     sims_all = [] if keep_similarities else None
     with torch.inference_mode():
         jobs = [(n, w) for n in range(n_images) for w in range(len(windows))]
@@ -260,29 +267,29 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
                                  for n, (_, y, x) in ((n, windows[w]) for n, w in batch)])
             resized = torch.einsum("ij,bjkc,lk->bilc", resize[side], crops, resize[side])
             pixels = ((resized / 255.0 - mean_t) / std_t).permute(0, 3, 1, 2)
-            v = unit_image_features(model, pixels.to(dtype))
+            v = unit_image_features(model, pixels)
             sims = v @ bank_t.T
             rank = torch_ranks(sims).float()
-            best = torch.full((len(batch), num_concepts), float("inf"))
+            best = torch.full((len(batch), num_concepts), float("inf"), device=device)
             best.scatter_reduce_(1, segments_t.expand(len(batch), -1), rank[:, members_t],
                                  "amin", include_self=True)
-            rows_n = torch.tensor([n for n, _ in batch])
-            rows_w = torch.tensor([w for _, w in batch])
+            rows_n = torch.tensor([n for n, _ in batch], device=device)
+            rows_w = torch.tensor([w for _, w in batch], device=device)
             scores[rows_n, rows_w] = best
             embeddings[rows_n, rows_w] = v
             if keep_similarities:
                 sims_all.append(sims)
             start = stop
-        coverage = torch.from_numpy(cell_coverage(image_size, cell, windows, pad))
+        coverage = to_device(cell_coverage(image_size, cell, windows, pad))
         sums = torch.einsum("cw,nwk->nkc", coverage, scores)
         low = sums.min(dim=-1, keepdim=True).values
         high = sums.max(dim=-1, keepdim=True).values
         span = high - low
         maps = torch.where(span > 0, 1 - (sums - low) / torch.where(span > 0, span, 1), 1.0)
     side_cells = -(-image_size // cell)
-    similarities = (torch.cat(sims_all).reshape(n_images, len(windows), -1).numpy()
+    host = lambda t: t.cpu().numpy()
+    similarities = (host(torch.cat(sims_all).reshape(n_images, len(windows), -1))
                     if keep_similarities else np.zeros((0,), np.float32))
-    return TorchSweep(cells=maps.reshape(n_images, num_concepts, side_cells, side_cells).numpy(),
-                      sums=sums.numpy(),
-                      embeddings=embeddings.numpy(), similarities=similarities, windows=windows,
-                      coverage=coverage.numpy())
+    return TorchSweep(cells=host(maps.reshape(n_images, num_concepts, side_cells, side_cells)),
+                      sums=host(sums), embeddings=host(embeddings), similarities=similarities,
+                      windows=windows, coverage=host(coverage))
