@@ -12,9 +12,10 @@ A 1-D `Mesh` over this process's local devices, axis `AXIS`:
   large: each device then scores every device's current windows against its
   rows and an all-to-all hands each device the whole similarity rows of its
   own windows, which the ranks need.
-* Gradients: the images are split along the batch axis (`NamedSharding`),
-  the rest replicated, and `gradients.concept_gradient_maps` runs unchanged:
-  XLA's partitioner keeps its per-image work on the image's device.
+* Gradients: the images are split along the batch axis with `jax.shard_map`,
+  the rest replicated, and `gradients.concept_gradient_maps` runs unchanged
+  on every device's block of images. SmoothGrad, whose noise is drawn over
+  the whole batch, stays on one device.
 
 Sharding changes where work runs, not what it computes: the `*_auto` entry
 points give the single-device results (the tests hold them to 1e-6).
@@ -182,7 +183,9 @@ def occlusion_cells_auto(params, padded, bank, members, segment_ids, *, config,
     static = dict(config=config, grid=grid, chunk=chunk, mean=mean, std=std,
                   num_concepts=num_concepts)
     if mesh.size == 1:
-        return occlusion.occlusion_cells(params, padded, bank, members, segment_ids, **static)
+        with jax.default_device(mesh.devices.flat[0]):
+            return occlusion.occlusion_cells(params, padded, bank, members, segment_ids,
+                                             **static)
     return occlusion_cells_sharded(params, padded, bank, members, segment_ids, mesh=mesh,
                                    split_bank=_split_bank(bank, split_bank), **static)
 
@@ -195,7 +198,8 @@ def window_rank_similarities_auto(params, padded, bank, *, config, grid: WindowG
     mesh = local_mesh(devices)
     static = dict(config=config, grid=grid, chunk=chunk, mean=mean, std=std)
     if mesh.size == 1:
-        return occlusion.window_rank_similarities(params, padded, bank, **static)
+        with jax.default_device(mesh.devices.flat[0]):
+            return occlusion.window_rank_similarities(params, padded, bank, **static)
     return window_rank_similarities_sharded(params, padded, bank, mesh=mesh,
                                             split_bank=_split_bank(bank, split_bank), **static)
 
@@ -309,13 +313,15 @@ def gradient_maps_auto(params, config, pixel_values, bank, concept_index, subtre
     of at least as many images as devices.
 
     Arguments and result as `concept_gradient_maps`, plus devices: the devices to use,
-    None for all of this process's local devices.
+    None for all of this process's local devices (the plain kernel runs on the first;
+    arrays already placed elsewhere stay there).
     """
     from convis_jax.jax_backend.gradients import concept_gradient_maps
 
     mesh = local_mesh(devices)
     if mesh.size == 1 or options.get("kind") == "smoothgrad":
-        return concept_gradient_maps(params, config, pixel_values, bank, concept_index, subtree,
-                                     logit_scale, **options)
+        with jax.default_device(mesh.devices.flat[0]):
+            return concept_gradient_maps(params, config, pixel_values, bank, concept_index,
+                                         subtree, logit_scale, **options)
     return gradient_maps_sharded(params, config, pixel_values, bank, concept_index, subtree,
                                  logit_scale, mesh=mesh, **options)
