@@ -216,3 +216,15 @@ def test_gradient_sweep_on_eight_devices_equals_the_api(tiny_checkpoint, dataset
     assert merged["maps"].shape == want.shape == (5, 4, 32, 32)
     scale = np.abs(want).max()
     assert scale > 0 and np.abs(merged["maps"] - want).max() <= 1e-5 * scale
+
+
+def test_gradient_choices_are_the_backends():
+    from convis_jax.jax_backend import gradients
+
+    sweep = next(a for a in sweep_dataset.build_parser()._actions
+                 if getattr(a, "choices", None) and "sweep" in a.choices).choices["sweep"]
+    choices = {a.dest: a.choices for a in sweep._actions if a.choices}
+    assert tuple(choices["score"]) == gradients.SCORES
+    assert tuple(choices["kind"]) == gradients.KINDS
+    assert tuple(choices["strategy"]) == gradients.STRATEGIES
+    assert [None if c == "none" else c for c in choices["reduce"]] == list(gradients.REDUCTIONS)
