@@ -113,6 +113,18 @@ class ConVis:
         return (f"ConVis(model={self.model.name!r}, concepts={len(self.vocabulary)}, "
                 f"text={self.bank.text!r})")
 
+    def _params(self):
+        """The parameters, replicated once over the local devices when there are several."""
+        import jax
+
+        if jax.local_device_count() == 1:
+            return self.model.params
+        if getattr(self, "_replicated", None) is None:
+            from convis_jax.jax_backend.sharding import local_mesh, replicate
+
+            self._replicated = replicate(self.model.params, local_mesh())
+        return self._replicated
+
     def _concept_index(self, concepts) -> tuple[list[str], np.ndarray]:
         if concepts is None:
             names = list(self.vocabulary.names)
@@ -161,8 +173,9 @@ class ConVis:
         from convis_jax.core.cells import cells_to_pixels, webapp_cell_maps
         from convis_jax.core.images import load_images
         from convis_jax.core.windows import pad_images, prepare_image, window_grid
-        from convis_jax.jax_backend.occlusion import (occlusion_cells, subtree_request,
-                                                      window_rank_similarities)
+        from convis_jax.jax_backend.occlusion import subtree_request
+        from convis_jax.jax_backend.sharding import (occlusion_cells_auto,
+                                                     window_rank_similarities_auto)
 
         if aggregation not in ("window", "webapp"):
             raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
@@ -198,19 +211,20 @@ class ConVis:
             # One noise draw per image, from (seed, image position): reproducible per image.
             padded = pad_images(prepared, grid.padding, padding, seed=[seed, n])
             if aggregation == "window":
-                cells = occlusion_cells(self.model.params, jnp.asarray(padded), bank,
+                cells = occlusion_cells_auto(self._params(), jnp.asarray(padded), bank,
                                         jnp.asarray(members), jnp.asarray(segments),
                                         num_concepts=k_padded, **static)
                 cells = np.asarray(cells)[:, : len(names)]
             else:
-                sims = np.asarray(window_rank_similarities(self.model.params, jnp.asarray(padded),
+                sims = np.asarray(window_rank_similarities_auto(self._params(), jnp.asarray(padded),
                                                            bank, **static))
                 cells = webapp_cell_maps(sims, grid, sub_offsets, sub_members)
             maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
         return np.concatenate(maps).astype(np.float32)
 
     def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
-                      reduce: str | None = "absmax", strategy: str = "auto", chunk: int = 32,
+                      reduce: str | None = "absmax", strategy: str = "auto",
+                      chunk: int | None = None,
                       layer: int | None = None, smoothgrad_samples: int = 16,
                       smoothgrad_sigma: float = 0.15, seed: int = 0) -> np.ndarray:
         """Gradient maps of concept scores w.r.t. the model input, many concepts per backward sweep.
@@ -232,7 +246,7 @@ class ConVis:
                 activation of the patch tokens of vision layer `layer`).
             reduce: channel reduction, "absmax", "l2" or None (keep the 3 channels).
             strategy: "auto", "vmap" or "jacobian".
-            chunk: concepts per vectorised pullback.
+            chunk: concepts per vectorised pullback (default: the backend's choice for K).
             layer: the vision layer of the token maps (default: the last useful one).
             smoothgrad_samples, smoothgrad_sigma: SmoothGrad's noise.
             seed: seed of SmoothGrad's noise.
@@ -244,20 +258,29 @@ class ConVis:
         import jax
         import jax.numpy as jnp
 
-        from convis_jax.jax_backend.gradients import concept_gradient_maps
+        from convis_jax.jax_backend.sharding import gradient_maps_auto
 
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self.model.preprocess(images)
         subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
-        maps = [np.asarray(concept_gradient_maps(
-            self.model.params, self.model.config, pixel_values[n:n + 1],
-            jnp.asarray(self.bank.embeddings), index, subtree, self.model.logit_scale,
-            score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk, layer=layer,
-            smoothgrad_samples=smoothgrad_samples, smoothgrad_sigma=smoothgrad_sigma,
-            key=jax.random.fold_in(jax.random.key(seed), n)))
-            for n in tqdm(range(len(pixel_values)), desc="gradient maps", unit="image",
-                          disable=not self.progress or len(pixel_values) < 2)]
+        # Images go to the devices in batches of one per device; SmoothGrad draws its noise
+        # per image (from seed and the image's position), so it runs one image at a time.
+        batch = 1 if kind == "smoothgrad" else jax.local_device_count()
+        maps = []
+        for start in tqdm(range(0, len(pixel_values), batch), desc="gradient maps", unit="batch",
+                          disable=not self.progress or len(pixel_values) <= batch):
+            part = pixel_values[start:start + batch]
+            count = len(part)
+            if count < batch:  # a full batch keeps one compiled shape
+                part = np.concatenate([part, np.repeat(part[-1:], batch - count, axis=0)])
+            out = gradient_maps_auto(
+                self._params(), self.model.config, part, jnp.asarray(self.bank.embeddings),
+                index, subtree, self.model.logit_scale, score=score, kind=kind, reduce=reduce,
+                strategy=strategy, chunk=chunk, layer=layer,
+                smoothgrad_samples=smoothgrad_samples, smoothgrad_sigma=smoothgrad_sigma,
+                key=jax.random.fold_in(jax.random.key(seed), start))
+            maps.append(np.asarray(out)[:count])
         return np.concatenate(maps).astype(np.float32)
 
     def similarity(self, images, concepts=None) -> np.ndarray:

@@ -17,8 +17,8 @@ CACHE_ENV = "CONVIS_JAX_CACHE"
 
 
 def cache_root() -> Path:
-    """`$CONVIS_JAX_CACHE`, or `~/.cache/convis_jax`."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "convis_jax")
+    """`$CONVIS_JAX_CACHE` (a leading ~ expanded), or `~/.cache/convis_jax`."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/convis_jax").expanduser()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,12 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
             return ConceptBank(arrays["embeddings"], vocabulary, text, path)
     embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size, progress=progress)
     if path is not None:
-        save_arrays(path, {"embeddings": embeddings})
+        try:
+            save_arrays(path, {"embeddings": embeddings})
+        except OSError as err:  # a read-only or misplaced cache must not stop the work
+            warnings.warn(f"cannot write the concept-bank cache {path} ({err}); continuing "
+                          f"without it", stacklevel=2)
+            path = None
     return ConceptBank(embeddings, vocabulary, text, path)
 
 

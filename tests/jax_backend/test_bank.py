@@ -59,3 +59,13 @@ def test_second_build_reads_the_cache(model, vocabulary, monkeypatch):
     # Another text mode is another cache entry.
     other = build_bank(model, vocabulary, text="lemmas", progress=False)
     assert other.path != first.path
+
+
+def test_unwritable_cache_warns_and_still_builds(tiny_checkpoint, vocabulary, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CONVIS_JAX_CACHE", str(blocker / "cache"))
+    model = load_clip(tiny_checkpoint[0])
+    with pytest.warns(UserWarning, match="cannot write the concept-bank cache"):
+        bank = build_bank(model, vocabulary, progress=False)
+    assert bank.path is None and bank.embeddings.shape == (len(vocabulary), model.embedding_dim)
