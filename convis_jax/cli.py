@@ -23,7 +23,9 @@ EXIT_IO = 1
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one-line `ConvisError`s (the scripts use it too)."""
+
     def error(self, message):  # one line, not argparse's usage block
         raise ConvisError(f"{self.prog}: {message} (see --help)")
 
@@ -47,7 +49,8 @@ SEED = _number(int, 0, "a non-negative integer seed")
 POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
 
-def _common(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
+    """--model, --vocabulary, --text, --dtype and --quiet, shared by commands and scripts."""
     parser.add_argument("--model", default=None,
                         help="model folder or Hugging Face hub id (default: the bundled model)")
     if vocabulary:
@@ -65,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command; its errors raise `ConvisError`."""
     from convis_jax import __version__
 
-    parser = _Parser(prog="convis-jax",
+    parser = OneLineParser(prog="convis-jax",
                      description="ConVis saliency maps of WordNet concepts for CLIP, in JAX.")
     parser.add_argument("--version", action="version", version=f"convis-jax {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     explain = commands.add_parser("explain", help="maps of named concepts for images")
     explain.add_argument("images", nargs="+", help="image files")
@@ -85,16 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=["gradient", "grad_x_input", "smoothgrad", "tokens"],
                          help="gradient method: the kind of map")
     explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0, help="overlay exponent")
-    _common(explain)
+    add_model_options(explain)
 
     top = commands.add_parser("top", help="the concepts CLIP sees in whole images")
     top.add_argument("images", nargs="+")
     top.add_argument("--k", type=POSITIVE_INT, default=10)
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _common(top)
+    add_model_options(top)
 
     bank = commands.add_parser("bank", help="build and cache a concept bank ahead of time")
-    _common(bank)
+    add_model_options(bank)
 
     explore = commands.add_parser("explore", help="write the concept explorer HTML page")
     explore.add_argument("images", nargs="+")
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--data-files", action="store_true",
                          help="one data file per image beside index.html (for many images)")
     explore.add_argument("--seed", type=SEED, default=0)
-    _common(explore)
+    add_model_options(explore)
 
     demo = commands.add_parser("demo", help="a small gallery from the bundled model")
     demo.add_argument("--out", required=True)

@@ -1043,9 +1043,9 @@ def script_parser(prog: str, description: str):
     Its errors raise `ConvisError` (one line, no usage block), like the
     `convis-jax` command line's.
     """
-    from convis_jax.cli import _Parser
+    from convis_jax.cli import OneLineParser
 
-    parser = _Parser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--model", default=None,
                         help="model folder or Hugging Face hub id (default: the bundled model)")
     parser.add_argument("--text", default="definition",

@@ -401,14 +401,14 @@ def sweep(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # The convis-jax command line's parser (its mistakes are one-line ConvisErrors) and
     # its model options, so that both spell them alike.
-    from convis_jax.cli import POSITIVE_FLOAT, POSITIVE_INT, SEED, _common, _Parser
+    from convis_jax.cli import POSITIVE_FLOAT, POSITIVE_INT, SEED, add_model_options, OneLineParser
 
-    parser = _Parser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = commands.add_parser("sweep", help="sweep this process's share of the images")
     run.add_argument("images", help="a folder of images (recursive) or a list file")
     run.add_argument("--out", required=True, help="output folder (shared by all processes)")
-    _common(run)
+    add_model_options(run)
     run.add_argument("--concepts", default=None,
                      help="comma-separated synsets or words (default: every concept)")
     run.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion")
