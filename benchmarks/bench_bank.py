@@ -63,9 +63,10 @@ QUICK = Settings(build=False, build_sample_every=20, sample_every=100, reload_re
                  torch_texts=128)
 
 # Largest |difference| accepted between convis_jax's and transformers' unit
-# text embeddings. float32: summation order only (a few 1e-7 for 2 layers in
-# the unit tests, ~1e-6 at full depth); bfloat16: 8 mantissa bits per layer.
-EMBEDDING_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.1}
+# text embeddings: issue 3's 1e-5 in float32 (2.3e-7 measured on the
+# benchmark model at full depth); bfloat16 keeps 8 mantissa bits per layer
+# (0.0022 measured).
+EMBEDDING_TOLERANCE = {"float32": 1e-5, "bfloat16": 0.02}
 
 
 def _bucket_examples(lengths: np.ndarray) -> list[int]:

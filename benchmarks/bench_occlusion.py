@@ -95,11 +95,18 @@ QUICK = Settings(stride=32, repeats=1, image_counts=(1,), concept_counts=(1, Non
 
 # Largest distance between the unit window embeddings of convis_jax and of
 # PyTorch that the cross-check accepts. float32: two implementations of the
-# same 12-layer network differ by summation order only (~1e-5 here); 1e-3
-# leaves room for other CPUs and GPUs (TF32 off) and still catches any real
-# difference (a wrong resize or normalisation moves embeddings by > 1e-2).
-# bfloat16 keeps 8 bits of mantissa per layer: differences of a few 1e-2.
-EMBEDDING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.15}
+# same 12-layer network differ by summation order only (7e-7 measured on the
+# ViT-B/32 benchmark model); 1e-3 leaves room for other CPUs and GPUs and
+# still catches any real difference (a wrong resize or normalisation moves
+# embeddings by > 1e-2). bfloat16 keeps 8 mantissa bits per layer: 0.0105
+# measured (either framework against its own float32 likewise).
+EMBEDDING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}
+# In bfloat16 the rank intervals that embedding differences allow are too
+# wide to constrain most maps, so the cross-check asks instead that the two
+# frameworks' maps correlate (Pearson, over cells, per concept): the median
+# concept at or above this. Measured on the benchmark model, 7,080 concepts,
+# stride 32: median 0.99994, 10th percentile 0.9996 (float32: 1.0).
+MAP_CORRELATION_MEDIAN = 0.99
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,46 @@ def cut_and_encode(params, padded, bank, *, config, grid, chunk, mean, std):
     return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
 
 
+@partial(jax.jit, static_argnames=("num_concepts",))
+def rank_chunks(v_chunks, bank, members, segment_ids, *, num_concepts):
+    """The sweep's work after encoding, alone: similarities, ranks and subtree minima.
+
+    Args:
+        v_chunks: float32 [n_chunks, chunk, d] unit window embeddings.
+        bank, members, segment_ids, num_concepts: as `occlusion.occlusion_cells`.
+
+    Returns:
+        int32 [n_chunks, chunk, K] subtree-minimum ranks.
+    """
+    finish = partial(occlusion.subtree_min_ranks, members=members, segment_ids=segment_ids,
+                     num_concepts=num_concepts)
+    return jax.lax.map(lambda v: finish(occlusion.dense_similarities(v, bank)), v_chunks)
+
+
+def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
+    """Crops the sweep encodes (each window size's table filled to whole chunks) and
+    what encoding the windows alone in chunks costs."""
+    sweep = sum(-(-n_images * ny * nx // chunk) * chunk for ny, nx in grid.lattice_shapes)
+    alone = -(-n_images * grid.n_windows // chunk) * chunk
+    return {"windows": n_images * grid.n_windows, "sweep": sweep, "encode_alone": alone}
+
+
+def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
+    """`rank_chunks` over as many chunks as the sweep runs, all concepts -> host ranks."""
+    c = setup.concepts
+    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
+                                                            np.arange(c.count))
+    count = encoded_crops(setup.grid, setup.settings.chunk)["sweep"]
+    rows = np.resize(embeddings, (count, embeddings.shape[1]))  # repeats rows to fill
+    args = (jnp.asarray(rows.reshape(-1, setup.settings.chunk, rows.shape[1])),
+            jnp.asarray(c.bank), jnp.asarray(members), jnp.asarray(segments))
+
+    def run():
+        return np.asarray(rank_chunks(*args, num_concepts=k_padded))
+
+    return run
+
+
 def jax_cut_and_encode(setup: Setup):
     """`cut_and_encode` of the first image -> unit embeddings [W, d]."""
     pre = setup.preprocessing
@@ -432,8 +479,20 @@ def rank_intervals(similarities: np.ndarray, delta: float) -> tuple[np.ndarray, 
     return lo, hi
 
 
+def map_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation over cells of each pair of maps [K, ...]; 1 where both are flat,
+    0 where only one is."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    norms = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    flat_a, flat_b = (a == 0).all(axis=1), (b == 0).all(axis=1)
+    r = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1), 0.0)
+    return np.where(flat_a & flat_b, 1.0, r)
+
+
 def check_maps(jax_cells: np.ndarray, sweep, jax_embeddings: np.ndarray, concepts: Concepts,
-               index: np.ndarray, tolerance: float) -> dict:
+               index: np.ndarray, tolerance: float, dtype: str = "float32") -> dict:
     """convis_jax's maps against the batched PyTorch sweep's, within what float error allows.
 
     Window embeddings must agree within `tolerance`. Near-ties between
@@ -447,7 +506,11 @@ def check_maps(jax_cells: np.ndarray, sweep, jax_embeddings: np.ndarray, concept
     r = max - min of PyTorch's sums, min-max normalisation moves a map value
     by at most 4 W / (r - 2 W) (when r > 2 W). Concepts with r <= 2 W are
     not constrained (near-flat maps whose normalisation float error can
-    flip); they are counted, and must be a minority.
+    flip); they are counted, and must be a minority in float32. In bfloat16
+    they are the majority (embeddings differ by ~1e-2, far more than the
+    gaps between synsets' similarities); the constrained ones must still lie
+    within their bound, and the median per-concept correlation of the two
+    frameworks' maps must reach MAP_CORRELATION_MEDIAN.
 
     Args:
         jax_cells: float32 [K, cy, cx] convis_jax maps of the first image.
@@ -455,6 +518,7 @@ def check_maps(jax_cells: np.ndarray, sweep, jax_embeddings: np.ndarray, concept
         jax_embeddings: float32 [W, d] convis_jax unit embeddings of the windows.
         concepts: the concepts; `index` picks the K compared.
         tolerance: the largest embedding distance accepted.
+        dtype: the compute dtype ("float32" or "bfloat16").
 
     Returns:
         Figures of the comparison (JSON-able).
@@ -493,9 +557,15 @@ def check_maps(jax_cells: np.ndarray, sweep, jax_embeddings: np.ndarray, concept
         f"{len(violations)} maps differ beyond the bound; first: concept {index[violations[0]]}, "
         f"difference {difference[violations[0]]:.3g} > bound {bound[violations[0]]:.3g}")
     checked = constrained | flat
-    assert checked.mean() >= 0.5, (
-        f"only {checked.sum()} of {len(index)} maps are constrained by the embedding tolerance: "
-        "the comparison says too little")
+    correlation = map_correlations(got, want)
+    if dtype == "float32":
+        assert checked.mean() >= 0.5, (
+            f"only {checked.sum()} of {len(index)} maps are constrained by the embedding "
+            "tolerance: the comparison says too little")
+    else:
+        assert np.median(correlation) >= MAP_CORRELATION_MEDIAN, (
+            f"{dtype} maps of convis_jax and PyTorch correlate with median "
+            f"{np.median(correlation):.3f} < {MAP_CORRELATION_MEDIAN}")
     return {
         "concepts": len(index),
         "embedding_max_distance": distance,
@@ -504,8 +574,11 @@ def check_maps(jax_cells: np.ndarray, sweep, jax_embeddings: np.ndarray, concept
         "maps_unconstrained": int((~checked).sum()),
         "maps_identical": int((difference < 1e-6).sum()),
         "map_max_abs_difference": float(difference.max()),
-        "map_max_abs_difference_checked": float(difference[checked].max()),
-        "bound_median": float(np.median(bound[checked])),
+        "map_max_abs_difference_checked": (float(difference[checked].max()) if checked.any()
+                                           else None),
+        "bound_median": float(np.median(bound[checked])) if checked.any() else None,
+        "map_correlation_median": float(np.median(correlation)),
+        "map_correlation_p10": float(np.percentile(correlation, 10)),
         "synset_ranks_pinned_fraction": float((lo == hi).mean()),
     }
 
@@ -640,13 +713,17 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     sweep = outputs["torch_batched"]
     checks["maps_all_concepts"] = check_maps(outputs["convis_all"][0], sweep,
                                              outputs["encode_alone"], concepts, everything,
-                                             tolerance)
+                                             tolerance, dtype)
     one_in_all = outputs["convis_all"][0, one]
     assert np.abs(outputs["convis_one"][0] - one_in_all).max() < 1e-6, \
         "the one-concept sweep differs from the same concept in the all-concept sweep"
     if s.parts:
         parts_distance = np.abs(outputs["cut_and_encode"] - outputs["encode_alone"]).max()
         assert parts_distance < 1e-5, f"the sweep's crops encode differently: {parts_distance}"
+        # Ranking alone needs the embeddings, so it is warmed up here.
+        functions["rank_alone"] = jax_rank_alone(setup, outputs["encode_alone"])
+        t, _ = common.warm_up({"rank_alone": functions["rank_alone"]}, log=log)
+        timings.update(t)
     log(f"  cross-check passed: {json.dumps(checks['maps_all_concepts'])}")
     common.rounds(functions, timings, s.repeats, log=log)
 
@@ -712,6 +789,7 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
         "concepts": setup.concepts.count,
         "one_concept": setup.concepts.one_name,
         "crops_per_image": setup.grid.n_windows,
+        "encoded_crops_one_image": encoded_crops(setup.grid, s.chunk),
         "timings": {name: t.to_dict() for name, t in timings.items()
                     if not name.startswith("matmul_")},
         "images_per_s": {"convis_all_concepts": 1 / all_s, "convis_one_concept": 1 / one_s,
@@ -731,8 +809,9 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
         cut = timings["cut_and_encode"].median_s
         out["parts_s"] = {
             "encode_alone": encode,
-            "cut_and_resize": cut - encode,
-            "ranks_subtree_min_accumulate": all_s - cut,
+            "cut_resize_and_chunk_padding": cut - encode,
+            "similarities_ranks_subtree_min_alone": timings["rank_alone"].median_s,
+            "rest_of_sweep_after_encoding": all_s - cut,
         }
         out["ratios"]["sweep_over_cut_and_encode"] = all_s / cut
     if "api_all" in timings:

@@ -67,6 +67,17 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
                      _ratio(occ["ratios"]["sweep_over_encode_alone"])))
         rows.append(("Sweep time, all concepts / 1 concept", "", "",
                      _ratio(occ["ratios"]["all_over_one_concept"])))
+        if "parts_s" in occ:
+            p = occ["parts_s"]
+            encoded = occ["encoded_crops_one_image"]
+            rows.append((f"Sweep parts: encoding {encoded['windows']} crops alone "
+                         f"(in {encoded['encode_alone']} chunk slots)", _seconds(p["encode_alone"]),
+                         "", ""))
+            rows.append((f"Sweep parts: cutting and resizing, chunks per window size "
+                         f"({encoded['sweep']} slots)",
+                         _seconds(p["cut_resize_and_chunk_padding"]), "", ""))
+            rows.append(("Sweep parts: similarities, ranks, subtree minima (measured alone)",
+                         _seconds(p["similarities_ranks_subtree_min_alone"]), "", ""))
         rows.append((f"Cell maps of 1 image, all {k:,} concepts",
                      f"{occ['cells_bytes_one_image_all_concepts'] / 1e6:.2f} MB", "", ""))
         if "memory" in occ:

@@ -173,3 +173,14 @@ def test_vit_b32_forward_flops_match_the_published_count():
     # ViT-B/32 at 224 px: 4.4 GMACs per image (CLIP paper, timm/fvcore counts).
     assert 4.3e9 < flops["total"] / 2 < 4.5e9
     assert flops["total"] == sum(v for k, v in flops.items() if k != "total")
+
+
+def test_map_correlations_of_known_pairs():
+    rng = np.random.default_rng(1)
+    maps = rng.uniform(size=(3, 7, 7))
+    maps[2] = 0.5  # a flat map
+    np.testing.assert_allclose(bench_occlusion.map_correlations(maps, maps), [1, 1, 1])
+    np.testing.assert_allclose(bench_occlusion.map_correlations(maps, 1 - maps)[:2], [-1, -1])
+    other = maps.copy()
+    other[2] = rng.uniform(size=(7, 7))
+    assert bench_occlusion.map_correlations(maps, other)[2] == 0.0
