@@ -35,16 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
 
-# ViT-B/32 (OpenAI's `openai/clip-vit-base-patch32` shape), full depth, as the
-# issues require: vision width 768, 12 heads, patch 32, image 224; text
-# width 512, 8 heads; 12 layers each; 512-d projections.
-VIT_B32 = dict(
-    vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, image_size=224, patch_size=32),
-    text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-              num_attention_heads=8, max_position_embeddings=77, vocab_size=49408),
-    projection_dim=512,
-)
+# tests/checkpoints.py writes random transformers CLIP checkpoints; the
+# benchmarks use the same helper, so that tests and benchmarks share one recipe.
+sys.path.insert(0, str(ROOT / "tests"))
+from checkpoints import VIT_B32_SHALLOW, make_clip_checkpoint  # noqa: E402
+
+# ViT-B/32 (OpenAI's `openai/clip-vit-base-patch32` shape) at full depth, as the
+# issues require: the tests' ViT-B/32 shape with 12 layers in each tower.
+VIT_B32 = {name: dict(part, num_hidden_layers=12) if isinstance(part, dict) else part
+           for name, part in VIT_B32_SHALLOW.items()}
 
 
 def benchmark_checkpoint(folder: Path | None = None, spec: dict = VIT_B32, seed: int = 0) -> Path:
@@ -71,9 +70,6 @@ def benchmark_checkpoint(folder: Path | None = None, spec: dict = VIT_B32, seed:
     wanted = json.dumps({"spec": spec, "seed": seed}, sort_keys=True)
     if marker.is_file() and marker.read_text() == wanted:
         return folder
-    sys.path.insert(0, str(ROOT / "tests"))
-    from checkpoints import make_clip_checkpoint
-
     make_clip_checkpoint(folder, spec, seed=seed)
     # Written last: a checkpoint interrupted while saving is rebuilt next time.
     marker.write_text(wanted)
