@@ -49,6 +49,22 @@ SEED = _number(int, 0, "a non-negative integer seed")
 POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
 
+# Spelled out rather than imported from the backend, so that --help and usage errors
+# do not import jax; a test keeps them equal to `gradients.SCORES` and `KINDS`.
+GRADIENT_SCORES = ("cosine", "subtree_cosine", "probability", "subtree_probability")
+GRADIENT_KINDS = ("gradient", "grad_x_input", "smoothgrad", "tokens")
+
+
+def add_gradient_options(parser) -> None:
+    """--score, --kind and --strategy of gradient maps, shared by commands and scripts."""
+    parser.add_argument("--score", default="cosine", choices=GRADIENT_SCORES,
+                        help="gradient method: the concept score to differentiate")
+    parser.add_argument("--kind", default="gradient", choices=GRADIENT_KINDS,
+                        help="gradient method: the kind of map")
+    parser.add_argument("--strategy", default="auto", choices=["auto", "vmap", "jacobian"],
+                        help="gradient method: how concepts share the backward pass")
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
     """--model, --vocabulary, --text, --dtype and --quiet, shared by commands and scripts."""
     parser.add_argument("--model", default=None,
@@ -81,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="output folder")
     explain.add_argument("--padding", choices=["noise", "constant"], default="noise")
     explain.add_argument("--seed", type=SEED, default=0)
-    explain.add_argument("--score", default="cosine",
-                         choices=["cosine", "subtree_cosine", "probability", "subtree_probability"],
-                         help="gradient method: the concept score to differentiate")
-    explain.add_argument("--kind", default="gradient",
-                         choices=["gradient", "grad_x_input", "smoothgrad", "tokens"],
-                         help="gradient method: the kind of map")
+    add_gradient_options(explain)
     explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0, help="overlay exponent")
     add_model_options(explain)
 
@@ -161,6 +172,7 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
 def write_explanations(convis, images: list, names: list[str], concepts: list[str], out: Path, *,
                        method: str = "occlusion", gamma: float = 1.0, padding: str = "noise",
                        seed: int = 0, score: str = "cosine", kind: str = "gradient",
+                       strategy: str = "auto",
                        sources: list[str] | None = None) -> dict:
     """Maps, overlays, grids, maps.npz and summary.json for images and concepts.
 
@@ -190,7 +202,8 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     if method == "occlusion":
         maps = convis.occlusion_maps(photos, resolved, padding=padding, seed=seed)
     else:
-        maps = _normalise(convis.gradient_maps(photos, resolved, score=score, kind=kind, seed=seed))
+        maps = _normalise(convis.gradient_maps(photos, resolved, score=score, kind=kind,
+                                                strategy=strategy, seed=seed))
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": convis.model.name, "method": method, "concepts": resolved,
                "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
@@ -226,7 +239,7 @@ def cmd_explain(args) -> None:
     names = [_stem(i, p) for i, p in enumerate(args.images)]
     write_explanations(convis, photos, names, concepts, out, method=args.method,
                        gamma=args.gamma, padding=args.padding, seed=args.seed, score=args.score,
-                       kind=args.kind, sources=args.images)
+                       kind=args.kind, strategy=args.strategy, sources=args.images)
     print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
 
 

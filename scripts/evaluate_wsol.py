@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from convis_jax.cli import add_gradient_options
 from convis_jax.errors import InputError
 from convis_jax.evaluation import script_main, script_parser
 
@@ -53,16 +54,9 @@ def build_parser():
                         help="occlusion: Algorithm 1 (window) or the authors' web app order")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the padding noise (and SmoothGrad), per image")
-    parser.add_argument("--score", default="cosine",
-                        choices=["cosine", "subtree_cosine", "probability", "subtree_probability"],
-                        help="gradient: the concept score to differentiate")
-    parser.add_argument("--kind", default="gradient",
-                        choices=["gradient", "grad_x_input", "smoothgrad", "tokens"],
-                        help="gradient: the kind of map")
+    add_gradient_options(parser)
     parser.add_argument("--reduce", choices=["absmax", "l2"], default="absmax",
                         help="gradient: channel reduction")
-    parser.add_argument("--strategy", choices=["auto", "vmap", "jacobian"], default="auto",
-                        help="gradient: how concepts share the backward pass")
     parser.add_argument("--tolerance", type=float, default=15.0,
                         help="pointing-game tolerance in pixels of the 224 square")
     parser.add_argument("--export", default=None, metavar="DIR",

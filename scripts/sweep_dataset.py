@@ -401,7 +401,8 @@ def sweep(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # The convis-jax command line's parser (its mistakes are one-line ConvisErrors) and
     # its model options, so that both spell them alike.
-    from convis_jax.cli import POSITIVE_FLOAT, POSITIVE_INT, SEED, add_model_options, OneLineParser
+    from convis_jax.cli import (POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser,
+                                add_gradient_options, add_model_options)
 
     parser = OneLineParser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -425,14 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="comma-separated window sides (default 128,64)")
     occlusion.add_argument("--stride", type=POSITIVE_INT, default=16)
     gradient = run.add_argument_group("gradient")
-    gradient.add_argument("--score", default="cosine",
-                          choices=["cosine", "subtree_cosine", "probability",
-                                   "subtree_probability"])
-    gradient.add_argument("--kind", default="gradient",
-                          choices=["gradient", "grad_x_input", "smoothgrad", "tokens"])
+    add_gradient_options(gradient)
     gradient.add_argument("--reduce", default="absmax", choices=["absmax", "l2", "none"],
                           help="channel reduction (none keeps [K, 3, S, S] maps)")
-    gradient.add_argument("--strategy", default="auto", choices=["auto", "vmap", "jacobian"])
     gradient.add_argument("--layer", type=int, default=None, help="vision layer of token maps")
     gradient.add_argument("--samples", type=POSITIVE_INT, default=16,
                           help="SmoothGrad's noisy copies")
