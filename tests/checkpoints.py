@@ -64,3 +64,16 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
     Path(path).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, **kwargs)
     return model
+
+
+# A small vocabulary for tests where its size does not matter (its bank builds in
+# a second, where physical_objects' 7,080 texts take several).
+WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
+         "fish", "book"]
+
+
+def write_words_file(folder: Path) -> Path:
+    """Writes WORDS, one per line, to folder/words.txt (a `--vocabulary` file)."""
+    path = Path(folder) / "words.txt"
+    path.write_text("\n".join(WORDS) + "\n")
+    return path

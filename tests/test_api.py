@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from checkpoints import write_words_file
 from convis_jax.errors import ConceptError
 from convis_jax.errors import InputError
 
-WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
-         "fish", "book"]
 CONCEPTS = ["dog.n.01", "cat.n.01"]  # the same request as test_cli: one compiled sweep
 
 
@@ -20,7 +19,7 @@ def convis(tiny_checkpoint, tmp_path_factory):
     from convis_jax.api import ConVis
 
     root = tmp_path_factory.mktemp("api")
-    (root / "words.txt").write_text("\n".join(WORDS) + "\n")
+    write_words_file(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONVIS_JAX_CACHE", str(root / "cache"))
         yield ConVis(str(tiny_checkpoint[0]), root / "words.txt", progress=False)

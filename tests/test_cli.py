@@ -19,12 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from checkpoints import WORDS, write_words_file
 from convis_jax.cli import main
 from convis_jax.cli import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
-         "fish", "book"]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
 SUBPROCESS_TIMEOUT = 300
 
@@ -44,7 +43,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    (root / "words.txt").write_text("\n".join(WORDS) + "\n")
+    write_words_file(root)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(root / "a.png")
     Image.fromarray(rng.integers(0, 256, (50, 30, 3), dtype=np.uint8)).save(root / "b.jpg")

@@ -1,3 +1,4 @@
+from checkpoints import WORDS, write_words_file
 """Two processes, the same inputs and seeds: bit-identical banks and maps, and one good bank file.
 
 The test process and a fresh one (this file run as a script) share one
@@ -20,8 +21,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
-         "fish", "book"]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
 PROCESSES = 2  # this one and a fresh one
 TIMEOUT = 300  # seconds; a hung process fails the test instead of blocking CI
@@ -65,7 +64,7 @@ def runs(tiny_checkpoint, tmp_path_factory):
     builds overlap, and the rest of the work runs side by side.
     """
     root = tmp_path_factory.mktemp("determinism")
-    (root / "words.txt").write_text("\n".join(WORDS) + "\n")
+    write_words_file(root)
     (root / "barrier").mkdir()
     cache = root / "cache"
     arguments = [str(tiny_checkpoint[0]), str(root / "words.txt"), str(root / "barrier")]

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 
 import convis_jax
+from checkpoints import write_words_file
 from convis_jax.errors import CacheError
 from convis_jax.errors import ConceptError
 from convis_jax.errors import ConvisError
 from convis_jax.errors import InputError
 from convis_jax.errors import ModelLoadError
 
-WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball", "flower",
-         "fish", "book"]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
 
 
@@ -42,7 +41,7 @@ def test_one_base_error_and_four_kinds():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("robustness")
-    (root / "words.txt").write_text("\n".join(WORDS) + "\n")
+    write_words_file(root)
     (root / "unknown-words.txt").write_text("qqqzzz\nxxyyzz\n")
     (root / "comments-only.txt").write_text("# nothing here\n\n")
     (root / "binary.txt").write_bytes(b"\x89\xff\x00\xfe")
