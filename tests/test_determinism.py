@@ -1,4 +1,3 @@
-from checkpoints import WORDS, write_words_file
 """Two processes, the same inputs and seeds: bit-identical banks and maps, and one good bank file.
 
 The test process and a fresh one (this file run as a script) share one
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from checkpoints import WORDS, write_words_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
