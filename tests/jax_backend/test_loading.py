@@ -24,6 +24,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from checkpoints import TINY
+from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading
 from convis_jax.jax_backend.loading import load_clip
@@ -37,7 +38,7 @@ TEXTS = ["a photo of a cat", "a round object", "an entity with a much longer des
 def private_cache(tmp_path, monkeypatch):
     """Every test gets its own converted-weight cache root."""
     root = tmp_path / "convis-cache"
-    monkeypatch.setenv(loading.CACHE_ENV, str(root))
+    monkeypatch.setenv(CACHE_ENV, str(root))
     return root
 
 
@@ -444,7 +445,7 @@ def test_second_load_uses_the_cache(tmp_path, private_cache, monkeypatch):
     first = load_clip(folder)
     assert len(reads) == 1 and len(cache_entries(private_cache)) == 1
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a good cache entry loads without a word
+        warnings.simplefilter("error", UserWarning)  # a good cache entry loads without a word
         second = load_clip(folder)
     assert len(reads) == 1, "the second load read the weight files again"
     for a, b in zip(jax.tree_util.tree_leaves(first.params), jax.tree_util.tree_leaves(second.params)):
@@ -510,7 +511,7 @@ def test_damaged_cache_warns_and_is_rebuilt(tmp_path, private_cache, monkeypatch
     got = model.embed_pixel_values(expected["pixel_values"], normalize=False)
     assert np.abs(got - expected["image_features"]).max() < 1e-5
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         load_clip(folder)  # the rebuilt entry is good again
     assert len(reads) == 1 and cache_entries(private_cache) == [entry]
 
@@ -533,7 +534,7 @@ def test_non_finite_weights_warn_on_cache_hits_too(tmp_path):
 def test_unwritable_cache_only_warns(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(loading.CACHE_ENV, str(blocker))
+    monkeypatch.setenv(CACHE_ENV, str(blocker))
     with pytest.warns(UserWarning, match="could not write the converted-weight cache"):
         model = load_clip(FIXTURE)
     expected = np.load(FIXTURE / "expected.npz")
@@ -552,7 +553,7 @@ RACE_PROBE = textwrap.dedent("""
     while not go.exists():  # start both loads at the same moment
         time.sleep(0.005)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         model = load_clip(sys.argv[1])
     np.save(sys.argv[4], model.embed_pixel_values(np.load(sys.argv[5]), normalize=False))
 """)
@@ -589,7 +590,7 @@ def test_two_processes_building_one_cache(tmp_path, private_cache, monkeypatch):
     assert len(cache_entries(private_cache)) == 1
     reads = count_reads(monkeypatch)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         load_clip(folder)
     assert reads == []
 
