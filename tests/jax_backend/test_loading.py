@@ -493,10 +493,17 @@ def _missing_file(entry: Path):
     next(p for p in (entry / "params").rglob("*") if p.is_file()).unlink()
 
 
+def _other_manifest_version(entry: Path):
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["version"] = 0
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize("damage", [_garble_largest_data_file, _truncate_manifest,
-                                    _truncate_orbax_metadata, _wrong_checksum, _missing_file],
+                                    _truncate_orbax_metadata, _wrong_checksum, _missing_file,
+                                    _other_manifest_version],
                          ids=["garbled data", "truncated manifest", "truncated orbax metadata",
-                              "wrong checksum", "missing file"])
+                              "wrong checksum", "missing file", "other manifest version"])
 def test_damaged_cache_warns_and_is_rebuilt(tmp_path, private_cache, monkeypatch, damage):
     folder = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, folder)
