@@ -28,7 +28,7 @@ VIT_B32_SHALLOW = dict(
 
 
 def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "quick_gelu",
-                         seed: int = 0, safe_serialization: bool = True,
+                         seed: int = 0,
                          max_shard_size: str | None = None):
     """Writes a random CLIPModel to `path` with `save_pretrained`; returns the torch model.
 
@@ -38,7 +38,6 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
             and `projection_dim`.
         hidden_act: activation of both towers ("quick_gelu" or "gelu").
         seed: torch seed of the random initialisation.
-        safe_serialization: False writes `pytorch_model.bin`.
         max_shard_size: e.g. "200KB" to write a sharded checkpoint with an index.
     """
     import torch
@@ -58,7 +57,7 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
             if "layer_norm" in name or "layrnorm" in name or "layernorm" in name:
                 p.add_(0.1 * torch.randn_like(p))
         model.logit_scale.fill_(3.0)
-    kwargs = {"safe_serialization": safe_serialization}
+    kwargs = {}
     if max_shard_size is not None:
         kwargs["max_shard_size"] = max_shard_size
     Path(path).mkdir(parents=True, exist_ok=True)

@@ -135,12 +135,7 @@ def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(tree, dict):
         raise ModelLoadError(f"{path}: expected a parameter tree, found {type(tree).__name__}")
     tree = tree.get("params", tree)
-    state = transformers_flax_to_pytorch(tree)
-    # transformers_flax_to_pytorch's np.ascontiguousarray lifts the 0-d logit scale to
-    # shape [1]; give it back its stored shape (remove once pytorch_names keeps 0-d arrays).
-    if "logit_scale" in state and np.ndim(tree.get("logit_scale")) == 0:
-        state["logit_scale"] = state["logit_scale"].reshape(())
-    return state
+    return transformers_flax_to_pytorch(tree)
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:

@@ -82,9 +82,17 @@ class ClipConfig:
         towers = {}
         for key, tower_cls, defaults in (("vision_config", VisionConfig, _VISION_DEFAULTS),
                                          ("text_config", TextConfig, _TEXT_DEFAULTS)):
-            # Old checkpoints carry `*_config_dict`, whose values transformers prefers.
             section = dict(raw.get(key) or {})
-            section.update(raw.get(f"{key}_dict") or {})
+            legacy = raw.get(f"{key}_dict")
+            if legacy is not None:
+                # Old checkpoints carry `*_config_dict`; transformers rebuilds the tower
+                # from the tower's defaults plus that dict, which then wins over `key`
+                # (so a stale eos_token_id 2 in `key` gives way to the default 49407).
+                names = {f.name for f in dataclasses.fields(tower_cls)}
+                fresh = {f.name: f.default for f in dataclasses.fields(tower_cls)
+                         if f.default is not dataclasses.MISSING}
+                section.update({**fresh, **defaults, **{k: v for k, v in legacy.items()
+                                                         if k in names}})
             if not section:
                 raise ModelLoadError(
                     f"{source}: expected a CLIPConfig with a '{key}' section, found keys "

@@ -130,8 +130,12 @@ def pytorch_to_flax(state: dict[str, np.ndarray], expected: dict, *, source: str
 
 
 def flax_to_pytorch(params: dict) -> dict[str, np.ndarray]:
-    """The inverse of `pytorch_to_flax`: Flax tree -> PyTorch-named state dict."""
-    return {pytorch_key(path): np.ascontiguousarray(_to_pytorch_layout(path[-1], np.asarray(value)))
+    """The inverse of `pytorch_to_flax`: Flax tree -> PyTorch-named state dict.
+
+    Arrays come out C-contiguous (safetensors needs that) and keep their rank:
+    np.ascontiguousarray would lift the 0-d logit scale to shape [1].
+    """
+    return {pytorch_key(path): np.asarray(_to_pytorch_layout(path[-1], np.asarray(value)), order="C")
             for path, value in _flatten(params).items()}
 
 
@@ -144,5 +148,5 @@ def transformers_flax_to_pytorch(tree: dict) -> dict[str, np.ndarray]:
     state = {}
     for path, value in _flatten(tree).items():
         key = ".".join(path[:-1] + (_flax_leaf_to_pytorch(path[-1]),))
-        state[key] = np.ascontiguousarray(_to_pytorch_layout(path[-1], np.asarray(value)))
+        state[key] = np.asarray(_to_pytorch_layout(path[-1], np.asarray(value)), order="C")
     return state
