@@ -212,12 +212,12 @@ class ConVis:
             padded = pad_images(prepared, grid.padding, padding, seed=[seed, n])
             if aggregation == "window":
                 cells = occlusion_cells_auto(self._params(), jnp.asarray(padded), bank,
-                                        jnp.asarray(members), jnp.asarray(segments),
-                                        num_concepts=k_padded, **static)
+                                             jnp.asarray(members), jnp.asarray(segments),
+                                             num_concepts=k_padded, **static)
                 cells = np.asarray(cells)[:, : len(names)]
             else:
-                sims = np.asarray(window_rank_similarities_auto(self._params(), jnp.asarray(padded),
-                                                           bank, **static))
+                sims = np.asarray(window_rank_similarities_auto(
+                    self._params(), jnp.asarray(padded), bank, **static))
                 cells = webapp_cell_maps(sims, grid, sub_offsets, sub_members)
             maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
         return np.concatenate(maps).astype(np.float32)
