@@ -113,11 +113,11 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 1600
+    steps: int = 1500
     batch_size: int = 128
     crops_per_scene: int = 8
-    learning_rate: float = 2e-3
-    warmup_steps: int = 150
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
     weight_decay: float = 0.05
     present_fraction: float = 0.6
     absent_fraction: float = 0.2
@@ -129,7 +129,7 @@ class TrainSettings:
     eval_seed: int = 7_000_001
     text_length: int = 48
     image_size: int = 64
-    patch_size: int = 16
+    patch_size: int = 8
     width: int = 128
     vision_layers: int = 4
     text_layers: int = 3
