@@ -359,6 +359,10 @@ def make_batch(seed: int, step: int, settings: TrainSettings, image_size: int) -
     """The crops of step `step`: scenes rendered from `SeedSequence([seed, step, i])`."""
     parts = [scene_crops((seed, step, i), settings, image_size)
              for i in range(settings.batch_size // settings.crops_per_scene)]
+    return _concatenate(parts)
+
+
+def _concatenate(parts: Sequence[Batch]) -> Batch:
     return Batch(*(np.concatenate([getattr(p, f.name) for p in parts])
                    for f in dataclasses.fields(Batch)))
 
@@ -472,8 +476,7 @@ def make_train_step(config: ClipConfig, texts: TrainingTexts, tx: optax.Gradient
 def held_out_batch(settings: TrainSettings, image_size: int, scenes: int = 96) -> Batch:
     """Held-out crops for the evaluation curve, from scenes of `settings.eval_seed`."""
     parts = [scene_crops((settings.eval_seed, i), settings, image_size) for i in range(scenes)]
-    return Batch(*(np.concatenate([getattr(p, f.name) for p in parts])
-                   for f in dataclasses.fields(Batch)))
+    return _concatenate(parts)
 
 
 def evaluate(params, config: ClipConfig, texts: TrainingTexts, input_ids, batch: Batch,
@@ -546,9 +549,6 @@ def save_model(folder: Path, params, config: ClipConfig, trained_tokenizer,
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {key: np.asarray(value, np.float32) for key, value in flax_to_pytorch(params).items()}
-    # np.ascontiguousarray (inside flax_to_pytorch) turns the 0-d logit scale
-    # into shape [1]; PyTorch's CLIPModel holds a 0-d parameter.
-    state["logit_scale"] = state["logit_scale"].reshape(())
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     raw = dict(config.to_dict(), torch_dtype="float32")
     files = {
