@@ -1,4 +1,4 @@
-"""The bundled default model against issue 7's acceptance figures, on a small held-out subset.
+"""The bundled default model on a small held-out subset: PyTorch parity and floors above chance.
 
 The figures come from `benchmarks/bench_default_model.py` (the benchmark
 measures them on hundreds of scenes); here 30 single-object scenes check
@@ -94,12 +94,11 @@ def test_load_clip_matches_pytorch(bench, model, scenes):
 
 
 # The shipped model misses issue 7's targets (benchmarks/results/default_model.json,
-# README.md of the model): each figure is checked twice, against a floor that
+# README.md of the model): each figure is checked against a floor that
 # only a model which has learnt the shapes passes (random weights sit near
 # chance: top-1 1/12, peaks on the object about as often as it covers the
-# image), and against the issue's threshold as a strict xfail, which turns
-# into a failure once a retrained model meets it, so that the marker goes.
-MISSED = "issue 7 target not reached by the shipped model; see its README.md"
+# image). Issue 7's own thresholds stay open on the issue until a retrained
+# model meets them; the benchmark prints every figure against them.
 
 
 @pytest.fixture(scope="module")
@@ -133,27 +132,6 @@ def test_parent_maps_peak_on_a_present_descendant(bench, convis, figures):
     assert {"polygon.n.01", "plane_figure.n.01"} <= set(bench.parent_concepts(convis.vocabulary))
     assert figures["parent_pairs"] >= 8
     assert figures["parents"] >= 0.5, figures["parents"]
-
-
-@pytest.mark.xfail(strict=True, reason=MISSED)
-def test_acceptance_zero_shot_top1(figures):
-    assert figures["top1"]["top1"] >= 0.9
-
-
-@pytest.mark.xfail(strict=True, reason=MISSED)
-def test_acceptance_single_object_maps(figures):
-    assert figures["single"]["max_box_acc"] >= 0.8
-    assert figures["single"]["pointing_game"] >= 0.9
-
-
-@pytest.mark.xfail(strict=True, reason=MISSED)
-def test_acceptance_multi_object_maps(figures):
-    assert figures["multi"]["own_object"] >= 0.8
-
-
-@pytest.mark.xfail(strict=True, reason=MISSED)
-def test_acceptance_parent_maps(figures):
-    assert figures["parents"] >= 0.9
 
 
 def test_maps_tell_objects_apart(scenes, maps):
