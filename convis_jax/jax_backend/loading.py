@@ -103,6 +103,7 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
     """
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
+    name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()
     folder = checkpoints.resolve_checkpoint(name_or_path)
@@ -114,10 +115,11 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
     params = jax.tree_util.tree_map(jnp.asarray, params)
     from convis_jax.core.images import PreprocessConfig
 
-    preprocess_config = PreprocessConfig.from_pretrained_dir(folder, image_size=config.vision.image_size)
+    preprocess_config = PreprocessConfig.from_pretrained_dir(
+        folder, image_size=config.vision.image_size)
     vocabulary = folder / VOCABULARY_FILE
     return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
-                     preprocess_config=preprocess_config, name=str(name_or_path),
+                     preprocess_config=preprocess_config, name=name,
                      fingerprint=fingerprint,
                      vocabulary_path=vocabulary if vocabulary.is_file() else None)
 
