@@ -401,3 +401,40 @@ def test_a_page_of_physical_objects_size_works(browser, tmp_path):
         assert view.errors == [] and view.network == view.aborted == []
     finally:
         view.close()
+
+
+def test_a_page_made_from_the_bundled_model(browser, tmp_path):
+    """Issue 12's acceptance on real maps: the bundled model's page of a one-shape scene."""
+    from convis_jax.api import ConVis
+    from convis_jax.core.scenes import render_scene
+
+    scene = render_scene(11, size=224, n_objects=(1, 1))
+    concept = scene.concepts[0]
+    convis = ConVis(None, progress=False)
+    path = convis.explore([scene.image], tmp_path, names=["scene"])
+    view = OfflinePage(browser, path.as_uri())
+    page = view.page
+    try:
+        before = view.view_snapshot()
+        page.fill("#search", concept)
+        page.locator(f"#search-results .hit[data-k='{convis.vocabulary.index(concept)}']").click()
+        assert page.inner_text("#concept-card .synset") == concept
+        assert view.view_snapshot() != before
+        # White blend: under the object the map is high and the shape's colour shows;
+        # elsewhere the overlay fades towards white.
+        scale = VIEW / 224
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in scene.boxes[0])
+        inside = view.mean_colour(x0, y0, x1, y1)
+        mask = np.ones((VIEW, VIEW), bool)
+        mask[y0:y1, x0:x1] = False
+        pixels = np.array(page.evaluate(
+            """() => Array.from(document.getElementById("view").getContext("2d")
+                       .getImageData(0, 0, 448, 448).data)""")).reshape(VIEW, VIEW, 4)[..., :3]
+        outside = pixels[mask].mean(axis=0)
+        assert np.abs(inside - outside).max() > 20, (inside, outside)
+        assert outside.mean() > inside.mean()  # faded towards white away from the object
+        assert view.errors == [] and view.network == [] and view.aborted == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explorer-bundled-model.png"), full_page=True)
+    finally:
+        view.close()
