@@ -15,15 +15,17 @@ PATCH14_336 = dict(
     projection_dim=32,
 )
 
-DEFINITIONS = [
-    "a member of the genus Canis (probably descended from the common wolf) that has been "
-    "domesticated by man since prehistoric times; occurs in many breeds",
-    "warm-blooded egg-laying vertebrates characterized by feathers and forelimbs modified as wings",
-    "a round object",
-    "an entity",
-    # Over 77 tokens: truncated with a warning, the last token stays EOS.
-    "a long text " + " ".join(f"word{i}" for i in range(90)),
-]
+# Real WordNet 3.0 glosses of varied lengths; world_war_ii.n.01's runs to 124 tokens,
+# so it is truncated (with a warning) and its last token stays EOS.
+GLOSSES = ["dog.n.01", "bird.n.01", "circle.n.01", "entity.n.01", "world_war_ii.n.01"]
+
+
+@pytest.fixture(scope="module")
+def definitions():
+    from convis_jax.core.wordnet import load_wordnet
+
+    wordnet = load_wordnet()
+    return [wordnet.synset(name).definition() for name in GLOSSES]
 
 
 def torch_embeddings(model, pixel_values, input_ids):
@@ -40,19 +42,19 @@ def torch_embeddings(model, pixel_values, input_ids):
                                       (VIT_B32_SHALLOW, "quick_gelu"),
                                       (PATCH14_336, "quick_gelu")],
                          ids=["tiny-quick_gelu", "tiny-gelu", "vit-b32-shape", "patch14-336"])
-def test_embeddings_match_pytorch(tmp_path, spec, act):
+def test_embeddings_match_pytorch(tmp_path, spec, act, definitions):
     torch_model = make_clip_checkpoint(tmp_path, spec, hidden_act=act, seed=1)
     model = load_clip(tmp_path)
     s = spec["vision"]["image_size"]
     pixel_values = np.random.default_rng(0).normal(size=(3, 3, s, s)).astype(np.float32)
     with pytest.warns(UserWarning, match="1 of 5 text"):
-        batch = model.tokenize(DEFINITIONS)
+        batch = model.tokenize(definitions)
     assert batch.input_ids.shape[1] == 77 and batch.input_ids[-1, -1] == 49407
     want_image, want_text = torch_embeddings(torch_model, pixel_values, batch.input_ids)
 
     got_image = model.embed_pixel_values(pixel_values)
     with pytest.warns(UserWarning):
-        got_text = model.embed_texts(DEFINITIONS)
+        got_text = model.embed_texts(definitions)
     assert np.abs(got_image - want_image).max() < 1e-5
     assert np.abs(got_text - want_text).max() < 1e-5
     np.testing.assert_allclose(np.linalg.norm(got_image, axis=1), 1, atol=1e-6)
