@@ -69,7 +69,8 @@ def matmul_function(n: int, dtype: str = "float32", seed: int = 0):
 
 
 def report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: dict,
-           matmul_n: int, torch_batched_s: float | None = None) -> dict:
+           matmul_n: int, torch_batched_s: float | None = None,
+           matmul_over_sweep_paired: float | None = None) -> dict:
     """Achieved FLOP/s of the sweep (and of PyTorch's batched forward) against matmuls.
 
     Args:
@@ -79,6 +80,9 @@ def report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: 
         matmul_s: dtype name -> median seconds of one [matmul_n]^2 matmul.
         matmul_n: the matmul side.
         torch_batched_s: median seconds of the batched PyTorch sweep of the same crops.
+        matmul_over_sweep_paired: median over rounds of (float32 matmul seconds / sweep
+            seconds) in the same round; when given, the sweep's fraction of the matmul's
+            FLOP/s is taken from it (load changing between rounds cancels).
 
     Returns:
         A JSON-able dict (FLOPs per crop by part, FLOP/s, fractions of the matmul).
@@ -97,7 +101,10 @@ def report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: 
         "matmul_n": matmul_n,
         "matmul_flop_per_s": matmul_rate,
         "sweep_fraction_of_matmul": sweep_flops / sweep_s / reference,
+        "sweep_fraction_of_matmul_of_medians": sweep_flops / sweep_s / reference,
     }
+    if matmul_over_sweep_paired is not None:
+        out["sweep_fraction_of_matmul"] = (sweep_flops / matmul_flops) * matmul_over_sweep_paired
     if torch_batched_s is not None:
         out["torch_batched_flop_per_s"] = sweep_flops / torch_batched_s
         out["torch_batched_fraction_of_matmul"] = sweep_flops / torch_batched_s / reference

@@ -77,7 +77,7 @@ class Settings:
     window_sizes: tuple = (128, 64)
     chunk: int = 32
     torch_chunk: int = 64
-    repeats: int = 3
+    repeats: int = 5
     scaling_repeats: int = 1
     image_counts: tuple = (1, 2, 4)
     concept_counts: tuple = (1, 64, None)
@@ -392,16 +392,16 @@ def api_sweep(setup: Setup, convis):
     return run
 
 
-def authors_sample(setup: Setup, count: int, threads: int, log=print) -> dict:
-    """(a) on `count` windows spread over the lattice, each timed alone, for the one concept.
+def authors_sample(setup: Setup, count: int, threads: int):
+    """(a) on `count` windows spread over the lattice, for the one concept, one at a time.
 
     Returns:
-        {"windows": [(side, y0, x0)], "times_s", "scores", "embeddings" [n, d],
-        "lattice_windows": 1,800 for the paper's grid}.
+        A zero-argument callable; each call encodes and ranks the sample again
+        and returns {"windows": [(side, y0, x0)], "times_s" (per window), "scores",
+        "embeddings" [n, d], "lattice_windows" (1,800 for the paper's grid)}.
     """
     import torch
 
-    torch.set_num_threads(threads)
     s = setup.settings
     pad = setup.grid.padding
     lattice = torch_reference.lattice_windows(224, s.window_sizes, s.stride, pad)
@@ -421,18 +421,19 @@ def authors_sample(setup: Setup, count: int, threads: int, log=print) -> dict:
     subtree = subtree.to(device)
     call = partial(torch_reference.authors_window, setup.torch_model, setup.padded[0],
                    bank=bank, subtree=subtree, **setup.preprocessing)
-    # The first window pays PyTorch's one-off start-up costs; it is not in the sample.
-    warmup_s, _ = common.timed(call, lattice[picks[0]])
-    times, scores, embeddings = [], [], []
-    for p in picks:
-        seconds, (score, embedding) = common.timed(call, lattice[p])
-        times.append(seconds)
-        scores.append(score)
-        embeddings.append(embedding)
-    log(f"  (a) {len(picks)} windows one at a time: mean {np.mean(times):.3f} s per window")
-    return {"windows": [lattice[p] for p in picks], "times_s": times, "warmup_s": warmup_s,
-            "scores": scores, "embeddings": np.stack(embeddings),
-            "lattice_windows": len(lattice)}
+
+    def run():
+        torch.set_num_threads(threads)
+        times, scores, embeddings = [], [], []
+        for p in picks:
+            seconds, (score, embedding) = common.timed(call, lattice[p])
+            times.append(seconds)
+            scores.append(score)
+            embeddings.append(embedding)
+        return {"windows": [lattice[p] for p in picks], "times_s": times, "scores": scores,
+                "embeddings": np.stack(embeddings), "lattice_windows": len(lattice)}
+
+    return run
 
 
 def check_geometry(setup: Setup) -> dict:
@@ -694,15 +695,21 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     threads = {"batched": pick_torch_threads(setup, 8, log),
                "one_at_a_time": pick_torch_threads(setup, 1, log)}
     matmul_n = s.matmul_n or (4096 if jax.devices()[0].platform == "cpu" else 16384)
+    # Rounds run these in this order; every ratio is taken within a round and the
+    # median over rounds reported, so that load changing between rounds (a shared
+    # machine) cancels. The matmul runs right after the sweep it is compared with.
     functions = {
         "convis_all": jax_sweep(setup, everything, 1),
+        "matmul_float32": bench_hardware.matmul_function(matmul_n, "float32"),
         "convis_one": jax_sweep(setup, one, 1),
         "encode_alone": jax_encode_alone(setup, window_pixels(setup)),
         "torch_batched": torch_batched(setup, everything, 1, threads["batched"]),
-        "matmul_float32": bench_hardware.matmul_function(matmul_n, "float32"),
     }
     if dtype != "float32":
         functions[f"matmul_{dtype}"] = bench_hardware.matmul_function(matmul_n, dtype)
+    if s.authors_sample:
+        functions["authors_sample"] = authors_sample(setup, s.authors_sample,
+                                                     threads["one_at_a_time"])
     if s.parts:
         functions["cut_and_encode"] = jax_cut_and_encode(setup)
 
@@ -717,6 +724,8 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     one_in_all = outputs["convis_all"][0, one]
     assert np.abs(outputs["convis_one"][0] - one_in_all).max() < 1e-6, \
         "the one-concept sweep differs from the same concept in the all-concept sweep"
+    if s.authors_sample:
+        checks["authors"] = check_authors(outputs["authors_sample"], sweep, concepts, tolerance)
     if s.parts:
         parts_distance = np.abs(outputs["cut_and_encode"] - outputs["encode_alone"]).max()
         assert parts_distance < 1e-5, f"the sweep's crops encode differently: {parts_distance}"
@@ -725,64 +734,92 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
         t, _ = common.warm_up({"rank_alone": functions["rank_alone"]}, log=log)
         timings.update(t)
     log(f"  cross-check passed: {json.dumps(checks['maps_all_concepts'])}")
-    common.rounds(functions, timings, s.repeats, log=log)
+
+    def authors_clock(outs):
+        # (a)'s time: the sum of its per-window clocks, not the Python loop around them.
+        if "authors_sample" in outs:
+            timings["authors_sample"].times[-1] = sum(outs["authors_sample"]["times_s"])
+
+    common.rounds(functions, timings, s.repeats, log=log, after_round=authors_clock)
 
     if s.api:
-        # The API wraps the sweep compiled above (same shapes), so its first call
-        # compiles nothing: that one call is its timing.
+        # The API may route through another compiled function (device sharding), so it
+        # gets its own warm-up, then one round.
         convis = ConVis(model, vocabulary, cache=True, progress=False)
         assert np.array_equal(convis.bank.embeddings, concepts.bank)
-        t, api_out = common.warm_up({"api_all": api_sweep(setup, convis)}, log=log)
-        t["api_all"].times.append(t["api_all"].compile_s)
+        api = {"api_all": api_sweep(setup, convis)}
+        t, api_out = common.warm_up(api, log=log)
         assert np.abs(api_out["api_all"] - outputs["convis_all"]).max() < 1e-6, \
             "ConVis.occlusion_maps differs from the sweep it wraps"
+        common.rounds(api, t, 1, log=log)
         timings.update(t)
 
-    authors = None
-    if s.authors_sample:
-        authors = authors_sample(setup, s.authors_sample, threads["one_at_a_time"], log=log)
-        checks["authors"] = check_authors(authors, sweep, concepts, tolerance)
-
-    images_curve = {1: timings["convis_all"]}
+    # The scaling curves in rounds of their own (one image, all concepts, again in
+    # each, so that every point of a curve comes from the same stretch of time).
+    scaling = {"n1_kall": functions["convis_all"], "n1_k1": functions["convis_one"]}
     for n in s.image_counts:
         if n > 1:
-            t, _ = common.measure({f"convis_all_n{n}": jax_sweep(setup, everything, n)},
-                                  s.scaling_repeats, log=log)
-            images_curve[n] = timings[f"convis_all_n{n}"] = t[f"convis_all_n{n}"]
-    concepts_curve = {}
+            scaling[f"n{n}_kall"] = jax_sweep(setup, everything, n)
     for k in s.concept_counts:
-        if k is None:
-            concepts_curve[concepts.count] = timings["convis_all"]
-        elif k == 1:
-            concepts_curve[1] = timings["convis_one"]
-        else:
-            t, _ = common.measure({f"convis_k{k}": jax_sweep(setup, _concept_index(setup, k), 1)},
-                                  s.scaling_repeats, log=log)
-            concepts_curve[k] = timings[f"convis_k{k}"] = t[f"convis_k{k}"]
+        if k not in (None, 1):
+            scaling[f"n1_k{k}"] = jax_sweep(setup, _concept_index(setup, k), 1)
+    images_curve, concepts_curve = {}, {}
+    if len(scaling) > 2:
+        # The two one-image points are compiled already: no warm-up for them.
+        new = {name: fn for name, fn in scaling.items() if name not in ("n1_kall", "n1_k1")}
+        curve_timings, _ = common.warm_up(new, log=log)
+        curve_timings["n1_kall"] = common.Timing(timings["convis_all"].compile_s)
+        curve_timings["n1_k1"] = common.Timing(timings["convis_one"].compile_s)
+        common.rounds(scaling, curve_timings, s.scaling_repeats, log=log)
+        for name, timing in curve_timings.items():
+            timings[f"scaling_{name}"] = timing
+            n, k = name[1:].split("_k")
+            if k == "all":
+                images_curve[int(n)] = timing
+            if n == "1":
+                concepts_curve[concepts.count if k == "all" else int(k)] = timing
+    else:
+        images_curve = {1: timings["convis_all"]}
+        concepts_curve = {1: timings["convis_one"], concepts.count: timings["convis_all"]}
 
     memory = None
     if s.memory_images:
         memory = memory_probe(checkpoint, concepts, s, dtype, s.memory_images, log=log)
 
-    occlusion = summarise(setup, timings, authors, images_curve, concepts_curve, memory,
-                          outputs["convis_all"], checks)
+    occlusion = summarise(setup, timings, outputs.get("authors_sample"), images_curve,
+                          concepts_curve, memory, outputs["convis_all"], checks)
     occlusion["torch_threads"] = threads
     matmul = {name[len("matmul_"):]: timings[name].median_s for name in timings
               if name.startswith("matmul_")}
     hardware = bench_hardware.report(timings["convis_all"].median_s, geometry["sweep_windows"],
                                      model.config.vision, model.config.projection_dim, matmul,
-                                     matmul_n, timings["torch_batched"].median_s)
+                                     matmul_n, timings["torch_batched"].median_s,
+                                     paired_ratio(timings, "matmul_float32", "convis_all"))
     hardware["timings"] = {name: timings[name].to_dict() for name in timings
                            if name.startswith("matmul_")}
     return {"occlusion": occlusion, "hardware": hardware}
 
 
+def paired_ratio(timings: dict, a: str, b: str) -> float:
+    """Median over rounds of (a's time / b's time in the same round)."""
+    return float(np.median(np.asarray(timings[a].times) / np.asarray(timings[b].times)))
+
+
 def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: dict,
               concepts_curve: dict, memory: dict | None, cells: np.ndarray, checks: dict) -> dict:
-    """The occlusion figures: timings, derived rates and ratios, curves, memory, checks."""
+    """The occlusion figures: timings, derived rates and ratios, curves, memory, checks.
+
+    Ratios are medians of per-round ratios (`paired_ratio`); `ratios_of_medians`
+    divides the medians instead, for comparison.
+    """
     s = setup.settings
     all_s = timings["convis_all"].median_s
     one_s = timings["convis_one"].median_s
+    pairs = {"all_over_one_concept": ("convis_all", "convis_one"),
+             "sweep_over_encode_alone": ("convis_all", "encode_alone"),
+             "torch_batched_over_convis_all": ("torch_batched", "convis_all")}
+    if "cut_and_encode" in timings:
+        pairs["sweep_over_cut_and_encode"] = ("convis_all", "cut_and_encode")
     out = {
         "settings": {key: (list(value) if isinstance(value, tuple) else value)
                      for key, value in vars(s).items()},
@@ -794,11 +831,9 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
                     if not name.startswith("matmul_")},
         "images_per_s": {"convis_all_concepts": 1 / all_s, "convis_one_concept": 1 / one_s,
                          "torch_batched_all_concepts": 1 / timings["torch_batched"].median_s},
-        "ratios": {
-            "all_over_one_concept": all_s / one_s,
-            "sweep_over_encode_alone": all_s / timings["encode_alone"].median_s,
-            "torch_batched_over_convis_all": timings["torch_batched"].median_s / all_s,
-        },
+        "ratios": {name: paired_ratio(timings, a, b) for name, (a, b) in pairs.items()},
+        "ratios_of_medians": {name: timings[a].median_s / timings[b].median_s
+                              for name, (a, b) in pairs.items()},
         "images_curve_s": {str(n): t.median_s for n, t in sorted(images_curve.items())},
         "concepts_curve_s": {str(k): t.median_s for k, t in sorted(concepts_curve.items())},
         "cells_bytes_one_image_all_concepts": int(cells[0].nbytes),
@@ -813,23 +848,26 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
             "similarities_ranks_subtree_min_alone": timings["rank_alone"].median_s,
             "rest_of_sweep_after_encoding": all_s - cut,
         }
-        out["ratios"]["sweep_over_cut_and_encode"] = all_s / cut
     if "api_all" in timings:
-        out["ratios"]["api_over_sweep"] = timings["api_all"].median_s / all_s
+        out["ratios_of_medians"]["api_over_sweep"] = timings["api_all"].median_s / all_s
     if authors is not None:
-        per_window = float(np.mean(authors["times_s"]))
-        per_concept = per_window * authors["lattice_windows"]
+        windows, lattice = len(authors["times_s"]), authors["lattice_windows"]
+        per_concept = np.asarray(timings["authors_sample"].times) / windows * lattice
+        per_concept_s = float(np.median(per_concept))
         out["authors"] = {
-            "windows_timed": len(authors["times_s"]),
-            "per_window_s": per_window,
-            "per_window_times_s": authors["times_s"],
-            "per_image_per_concept_s": per_concept,
-            "per_image_all_concepts_s": per_concept * setup.concepts.count,
-            "extrapolated_from": f"{len(authors['times_s'])} of {authors['lattice_windows']} "
-                                 "windows, mean time per window x lattice windows",
+            "windows_timed": windows,
+            "per_window_s": per_concept_s / lattice,
+            "per_window_times_s_last_round": authors["times_s"],
+            "per_image_per_concept_s": per_concept_s,
+            "per_image_all_concepts_s": per_concept_s * setup.concepts.count,
+            "extrapolated_from": f"{windows} of {lattice} windows per round, "
+                                 "time per window x lattice windows",
         }
-        out["ratios"]["authors_over_convis_one"] = per_concept / one_s
-        out["ratios"]["authors_all_over_convis_all"] = per_concept * setup.concepts.count / all_s
+        one_rounds = np.asarray(timings["convis_one"].times)
+        all_rounds = np.asarray(timings["convis_all"].times)
+        out["ratios"]["authors_over_convis_one"] = float(np.median(per_concept / one_rounds))
+        out["ratios"]["authors_all_over_convis_all"] = float(
+            np.median(per_concept * setup.concepts.count / all_rounds))
     if memory is not None:
         out["memory"] = memory
     return out

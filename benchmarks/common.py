@@ -125,13 +125,26 @@ def warm_up(functions: dict, log=print) -> tuple[dict[str, Timing], dict]:
     return timings, outputs
 
 
-def rounds(functions: dict, timings: dict[str, Timing], repeats: int, log=print) -> None:
-    """Times the (warmed-up) functions in `repeats` interleaved rounds, appending to timings."""
+def rounds(functions: dict, timings: dict[str, Timing], repeats: int, log=print,
+           after_round=None) -> None:
+    """Times the (warmed-up) functions in `repeats` interleaved rounds, appending to timings.
+
+    Args:
+        functions: name -> zero-argument callable (see `warm_up`).
+        timings: name -> Timing to append to.
+        repeats: rounds.
+        log: progress printer.
+        after_round: called with (name -> output) after each round, e.g. to replace a
+            timing by a clock the function keeps itself.
+    """
     for round_index in range(repeats):
+        outputs = {}
         for name, fn in functions.items():
-            seconds, _ = timed(fn)
+            seconds, outputs[name] = timed(fn)
             timings[name].times.append(seconds)
             log(f"  round {round_index + 1}/{repeats} {name}: {seconds:.2f} s")
+        if after_round is not None:
+            after_round(outputs)
 
 
 def measure(functions: dict, repeats: int, log=print) -> tuple[dict[str, Timing], dict]:

@@ -53,7 +53,7 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
         torch_s = t["torch_batched"]["median_s"]
         rows.append((f"Occlusion maps, all {k:,} concepts, 1 image", _seconds(everything),
                      f"{_seconds(torch_s)} (b: batched, same {crops} crops)",
-                     _ratio(torch_s / everything)))
+                     _ratio(occ["ratios"]["torch_batched_over_convis_all"])))
         if "authors" in occ:
             rows.append((f"Occlusion maps, all {k:,} concepts, 1 image, vs (a)",
                          _seconds(everything),
@@ -120,15 +120,17 @@ def render(results: dict) -> str:
     """The Markdown: a context line, the figures table and the targets table."""
     env = results["environment"]
     versions = env["versions"]
+    load = env.get("load_average_at_start")
+    load_text = f"{load[0]:.1f}" if load else "n/a"
     lines = [
         f"Measured on `{results['machine']}` ({', '.join(sorted(set(env['devices'])))}, "
-        f"{env['cpu_count']} CPUs, load average at start "
-        f"{env['load_average_at_start'][0] if env.get('load_average_at_start') else 'n/a'}), "
+        f"{env['cpu_count']} CPUs, load average at start {load_text}), "
         f"{results['dtype']}, jax {versions['jax']}, torch {versions['torch']}, "
         f"transformers {versions['transformers']}, {env['time'][:10]}"
         f"{' (quick run: reduced sizes)' if results['quick'] else ''}. "
         "Model: CLIP ViT-B/32 shape at full depth with random weights, one checkpoint "
-        "read by both frameworks; medians of repeats after a warm-up.",
+        "read by both frameworks; times are medians of repeats after a warm-up, ratios "
+        "medians of per-round ratios (contenders interleaved in each round).",
         "",
         "| | convis_jax | PyTorch | ratio |",
         "|---|---|---|---|",
