@@ -768,8 +768,8 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
         # The two one-image points are compiled already: no warm-up for them.
         new = {name: fn for name, fn in scaling.items() if name not in ("n1_kall", "n1_k1")}
         curve_timings, _ = common.warm_up(new, log=log)
-        curve_timings["n1_kall"] = common.Timing(timings["convis_all"].compile_s)
-        curve_timings["n1_k1"] = common.Timing(timings["convis_one"].compile_s)
+        curve_timings["n1_kall"] = common.Timing(timings["convis_all"].first_call_s)
+        curve_timings["n1_k1"] = common.Timing(timings["convis_one"].first_call_s)
         common.rounds(scaling, curve_timings, s.scaling_repeats, log=log)
         for name, timing in curve_timings.items():
             timings[f"scaling_{name}"] = timing
@@ -917,13 +917,17 @@ def plot(occlusion: dict, folder: Path, prefix: str) -> list[str]:
     paths.append(common.save_figure(fig, folder / f"{prefix}occlusion_methods.png"))
 
     fig, (left, right) = common.new_figure("convis_jax sweep scaling", panels=2)
-    for ax, curve, xlabel in ((left, occlusion["images_curve_s"], "images (all concepts)"),
-                              (right, occlusion["concepts_curve_s"], "concepts (one image)")):
+    for ax, curve, xlabel, log in (
+            (left, occlusion["images_curve_s"], "images per call (all concepts)", False),
+            (right, occlusion["concepts_curve_s"], "concepts (one image)", True)):
         xs = [int(k) for k in curve]
         ax.plot(xs, list(curve.values()), "o-")
-        ax.set_xscale("log")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:,}" for x in xs])
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("seconds")
+        ax.set_ylabel("seconds per call")
         ax.set_ylim(bottom=0)
     paths.append(common.save_figure(fig, folder / f"{prefix}occlusion_scaling.png"))
     return paths

@@ -3,7 +3,8 @@
 Every benchmark follows the same protocol (STYLE.md, "Tests"):
 
 * the first call of each timed function is its warm-up; it includes tracing
-  and compilation and is reported separately (`compile_s`);
+  and compilation and is reported separately (`first_call_s`, and
+  `compile_s` = first call - median, the compilation's share);
 * the timed calls then run in interleaved rounds (A, B, C, A, B, C, ...), so
   that a change of load on a shared machine hits every contender alike,
   and each reports the median of its rounds;
@@ -81,11 +82,11 @@ class Timing:
     """Wall-clock seconds of one benchmarked function.
 
     Attributes:
-        compile_s: the first (warm-up) call, including tracing and compilation.
+        first_call_s: the first (warm-up) call: tracing, compilation and one run.
         times: the timed calls, in seconds.
     """
 
-    compile_s: float
+    first_call_s: float
     times: list[float] = field(default_factory=list)
 
     @property
@@ -93,7 +94,9 @@ class Timing:
         return statistics.median(self.times)
 
     def to_dict(self) -> dict:
-        return {"compile_s": self.compile_s, "median_s": self.median_s,
+        return {"first_call_s": self.first_call_s,
+                "compile_s": max(self.first_call_s - self.median_s, 0.0),
+                "median_s": self.median_s,
                 "min_s": min(self.times), "max_s": max(self.times), "repeats": len(self.times),
                 "times_s": self.times}
 
@@ -114,13 +117,13 @@ def warm_up(functions: dict, log=print) -> tuple[dict[str, Timing], dict]:
         log: progress printer.
 
     Returns:
-        (name -> Timing with only compile_s, name -> output of the call); the outputs
+        (name -> Timing with only first_call_s, name -> output of the call); the outputs
         are what the benchmarks cross-check before trusting any timing.
     """
     timings, outputs = {}, {}
     for name, fn in functions.items():
         seconds, outputs[name] = timed(fn)
-        timings[name] = Timing(compile_s=seconds)
+        timings[name] = Timing(first_call_s=seconds)
         log(f"  warm-up {name}: {seconds:.2f} s")
     return timings, outputs
 

@@ -55,6 +55,18 @@ def gradient_targets(section: dict) -> list[dict]:
     return out
 
 
+def plot_all(benchmarks: dict, out_dir: Path, stem: str) -> list[str]:
+    """Every PNG of a results file's benchmarks, named `<stem>-<plot>.png` in out_dir."""
+    paths = []
+    if "bank" in benchmarks:
+        paths += bench_bank.plot(benchmarks["bank"], out_dir, f"{stem}-")
+    if "occlusion" in benchmarks:
+        paths += bench_occlusion.plot(benchmarks["occlusion"], out_dir, f"{stem}-")
+    if "hardware" in benchmarks:
+        paths.append(bench_hardware.plot(benchmarks["hardware"], out_dir / f"{stem}-hardware.png"))
+    return paths
+
+
 def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
               out_dir: Path = common.RESULTS_DIR, machine: str | None = None,
               occlusion_settings=None, bank_settings=None, vocabularies: dict | None = None,
@@ -95,7 +107,6 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
                                   vocabularies=vocabularies, log=log)
             results["benchmarks"]["bank"] = bank
             results["targets"] += bench_bank.targets(bank)
-            results["plots"] += bench_bank.plot(bank, out_dir, f"{stem}-")
             first = None if vocabularies is None else next(iter(vocabularies.values()))
             both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
                                        vocabulary=first, log=log)
@@ -106,8 +117,7 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
                 os.environ["CONVIS_JAX_CACHE"] = previous
     results["benchmarks"].update(both)
     results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
-    results["plots"] += bench_occlusion.plot(both["occlusion"], out_dir, f"{stem}-")
-    results["plots"].append(bench_hardware.plot(both["hardware"], out_dir / f"{stem}-hardware.png"))
+    results["plots"] += plot_all(results["benchmarks"], out_dir, stem)
     if gradients:
         section = gradient_benchmark(quick, log=log)
         if section is not None:
@@ -134,7 +144,17 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a transformers CLIP folder (default: a random ViT-B/32, made once)")
     parser.add_argument("--no-gradients", action="store_true", help="skip bench_gradients.py")
+    parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="only redraw the PNGs of an existing results file")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        import json
+
+        results = json.loads(args.replot.read_text())
+        common.check_results(results)
+        for path in plot_all(results["benchmarks"], args.replot.parent, args.replot.stem):
+            print(path)
+        return
     checkpoint = args.checkpoint or common.benchmark_checkpoint()
     run_suite(checkpoint, quick=args.quick, dtype=args.dtype, out_dir=args.out_dir,
               machine=args.machine, gradients=not args.no_gradients)

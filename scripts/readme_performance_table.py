@@ -63,6 +63,9 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
             if n != "1":
                 rows.append((f"Occlusion maps, all concepts, {n} images in one call",
                              f"{_seconds(seconds)} ({int(n) / seconds:.3f} images/s)", "", ""))
+        if "compile_s" in t["convis_all"]:
+            rows.append(("Sweep compilation (first call minus median), all concepts",
+                         _seconds(t["convis_all"]["compile_s"]), "", ""))
         rows.append(("Sweep time / encoding its crops alone", "", "",
                      _ratio(occ["ratios"]["sweep_over_encode_alone"])))
         rows.append(("Sweep time, all concepts / 1 concept", "", "",
