@@ -30,14 +30,15 @@ if __package__ in (None, ""):
 from benchmarks import bench_bank, bench_hardware, bench_occlusion, common
 
 
-def gradient_benchmark(quick: bool, log=print) -> dict | None:
+def gradient_benchmark(quick: bool, checkpoint: Path, log=print) -> dict | None:
     """Runs `bench_gradients.main` (another engineer's script) and adapts its result."""
     if not (common.ROOT / "benchmarks" / "bench_gradients.py").is_file():
         log("gradients: benchmarks/bench_gradients.py is absent; skipped")
         return None
     module = importlib.import_module("benchmarks.bench_gradients")
     with tempfile.TemporaryDirectory() as folder:
-        argv = (["--quick"] if quick else []) + ["--out", str(Path(folder) / "gradients.json")]
+        argv = (["--quick"] if quick else []) + ["--checkpoint", str(checkpoint),
+                                                 "--out", str(Path(folder) / "gradients.json")]
         result = module.main(argv)
     return {"timings": result.get("rows", []), "result": result}
 
@@ -119,7 +120,7 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
     results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
     results["plots"] += plot_all(results["benchmarks"], out_dir, stem)
     if gradients:
-        section = gradient_benchmark(quick, log=log)
+        section = gradient_benchmark(quick, checkpoint, log=log)
         if section is not None:
             results["benchmarks"]["gradients"] = section
             results["targets"] += gradient_targets(section)

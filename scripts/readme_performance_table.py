@@ -109,7 +109,8 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
     grads = b.get("gradients")
     if grads is not None:
         for row in grads["result"].get("rows", []):
-            best = min((row[s]["seconds"], s) for s in ("vmap", "jacobian") if s in row)
+            best = min((row[s]["seconds"], s) for s in ("vmap", "jacobian")
+                       if row.get(s, {}).get("seconds") is not None)
             loop = row["torch_loop"]
             rows.append((f"Gradient maps, K = {row['K']:,}, 1 image",
                          f"{_seconds(best[0])} ({best[1]})",
