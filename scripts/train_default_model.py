@@ -63,7 +63,7 @@ import optax  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from convis_jax.core.images import CLIP_MEAN, CLIP_STD  # noqa: E402
-from convis_jax.core.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, render_scene  # noqa: E402
+from convis_jax.core.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, render_scene  # noqa: E402
 from convis_jax.core.vocabulary import ConceptVocabulary  # noqa: E402
 from convis_jax.jax_backend import clip  # noqa: E402
 from convis_jax.jax_backend.config import ClipConfig, TextConfig, VisionConfig  # noqa: E402
@@ -113,10 +113,10 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 128
     crops_per_scene: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.05
     present_fraction: float = 0.6
@@ -124,13 +124,13 @@ class TrainSettings:
     object_crop_share: float = 0.6
     exact_window_share: float = 0.5
     crop_sides: tuple[int, int] = (40, 224)
-    object_sizes: tuple[float, float] = (0.2, 0.6)
-    eval_every: int = 200
+    object_sizes: tuple[float, float] = OBJECT_SIZES
+    eval_every: int = 500
     eval_seed: int = 7_000_001
     text_length: int = 48
     image_size: int = 64
     patch_size: int = 8
-    width: int = 128
+    width: int = 64
     vision_layers: int = 4
     text_layers: int = 3
 
@@ -351,8 +351,13 @@ def scene_crops(seed: Sequence[int], settings: TrainSettings, image_size: int) -
         known[k, objects] = sure
         if sure.all() and inside.sum() == 1:
             single[k] = objects[inside][0]
+    return Batch(model_input(pixels), present, known, single)
+
+
+def model_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [B, S, S, 3] pictures -> CLIP-normalised float32 [B, 3, S, S]."""
     normalised = (pixels / np.float32(255) - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
-    return Batch(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), np.float32), present, known, single)
+    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), np.float32)
 
 
 def make_batch(seed: int, step: int, settings: TrainSettings, image_size: int) -> Batch:
@@ -473,18 +478,36 @@ def make_train_step(config: ClipConfig, texts: TrainingTexts, tx: optax.Gradient
 # Evaluation during training.
 
 
+HELD_OUT_SINGLES = 128
+
+
 def held_out_batch(settings: TrainSettings, image_size: int, scenes: int = 96) -> Batch:
-    """Held-out crops for the evaluation curve, from scenes of `settings.eval_seed`."""
+    """Held-out data for the evaluation curve, from scenes of `settings.eval_seed`.
+
+    The crops of `scenes` scenes (as training cuts them), then
+    `HELD_OUT_SINGLES` whole single-object scenes (zero-shot classification
+    as the benchmark measures it: the 224-pixel scene resized to the
+    model's input).
+    """
     parts = [scene_crops((settings.eval_seed, i), settings, image_size) for i in range(scenes)]
+    pixels, single = [], []
+    for i in range(HELD_OUT_SINGLES):
+        rng = np.random.default_rng(np.random.SeedSequence([settings.eval_seed, scenes + i]))
+        scene = render_scene(rng, size=SCENE_SIZE, n_objects=1, size_range=settings.object_sizes)
+        picture = Image.fromarray(scene.image)
+        pixels.append(np.asarray(picture.resize((image_size, image_size), Image.Resampling.BICUBIC)))
+        single.append(DRAWN_CONCEPTS.index(scene.concepts[0]))
+    present = np.eye(len(DRAWN_CONCEPTS), dtype=np.float32)[single]
+    parts.append(Batch(model_input(np.stack(pixels)), present, np.ones_like(present),
+                       np.array(single, np.int32)))
     return _concatenate(parts)
 
 
-def evaluate(params, config: ClipConfig, texts: TrainingTexts, input_ids, batch: Batch,
-             crops_per_scene: int) -> dict:
+def evaluate(params, config: ClipConfig, texts: TrainingTexts, input_ids, batch: Batch) -> dict:
     """Quick figures on held-out crops: whole-scene top-1, rank of the shown synset, background.
 
     Returns:
-        dict with `scene_top1` (whole single-object scenes, argmax over the
+        dict with `scene_top1` (the whole single-object scenes, argmax over the
         drawn synsets' definitions), `crop_rank0` (crops with one object whose
         synset ranks first among all vocabulary definitions), and
         `background_rank0_drawn` (crops with no object where some drawn
@@ -495,7 +518,7 @@ def evaluate(params, config: ClipConfig, texts: TrainingTexts, input_ids, batch:
     text = np.asarray(_encode_texts(params, config, input_ids))
     cosine = image @ text[: len(texts.concepts)].T
     best = cosine.argmax(axis=1)
-    whole = np.arange(len(image)) % crops_per_scene == 0  # the first crop of each scene is the whole scene
+    whole = np.arange(len(image)) >= len(image) - HELD_OUT_SINGLES
     one = batch.single >= 0
     top1 = cosine[:, texts.drawn_index].argmax(axis=1) == batch.single
     rank0 = best == texts.drawn_index[np.maximum(batch.single, 0)]
@@ -603,8 +626,7 @@ def train(settings: TrainSettings, out: Path) -> dict:
         state, parts = step_fn(state, input_ids, dataclasses.asdict(batch))
         recent.append({k: float(v) for k, v in parts.items()})
         if step % settings.eval_every == 0 or step == settings.steps:
-            figures = evaluate(state[0]["clip"], config, texts, input_ids, held_out,
-                               settings.crops_per_scene)
+            figures = evaluate(state[0]["clip"], config, texts, input_ids, held_out)
             mean = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]}
             entry = dict(step=step, wall_s=round(time.perf_counter() - start_wall, 1),
                          cpu_s=round(_cpu_seconds() - start_cpu, 1), **mean, **figures)

@@ -42,6 +42,9 @@ _COLOUR_TRIES = 32
 # Least Euclidean RGB distance between an object's colour and the mean colour
 # of what lies under it, so that every object stands out from its background.
 _MIN_CONTRAST = 110.0
+# Default object diameters as fractions of the image side: large enough
+# that a small model at 64 pixels sees each shape's outline.
+OBJECT_SIZES = (0.35, 0.7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,7 +496,7 @@ def render_scene(
     size: int = 96,
     n_objects: int | tuple[int, int] = (1, 3),
     concepts: Sequence[str] = DRAWN_CONCEPTS,
-    size_range: tuple[float, float] = (0.25, 0.55),
+    size_range: tuple[float, float] = OBJECT_SIZES,
 ) -> Scene:
     """Draws one scene of distinct concepts on a random background.
 
