@@ -113,7 +113,7 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 4000
+    steps: int = 4400
     batch_size: int = 128
     crops_per_scene: int = 8
     learning_rate: float = 2e-3
@@ -121,7 +121,7 @@ class TrainSettings:
     weight_decay: float = 0.05
     present_fraction: float = 0.6
     absent_fraction: float = 0.2
-    object_crop_share: float = 0.6
+    object_crop_share: float = 0.75
     exact_window_share: float = 0.5
     crop_sides: tuple[int, int] = (40, 224)
     object_sizes: tuple[float, float] = OBJECT_SIZES
