@@ -103,7 +103,7 @@ def time_jax(run, reference: np.ndarray, repeats: int, log) -> dict:
     wanted = min(repeats, 2) if first > SLOW_S else repeats
     times = [] if traced else [first]
     times += [common.timed(run)[0] for _ in range(wanted - len(times))]
-    timing = common.Timing(compile_s=first if traced else 0.0, times=times)
+    timing = common.Timing(first_call_s=first, times=times)
     log(f"    first call {first:.2f}s ({'traced' if traced else 'no trace'}), "
         f"median {timing.median_s:.2f}s of {len(times)}")
     return dict(timing.to_dict(), seconds=timing.median_s, measured=True,

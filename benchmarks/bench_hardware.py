@@ -92,6 +92,11 @@ def report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: 
     matmul_flops = 2 * matmul_n ** 3
     matmul_rate = {dtype: matmul_flops / seconds for dtype, seconds in matmul_s.items()}
     reference = matmul_rate["float32"]
+    of_medians = sweep_flops / sweep_s / reference
+    if matmul_over_sweep_paired is not None:
+        fraction = (sweep_flops / matmul_flops) * matmul_over_sweep_paired
+    else:
+        fraction = of_medians
     out = {
         "vit_flops_per_crop": flops,
         "crops": n_crops,
@@ -100,11 +105,9 @@ def report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: 
         "sweep_flop_per_s": sweep_flops / sweep_s,
         "matmul_n": matmul_n,
         "matmul_flop_per_s": matmul_rate,
-        "sweep_fraction_of_matmul": sweep_flops / sweep_s / reference,
-        "sweep_fraction_of_matmul_of_medians": sweep_flops / sweep_s / reference,
+        "sweep_fraction_of_matmul": fraction,
+        "sweep_fraction_of_matmul_of_medians": of_medians,
     }
-    if matmul_over_sweep_paired is not None:
-        out["sweep_fraction_of_matmul"] = (sweep_flops / matmul_flops) * matmul_over_sweep_paired
     if torch_batched_s is not None:
         out["torch_batched_flop_per_s"] = sweep_flops / torch_batched_s
         out["torch_batched_fraction_of_matmul"] = sweep_flops / torch_batched_s / reference

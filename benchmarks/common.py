@@ -24,7 +24,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # On a GPU, JAX would otherwise take 75% of its memory when it starts, leaving
@@ -84,17 +84,10 @@ class Timing:
     Attributes:
         first_call_s: the first (warm-up) call: tracing, compilation and one run.
         times: the timed calls, in seconds.
-        compile_s: the older name of first_call_s, accepted when constructing
-            (bench_gradients.py passes it); `to_dict` reports the compilation's share.
     """
 
     first_call_s: float = 0.0
     times: list[float] = field(default_factory=list)
-    compile_s: InitVar[float | None] = None
-
-    def __post_init__(self, compile_s):
-        if compile_s is not None:
-            self.first_call_s = compile_s
 
     @property
     def median_s(self) -> float:

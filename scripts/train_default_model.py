@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from convis_jax.core.images import CLIP_MEAN, CLIP_STD  # noqa: E402
+from convis_jax.core.images import CLIP_MEAN, CLIP_STD, PreprocessConfig, preprocess  # noqa: E402
 from convis_jax.core.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, render_scene  # noqa: E402
 from convis_jax.core.vocabulary import ConceptVocabulary  # noqa: E402
 from convis_jax.jax_backend import clip  # noqa: E402
@@ -351,13 +351,8 @@ def scene_crops(seed: Sequence[int], settings: TrainSettings, image_size: int) -
         known[k, objects] = sure
         if sure.all() and inside.sum() == 1:
             single[k] = objects[inside][0]
-    return Batch(model_input(pixels), present, known, single)
-
-
-def model_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 [B, S, S, 3] pictures -> CLIP-normalised float32 [B, 3, S, S]."""
     normalised = (pixels / np.float32(255) - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
-    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), np.float32)
+    return Batch(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), np.float32), present, known, single)
 
 
 def make_batch(seed: int, step: int, settings: TrainSettings, image_size: int) -> Batch:
@@ -486,20 +481,17 @@ def held_out_batch(settings: TrainSettings, image_size: int, scenes: int = 96) -
 
     The crops of `scenes` scenes (as training cuts them), then
     `HELD_OUT_SINGLES` whole single-object scenes (zero-shot classification
-    as the benchmark measures it: the 224-pixel scene resized to the
-    model's input).
+    as the benchmark measures it: the 224-pixel scene through the model's
+    CLIP preprocessing).
     """
     parts = [scene_crops((settings.eval_seed, i), settings, image_size) for i in range(scenes)]
-    pixels, single = [], []
-    for i in range(HELD_OUT_SINGLES):
-        rng = np.random.default_rng(np.random.SeedSequence([settings.eval_seed, scenes + i]))
-        scene = render_scene(rng, size=SCENE_SIZE, n_objects=1, size_range=settings.object_sizes)
-        picture = Image.fromarray(scene.image)
-        pixels.append(np.asarray(picture.resize((image_size, image_size), Image.Resampling.BICUBIC)))
-        single.append(DRAWN_CONCEPTS.index(scene.concepts[0]))
+    whole = [render_scene(np.random.default_rng(np.random.SeedSequence([settings.eval_seed, scenes + i])),
+                          size=SCENE_SIZE, n_objects=1, size_range=settings.object_sizes)
+             for i in range(HELD_OUT_SINGLES)]
+    single = np.array([DRAWN_CONCEPTS.index(scene.concepts[0]) for scene in whole], np.int32)
     present = np.eye(len(DRAWN_CONCEPTS), dtype=np.float32)[single]
-    parts.append(Batch(model_input(np.stack(pixels)), present, np.ones_like(present),
-                       np.array(single, np.int32)))
+    pixels = preprocess([scene.image for scene in whole], PreprocessConfig.clip_defaults(image_size))
+    parts.append(Batch(pixels, present, np.ones_like(present), single))
     return _concatenate(parts)
 
 
