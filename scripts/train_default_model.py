@@ -104,7 +104,6 @@ class TrainSettings:
         object_sizes: object diameters as fractions of the scene side.
         eval_every: steps between evaluations on held-out data.
         eval_seed: seed of the held-out evaluation data.
-        text_length: token length the training texts are padded to.
         image_size: the model's input side in pixels.
         patch_size: the ViT's patch side in pixels.
         width: hidden size of both towers and of the projection.
@@ -113,7 +112,7 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 4400
+    steps: int = 8000
     batch_size: int = 128
     crops_per_scene: int = 8
     learning_rate: float = 2e-3
@@ -127,8 +126,7 @@ class TrainSettings:
     object_sizes: tuple[float, float] = OBJECT_SIZES
     eval_every: int = 500
     eval_seed: int = 7_000_001
-    text_length: int = 48
-    image_size: int = 64
+    image_size: int = 48
     patch_size: int = 8
     width: int = 64
     vision_layers: int = 4
@@ -171,9 +169,12 @@ class TrainingTexts:
     """The fixed texts every step embeds, and how they map to concepts.
 
     Attributes:
-        input_ids: int32 [T, text_length]: the definitions of every vocabulary
-            concept (rows 0 .. C-1, in vocabulary order), then the lemma
-            captions of the drawn synsets.
+        input_ids: (definitions, captions), int32 token ids padded with EOS
+            to the longest text of each group (a causal text tower pooled at
+            the first EOS ignores what follows, so padding less only saves
+            work): [C, Ld] the definitions of every vocabulary concept, in
+            vocabulary order; [K, Lc] the lemma captions of the drawn synsets.
+            Their embeddings, concatenated, are the T = C + K training texts.
         concepts: the vocabulary's synset names, length C.
         drawn_index: int [D]: vocabulary row of each drawn synset, in
             `DRAWN_CONCEPTS` order.
@@ -181,7 +182,7 @@ class TrainingTexts:
             each lemma caption names.
     """
 
-    input_ids: np.ndarray
+    input_ids: tuple[np.ndarray, np.ndarray]
     concepts: tuple[str, ...]
     drawn_index: np.ndarray
     caption_owner: np.ndarray
@@ -192,36 +193,39 @@ def lemma_caption(lemma: str) -> str:
     return ("an " if lemma[0].lower() in "aeiou" else "a ") + lemma
 
 
-def training_texts(tokenizer, vocabulary: ConceptVocabulary, eos_token_id: int,
-                   length: int) -> TrainingTexts:
+def training_texts(tokenizer, vocabulary: ConceptVocabulary, eos_token_id: int) -> TrainingTexts:
     """Tokenises the vocabulary's definitions and the drawn synsets' lemma captions.
 
     Args:
         tokenizer: a trained `tokenizers.Tokenizer` that adds BOS and EOS.
         vocabulary: the model's vocabulary (drawn synsets closed upwards).
         eos_token_id: EOS id, also used for padding.
-        length: padded token length; must hold the longest text.
 
     Returns:
         The `TrainingTexts`.
-
-    Raises:
-        ValueError: a text is longer than `length` tokens.
     """
-    texts = [vocabulary.definition(name) for name in vocabulary.names]
-    owners = []
+    definitions = [vocabulary.definition(name) for name in vocabulary.names]
+    captions, owners = [], []
     for d, name in enumerate(DRAWN_CONCEPTS):
         for lemma in CONCEPT_TEXTS[name].lemmas:
-            texts.append(lemma_caption(lemma))
+            captions.append(lemma_caption(lemma))
             owners.append(d)
-    ids = np.full((len(texts), length), eos_token_id, np.int32)
-    for row, text in enumerate(texts):
-        tokens = tokenizer.encode(text).ids
-        if len(tokens) > length:
-            raise ValueError(f"text {text!r} has {len(tokens)} tokens, more than {length}")
-        ids[row, : len(tokens)] = tokens
+
+    def padded(texts):
+        tokens = [tokenizer.encode(text).ids for text in texts]
+        ids = np.full((len(texts), max(map(len, tokens))), eos_token_id, np.int32)
+        for row, row_tokens in enumerate(tokens):
+            ids[row, : len(row_tokens)] = row_tokens
+        return ids
+
     drawn_index = np.array([vocabulary.index(name) for name in DRAWN_CONCEPTS])
-    return TrainingTexts(ids, tuple(vocabulary.names), drawn_index, np.array(owners))
+    return TrainingTexts((padded(definitions), padded(captions)), tuple(vocabulary.names), drawn_index,
+                         np.array(owners))
+
+
+def encode_training_texts(params, config: ClipConfig, input_ids):
+    """Unit embeddings [T, d] of the training texts: definitions, then captions."""
+    return jnp.concatenate([clip.encode_texts(params, config, ids) for ids in input_ids])
 
 
 # ---------------------------------------------------------------------------
@@ -395,14 +399,14 @@ def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, input_id
             (log temperature and bias of the present/absent logits).
         config: the architecture.
         texts: the training texts' layout (static).
-        input_ids: int32 [T, L] token ids of the training texts.
+        input_ids: the training texts' token ids (`TrainingTexts.input_ids`).
         batch: dict of the `Batch` fields as arrays.
 
     Returns:
         (loss, dict of named parts).
     """
     image = clip.encode_images(params, config, batch["pixels"])
-    text = clip.encode_texts(params, config, input_ids)
+    text = encode_training_texts(params, config, input_ids)
     cosine = image @ text.T  # [B, T]
     n_concepts = len(texts.concepts)
     definitions = cosine[:, :n_concepts]
@@ -521,7 +525,7 @@ def evaluate(params, config: ClipConfig, texts: TrainingTexts, input_ids, batch:
 
 
 _encode_images = jax.jit(clip.encode_images, static_argnums=1)
-_encode_texts = jax.jit(clip.encode_texts, static_argnums=1)
+_encode_texts = jax.jit(encode_training_texts, static_argnums=1)
 
 
 # ---------------------------------------------------------------------------
@@ -595,11 +599,10 @@ def train(settings: TrainSettings, out: Path) -> dict:
     vocabulary = ConceptVocabulary.from_synsets(DRAWN_CONCEPTS)
     config = model_config(settings, trained_tokenizer.vocab_size, trained_tokenizer.bos_token_id,
                           trained_tokenizer.eos_token_id)
-    texts = training_texts(trained_tokenizer.tokenizer, vocabulary, trained_tokenizer.eos_token_id,
-                           settings.text_length)
-    input_ids = jnp.asarray(texts.input_ids)
+    texts = training_texts(trained_tokenizer.tokenizer, vocabulary, trained_tokenizer.eos_token_id)
+    input_ids = tuple(jnp.asarray(ids) for ids in texts.input_ids)
     print(f"tokenizer: {trained_tokenizer.vocab_size} tokens; vocabulary: {len(vocabulary)} "
-          f"concepts; {len(texts.input_ids)} training texts "
+          f"concepts; {sum(map(len, texts.input_ids))} training texts "
           f"({time.perf_counter() - start_wall:.0f} s)", flush=True)
 
     size = config.vision.image_size

@@ -287,8 +287,17 @@ def _draw_spiral(draw, centre, radius, rng):
     t = np.linspace(0.0, 1.0, 200)
     reach = radius - width / 2
     angles = rng.uniform(0.0, 2 * math.pi) + rng.choice([-1.0, 1.0]) * 2 * math.pi * turns * t
-    points = _polar(centre, reach * (0.08 + 0.92 * t), angles)
-    draw.line(points, fill=255, width=max(1, round(width)), joint="curve")
+    radii = reach * (0.08 + 0.92 * t)
+    path = centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)
+    # The stroke as one polygon, the path offset by half the width to either
+    # side, with round ends (a line with round joints draws 200 pie slices).
+    tangent = np.gradient(path, axis=0)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=-1)
+    normal *= width / 2 / np.linalg.norm(normal, axis=-1, keepdims=True)
+    outline = np.concatenate([path + normal, (path - normal)[::-1]])
+    draw.polygon([tuple(p) for p in outline.tolist()], fill=255)
+    for end in (path[0], path[-1]):
+        _disk(draw, end, width / 2, 255)
 
 
 def _draw_zigzag(draw, centre, radius, rng):
@@ -340,8 +349,9 @@ def _shape_coverage(concept: str, diameter: float, rng: np.random.Generator) -> 
     # the same phase of the pixel grid.
     centre = side / 2 + rng.uniform(-0.5, 0.5, size=2) * _SUPERSAMPLE
     _DRAWERS[concept](ImageDraw.Draw(canvas), centre, diameter * _SUPERSAMPLE / 2, rng)
-    fine = np.asarray(canvas, dtype=np.float32) / 255.0
-    coverage = fine.reshape(cells, _SUPERSAMPLE, cells, _SUPERSAMPLE).mean(axis=(1, 3))
+    # Box-filtering the 0/255 canvas in float: each cell's mean is an exact
+    # multiple of 1 / _SUPERSAMPLE**2, whatever the order of summation.
+    coverage = np.asarray(canvas.convert("F").reduce(_SUPERSAMPLE)) / np.float32(255.0)
     rows = np.flatnonzero(coverage.max(axis=1) > 0)
     cols = np.flatnonzero(coverage.max(axis=0) > 0)
     return coverage[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

@@ -1,0 +1,125 @@
+"""Tests of scripts/train_default_model.py: its labels against a pixel count, its
+padded texts against full-length ones, and a two-step run whose folder
+transformers' PyTorch CLIP loads and agrees with.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convis_jax.core.scenes import DRAWN_CONCEPTS, render_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def train():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import scripts.train_default_model as module
+        yield module
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return render_scene(3, size=224, n_objects=3)
+
+
+def _padded_masks(train, masks):
+    side = train.SCENE_SIZE + 2 * train.PADDING
+    padded = np.zeros((len(masks), side, side), bool)
+    padded[:, train.PADDING:train.PADDING + train.SCENE_SIZE,
+           train.PADDING:train.PADDING + train.SCENE_SIZE] = masks
+    return padded
+
+
+# Crops of the whole scene, across its border and in the padding only.
+BOXES = [(128, 128, 224), (100, 150, 128), (300, 90, 64), (0, 0, 100), (250, 260, 77), (400, 0, 64)]
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_crop_labels_match_a_count_of_visible_pixels(train, scene, box):
+    settings = train.TrainSettings()
+    present, known = train.crop_labels(scene.masks, box, settings)
+    x0, y0, side = box
+    padded = _padded_masks(train, scene.masks)
+    for i, mask in enumerate(padded):
+        fraction = mask[y0:y0 + side, x0:x0 + side].sum() / mask.sum()
+        assert present[i] == (fraction >= settings.present_fraction)
+        assert known[i] == (present[i] or fraction <= settings.absent_fraction)
+
+
+def test_texts_padded_to_their_group_embed_as_at_full_length(train):
+    import jax.numpy as jnp
+    from transformers import CLIPTokenizer
+
+    from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.jax_backend import clip
+
+    class Encoder:  # the `tokenizers` interface training_texts uses
+        def __init__(self, folder):
+            self.tokenizer = CLIPTokenizer.from_pretrained(folder)
+
+        def encode(self, text):
+            return type("Encoding", (), {"ids": self.tokenizer(text)["input_ids"]})
+
+    folder = ROOT / "convis_jax" / "data" / "default_model"
+    tokenizer = Encoder(folder)
+    vocabulary = ConceptVocabulary.from_synsets(DRAWN_CONCEPTS)
+    eos = tokenizer.tokenizer.eos_token_id
+    texts = train.training_texts(tokenizer, vocabulary, eos)
+    definitions, captions = texts.input_ids
+    assert definitions.shape[0] == len(vocabulary) and captions.shape[1] < definitions.shape[1]
+    config = train.model_config(train.TrainSettings(), tokenizer.tokenizer.vocab_size,
+                                tokenizer.tokenizer.bos_token_id, eos)
+    params = clip.init_params(config, 0)
+    short = train.encode_training_texts(params, config, tuple(map(jnp.asarray, texts.input_ids)))
+    full = np.full((len(short), config.text.max_position_embeddings), eos, np.int32)
+    for row, ids in enumerate(np.concatenate([np.pad(ids, ((0, 0), (0, 77 - ids.shape[1])),
+                                                     constant_values=eos) for ids in texts.input_ids])):
+        full[row] = ids
+    np.testing.assert_allclose(np.asarray(short), np.asarray(clip.encode_texts(params, config, full)),
+                               atol=1e-6)
+
+
+def test_batches_are_a_function_of_seed_and_step(train):
+    settings = train.TrainSettings(batch_size=16)
+    first, again, other = (train.make_batch(0, step, settings, 32) for step in (5, 5, 6))
+    for field in ("pixels", "present", "known", "single"):
+        np.testing.assert_array_equal(getattr(first, field), getattr(again, field))
+    assert not np.array_equal(first.pixels, other.pixels)
+    assert first.pixels.shape == (16, 3, 32, 32)
+
+
+def test_a_short_run_writes_a_folder_pytorch_clip_loads(train, tmp_path):
+    import torch
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from convis_jax.jax_backend.loading import load_clip
+
+    settings = train.TrainSettings(steps=2, warmup_steps=1, batch_size=16, eval_every=2, image_size=32,
+                                   width=32, vision_layers=1, text_layers=1)
+    log = train.train(settings, tmp_path)
+    assert [entry["step"] for entry in log["curve"]] == [2]
+    assert np.isfinite(log["curve"][0]["loss"])
+    assert json.loads((tmp_path / "training_log.json").read_text())["settings"]["steps"] == 2
+
+    model = load_clip(tmp_path)
+    torch_model = CLIPModel.from_pretrained(tmp_path).eval()
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    text = "a six-sided polygon"
+    ids = CLIPTokenizer.from_pretrained(tmp_path)([text], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch_image = torch_model.get_image_features(pixel_values=torch.from_numpy(pixels))
+        torch_text = torch_model.get_text_features(input_ids=ids)
+    def unit(features):
+        features = getattr(features, "pooler_output", features)
+        return (features / features.norm(dim=-1, keepdim=True)).numpy()
+
+    np.testing.assert_allclose(model.embed_pixel_values(pixels), unit(torch_image), atol=1e-5)
+    np.testing.assert_allclose(model.embed_texts([text]), unit(torch_text), atol=1e-5)
