@@ -1,6 +1,7 @@
 """Tests of scripts/train_default_model.py: its labels against a pixel count, its
 padded texts against full-length ones, and a two-step run whose folder
-transformers' PyTorch CLIP loads and agrees with.
+transformers' PyTorch CLIP loads and agrees with, and which a rerun repeats
+byte for byte.
 """
 
 import json
@@ -96,15 +97,29 @@ def test_batches_are_a_function_of_seed_and_step(train):
     assert first.pixels.shape == (16, 3, 32, 32)
 
 
-def test_a_short_run_writes_a_folder_pytorch_clip_loads(train, tmp_path):
+TINY = dict(steps=2, warmup_steps=1, batch_size=16, eval_every=2, image_size=32, width=32,
+            vision_layers=1, text_layers=1)
+
+
+@pytest.fixture(scope="module")
+def short_run(train, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    return folder, train.train(train.TrainSettings(**TINY), folder)
+
+
+def test_a_rerun_with_the_same_seed_gives_the_same_weights(train, short_run, tmp_path):
+    train.train(train.TrainSettings(**TINY), tmp_path)
+    first = (short_run[0] / "model.safetensors").read_bytes()
+    assert (tmp_path / "model.safetensors").read_bytes() == first
+
+
+def test_a_short_run_writes_a_folder_pytorch_clip_loads(short_run):
     import torch
     from transformers import CLIPModel, CLIPTokenizer
 
     from convis_jax.jax_backend.loading import load_clip
 
-    settings = train.TrainSettings(steps=2, warmup_steps=1, batch_size=16, eval_every=2, image_size=32,
-                                   width=32, vision_layers=1, text_layers=1)
-    log = train.train(settings, tmp_path)
+    tmp_path, log = short_run
     assert [entry["step"] for entry in log["curve"]] == [2]
     assert np.isfinite(log["curve"][0]["loss"])
     assert json.loads((tmp_path / "training_log.json").read_text())["settings"]["steps"] == 2
