@@ -5,6 +5,7 @@ byte for byte.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,12 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def train():
+    # The script sets XLA_FLAGS for its own process; later tests' subprocesses
+    # should not inherit it.
+    flags = os.environ.get("XLA_FLAGS")
     sys.path.insert(0, str(ROOT))
     try:
         import scripts.train_default_model as module
         yield module
     finally:
         sys.path.remove(str(ROOT))
+        if flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = flags
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +65,23 @@ def test_crop_labels_match_a_count_of_visible_pixels(train, scene, box):
 
 def test_texts_padded_to_their_group_embed_as_at_full_length(train):
     import jax.numpy as jnp
-    from transformers import CLIPTokenizer
+    from tokenizers import Tokenizer
 
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend import clip
 
-    class Encoder:  # the `tokenizers` interface training_texts uses
-        def __init__(self, folder):
-            self.tokenizer = CLIPTokenizer.from_pretrained(folder)
-
-        def encode(self, text):
-            return type("Encoding", (), {"ids": self.tokenizer(text)["input_ids"]})
-
     folder = ROOT / "convis_jax" / "data" / "default_model"
-    tokenizer = Encoder(folder)
+    config = train.model_config(train.TrainSettings(), 3000, 2998, 2999)  # the shipped ids
+    eos = config.text.eos_token_id
     vocabulary = ConceptVocabulary.from_synsets(DRAWN_CONCEPTS)
-    eos = tokenizer.tokenizer.eos_token_id
-    texts = train.training_texts(tokenizer, vocabulary, eos)
+    texts = train.training_texts(Tokenizer.from_file(str(folder / "tokenizer.json")), vocabulary, eos)
     definitions, captions = texts.input_ids
     assert definitions.shape[0] == len(vocabulary) and captions.shape[1] < definitions.shape[1]
-    config = train.model_config(train.TrainSettings(), tokenizer.tokenizer.vocab_size,
-                                tokenizer.tokenizer.bos_token_id, eos)
     params = clip.init_params(config, 0)
     short = train.encode_training_texts(params, config, tuple(map(jnp.asarray, texts.input_ids)))
-    full = np.full((len(short), config.text.max_position_embeddings), eos, np.int32)
-    for row, ids in enumerate(np.concatenate([np.pad(ids, ((0, 0), (0, 77 - ids.shape[1])),
-                                                     constant_values=eos) for ids in texts.input_ids])):
-        full[row] = ids
+    length = config.text.max_position_embeddings
+    full = np.concatenate([np.pad(ids, ((0, 0), (0, length - ids.shape[1])), constant_values=eos)
+                           for ids in texts.input_ids])
     np.testing.assert_allclose(np.asarray(short), np.asarray(clip.encode_texts(params, config, full)),
                                atol=1e-6)
 
