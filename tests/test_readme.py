@@ -1,4 +1,4 @@
-"""The README's Python example runs as written, and its commands are the ones CI runs."""
+"""The README's Python example runs as written, its commands are the ones CI runs, and its pictures are current."""
 
 import re
 from pathlib import Path
@@ -29,3 +29,19 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"pip install -e \"\.\[test\]\" && (python -m pytest[^\n`]*)", README)
     assert command, "the README names no test command"
     assert command.group(1).strip() in ci
+
+
+def test_readme_pictures_show_the_current_demo(tmp_path):
+    """docs/demo-grid.png and docs/explorer.png are what scripts/readme_pictures.py draws now."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("readme_pictures", ROOT / "scripts" / "readme_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for drawn in module.draw(tmp_path):
+        new = np.asarray(Image.open(drawn), np.float32)
+        shipped = np.asarray(Image.open(ROOT / "docs" / drawn.name), np.float32)
+        assert new.shape == shipped.shape and np.abs(new - shipped).mean() < 1.0, (
+            f"docs/{drawn.name} is out of date: python scripts/readme_pictures.py")
