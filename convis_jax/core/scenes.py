@@ -43,7 +43,7 @@ _COLOUR_TRIES = 32
 # of what lies under it, so that every object stands out from its background.
 _MIN_CONTRAST = 110.0
 # Default object diameters as fractions of the image side: large enough
-# that a small model at 64 pixels sees each shape's outline.
+# that the bundled model, at 48 pixels, sees each shape's outline.
 OBJECT_SIZES = (0.35, 0.7)
 
 
@@ -170,16 +170,24 @@ DRAWN_CONCEPTS: tuple[str, ...] = tuple(CONCEPT_TEXTS)
 _Drawer = Callable[[ImageDraw.ImageDraw, np.ndarray, float, np.random.Generator], None]
 
 
-def _polar(centre: np.ndarray, radii: np.ndarray, angles: np.ndarray) -> list[tuple[float, float]]:
-    points = centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)
+def _vertices(points: np.ndarray) -> list[tuple[float, float]]:
+    """[k, 2] points as the list of (x, y) tuples Pillow draws."""
     return [tuple(p) for p in points.tolist()]
+
+
+def _polar_points(centre: np.ndarray, radii: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    return centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)
+
+
+def _polar(centre: np.ndarray, radii: np.ndarray, angles: np.ndarray) -> list[tuple[float, float]]:
+    return _vertices(_polar_points(centre, radii, angles))
 
 
 def _rotated(centre: np.ndarray, points: np.ndarray, angle: float) -> list[tuple[float, float]]:
     """Rotates [k, 2] points given relative to the centre, then moves them there."""
     c, s = math.cos(angle), math.sin(angle)
     rotation = np.array([[c, -s], [s, c]])
-    return [tuple(p) for p in (points @ rotation.T + centre).tolist()]
+    return _vertices(points @ rotation.T + centre)
 
 
 def _disk(draw: ImageDraw.ImageDraw, centre: np.ndarray, radius: float, fill: int) -> None:
@@ -287,15 +295,14 @@ def _draw_spiral(draw, centre, radius, rng):
     t = np.linspace(0.0, 1.0, 200)
     reach = radius - width / 2
     angles = rng.uniform(0.0, 2 * math.pi) + rng.choice([-1.0, 1.0]) * 2 * math.pi * turns * t
-    radii = reach * (0.08 + 0.92 * t)
-    path = centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=-1)
+    path = _polar_points(centre, reach * (0.08 + 0.92 * t), angles)
     # The stroke as one polygon, the path offset by half the width to either
     # side, with round ends (a line with round joints draws 200 pie slices).
     tangent = np.gradient(path, axis=0)
     normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=-1)
     normal *= width / 2 / np.linalg.norm(normal, axis=-1, keepdims=True)
     outline = np.concatenate([path + normal, (path - normal)[::-1]])
-    draw.polygon([tuple(p) for p in outline.tolist()], fill=255)
+    draw.polygon(_vertices(outline), fill=255)
     for end in (path[0], path[-1]):
         _disk(draw, end, width / 2, 255)
 
