@@ -380,8 +380,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     if kind == 1:
         start, end = _random_colour(rng), _random_colour(rng)
         angle = rng.uniform(0.0, 2 * math.pi)
-        ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-        ramp = math.cos(angle) * xs + math.sin(angle) * ys
+        steps = np.arange(size) / max(size - 1, 1)
+        ramp = math.cos(angle) * steps[None, :] + math.sin(angle) * steps[:, None]
         ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-9)
         return start + ramp[..., None] * (end - start)
     # Smooth value noise: a coarse grid of colours around a base colour,
@@ -417,7 +417,7 @@ def _placement(
     size: int,
     size_range: tuple[float, float],
     placed: list[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Finds a position for one shape that overlaps the placed ones little.
 
     Args:
@@ -428,8 +428,8 @@ def _placement(
         placed: Bool arrays [size, size], the whole shapes placed so far.
 
     Returns:
-        (coverage [size, size] float32 in [0, 1], box int64 [4]), or None when
-        no try overlapped little enough.
+        (coverage [h, w] float32 in [0, 1], its top-left corner (y0, x0) in
+        the image), or None when no try overlapped little enough.
     """
     low, high = size_range
     for attempt in range(_PLACEMENT_TRIES):
@@ -441,18 +441,16 @@ def _placement(
         if h > size or w > size:
             continue
         y0, x0 = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-        full = np.zeros((size, size), np.float32)
-        full[y0 : y0 + h, x0 : x0 + w] = coverage
-        shape = full >= 0.5
+        # Overlaps are counted inside the shape's own rectangle: nothing of
+        # it lies outside.
+        shape = coverage >= 0.5
         area = shape.sum()
         if area > 0 and all(
-            (common := np.logical_and(shape, other).sum()) <= _MAX_OVERLAP * area
+            (common := np.logical_and(shape, other[y0 : y0 + h, x0 : x0 + w]).sum()) <= _MAX_OVERLAP * area
             and common <= _MAX_OVERLAP * other.sum()
             for other in placed
         ):
-            ys, xs = np.nonzero(shape)
-            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.int64)
-            return full, box
+            return coverage, (y0, x0)
     return None
 
 
@@ -563,14 +561,21 @@ def render_scene(
         found = _placement(rng, concept, size, size_range, shapes)
         if found is None:
             continue
-        coverage, box = found
-        shape = coverage >= 0.5
-        colour = _contrasting_colour(rng, image[shape].mean(axis=0))
+        coverage, (y0, x0) = found
+        # Drawing touches only the shape's rectangle (elsewhere its coverage
+        # is 0 and the blend would leave the background as it is).
+        rows, cols = slice(y0, y0 + coverage.shape[0]), slice(x0, x0 + coverage.shape[1])
+        inside = coverage >= 0.5
+        region = image[rows, cols]
+        colour = _contrasting_colour(rng, region[inside].mean(axis=0))
         alpha = coverage[..., None]
-        image = image * (1.0 - alpha) + colour * alpha
+        image[rows, cols] = region * (1.0 - alpha) + colour * alpha
+        shape = np.zeros((size, size), bool)
+        shape[rows, cols] = inside
+        ys, xs = np.nonzero(inside)
         drawn.append(concept)
         shapes.append(shape)
-        boxes.append(box)
+        boxes.append(np.array([x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1], np.int64))
 
     if not drawn:
         raise InputError(
