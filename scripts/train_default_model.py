@@ -25,6 +25,11 @@ are whole scenes, as zero-shot classification sees them. The loss is
   closest to its own synset's definition (it keeps the text tower from
   collapsing while the image tower cannot yet tell the shapes apart).
 
+The text tower learns for the first `text_steps` steps only: it has just
+the fixed training texts to embed, which it has then told apart, and the
+image tower keeps learning against their embeddings, fixed, without the
+text tower's forward and backward pass on every step.
+
 Optimiser: AdamW with linear warmup and cosine decay, gradient clipping.
 Everything is a function of `--seed`: scene i of step s is rendered from
 `SeedSequence([seed, s, i])`, so the run is reproducible (on one machine and
@@ -102,6 +107,10 @@ class TrainSettings:
             uniformly from `crop_sides`.
         crop_sides: (smallest, largest) random crop side, in scene pixels.
         object_sizes: object diameters as fractions of the scene side.
+        text_steps: steps during which the text tower learns; after them
+            the training texts' embeddings are fixed and only the image
+            tower (with the logit scales) learns, which saves the text
+            tower's forward and backward pass on every later step.
         eval_every: steps between evaluations on held-out data.
         eval_seed: seed of the held-out evaluation data.
         image_size: the model's input side in pixels.
@@ -112,7 +121,7 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 8000
+    steps: int = 10000
     batch_size: int = 128
     crops_per_scene: int = 8
     learning_rate: float = 2e-3
@@ -124,6 +133,7 @@ class TrainSettings:
     exact_window_share: float = 0.5
     crop_sides: tuple[int, int] = (40, 224)
     object_sizes: tuple[float, float] = OBJECT_SIZES
+    text_steps: int = 2000
     eval_every: int = 500
     eval_seed: int = 7_000_001
     image_size: int = 48
@@ -390,7 +400,7 @@ def prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
 # Loss and training step.
 
 
-def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, input_ids, batch):
+def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, text_input, batch):
     """The training loss of one batch and its parts.
 
     Args:
@@ -399,14 +409,17 @@ def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, input_id
             (log temperature and bias of the present/absent logits).
         config: the architecture.
         texts: the training texts' layout (static).
-        input_ids: the training texts' token ids (`TrainingTexts.input_ids`).
+        text_input: the training texts' token ids (`TrainingTexts.input_ids`,
+            a tuple), or their fixed unit embeddings [T, d] once the text
+            tower is frozen (then the separation term is 0).
         batch: dict of the `Batch` fields as arrays.
 
     Returns:
         (loss, dict of named parts).
     """
     image = clip.encode_images(params, config, batch["pixels"])
-    text = encode_training_texts(params, config, input_ids)
+    frozen = not isinstance(text_input, tuple)
+    text = text_input if frozen else encode_training_texts(params, config, text_input)
     cosine = image @ text.T  # [B, T]
     n_concepts = len(texts.concepts)
     definitions = cosine[:, :n_concepts]
@@ -436,7 +449,7 @@ def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, input_id
     # tower no gradient to tell them apart (seen in trial runs: off-diagonal
     # cosines of the definitions rose to 0.98 within 300 steps).
     own = jnp.concatenate([jnp.arange(n_concepts), drawn[jnp.asarray(texts.caption_owner)]])
-    separation = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+    separation = jnp.zeros(()) if frozen else jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
         scale * (text @ text[:n_concepts].T), own))
     loss = sigmoid + definition_ce + caption_ce + separation
     return loss, {"sigmoid": sigmoid, "definition_ce": definition_ce, "caption_ce": caption_ce,
@@ -459,15 +472,27 @@ def optimiser(settings: TrainSettings) -> optax.GradientTransformation:
                                    mask=decay_mask))
 
 
-def make_train_step(config: ClipConfig, texts: TrainingTexts, tx: optax.GradientTransformation):
-    """The jitted step: (state, input_ids, batch) -> (state, loss parts)."""
+TEXT_TOWER = ("text_model", "text_projection")
 
-    def step(state, input_ids, batch):
+
+def make_train_step(config: ClipConfig, texts: TrainingTexts, tx: optax.GradientTransformation):
+    """The jitted step: (state, text_input, batch) -> (state, loss parts).
+
+    `text_input` is the token ids (the text tower learns) or the fixed text
+    embeddings (it is frozen: its updates are zeroed, so that AdamW's
+    momentum and weight decay leave it exactly as it was); see `loss_terms`.
+    """
+
+    def step(state, text_input, batch):
         trainable, opt_state = state
         grad_fn = jax.value_and_grad(
-            lambda p: loss_terms(p["clip"], p["extra"], config, texts, input_ids, batch), has_aux=True)
+            lambda p: loss_terms(p["clip"], p["extra"], config, texts, text_input, batch), has_aux=True)
         (loss, parts), grads = grad_fn(trainable)
         updates, opt_state = tx.update(grads, opt_state, trainable)
+        if not isinstance(text_input, tuple):
+            clip_updates = {key: jax.tree_util.tree_map(jnp.zeros_like, value) if key in TEXT_TOWER else value
+                            for key, value in updates["clip"].items()}
+            updates = dict(updates, clip=clip_updates)
         return (optax.apply_updates(trainable, updates), opt_state), dict(parts, loss=loss)
 
     return jax.jit(step, donate_argnums=0)
@@ -617,8 +642,11 @@ def train(settings: TrainSettings, out: Path) -> dict:
     curve, recent = [], []
     loop_wall = time.perf_counter()
     batches = prefetched(make_batch(settings.seed, step, settings, size) for step in range(settings.steps))
+    text_input = input_ids
     for step, batch in enumerate(batches, start=1):
-        state, parts = step_fn(state, input_ids, dataclasses.asdict(batch))
+        if step == settings.text_steps + 1:
+            text_input = _encode_texts(state[0]["clip"], config, input_ids)
+        state, parts = step_fn(state, text_input, dataclasses.asdict(batch))
         recent.append({k: float(v) for k, v in parts.items()})
         if step % settings.eval_every == 0 or step == settings.steps:
             figures = evaluate(state[0]["clip"], config, texts, input_ids, held_out)

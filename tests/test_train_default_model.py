@@ -1,9 +1,10 @@
 """Tests of scripts/train_default_model.py: its labels against a pixel count, its
 padded texts against full-length ones, and a two-step run whose folder
 transformers' PyTorch CLIP loads and agrees with, and which a rerun repeats
-byte for byte.
+byte for byte, and the frozen text tower staying exactly as it was.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -136,3 +137,44 @@ def test_a_short_run_writes_a_folder_pytorch_clip_loads(short_run):
 
     np.testing.assert_allclose(model.embed_pixel_values(pixels), unit(torch_image), atol=1e-5)
     np.testing.assert_allclose(model.embed_texts([text]), unit(torch_text), atol=1e-5)
+
+
+def test_after_text_steps_the_text_tower_stays_exactly_as_it_was(train):
+    import jax
+    import jax.numpy as jnp
+    from tokenizers import Tokenizer
+
+    from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.jax_backend import clip
+
+    settings = train.TrainSettings(**dict(TINY, steps=3))
+    config = train.model_config(settings, 3000, 2998, 2999)
+    folder = ROOT / "convis_jax" / "data" / "default_model"
+    texts = train.training_texts(Tokenizer.from_file(str(folder / "tokenizer.json")),
+                                 ConceptVocabulary.from_synsets(DRAWN_CONCEPTS), 2999)
+    input_ids = tuple(map(jnp.asarray, texts.input_ids))
+    trainable = {"clip": clip.init_params(config, 0),
+                 "extra": {"sigmoid_scale": jnp.log(10.0), "sigmoid_bias": jnp.asarray(-4.0)}}
+    tx = train.optimiser(settings)
+    step = train.make_train_step(config, texts, tx)
+    batches = [dataclasses.asdict(train.make_batch(0, s, settings, 32)) for s in range(3)]
+    state, _ = step((trainable, tx.init(trainable)), input_ids, batches[0])
+    copy = lambda tree: jax.tree_util.tree_map(np.array, tree)
+    before = copy(state[0]["clip"])
+    fixed = train.encode_training_texts(state[0]["clip"], config, input_ids)
+
+    # With the embeddings the tower gives, the frozen loss is the learning
+    # one without its text-only separation term.
+    learning = train.loss_terms(state[0]["clip"], state[0]["extra"], config, texts, input_ids, batches[1])
+    frozen = train.loss_terms(state[0]["clip"], state[0]["extra"], config, texts, fixed, batches[1])
+    assert float(learning[1]["separation"]) > 0 and float(frozen[1]["separation"]) == 0
+    np.testing.assert_allclose(float(frozen[0]), float(learning[0] - learning[1]["separation"]), rtol=1e-5)
+
+    for batch in batches[1:]:
+        state, parts = step(state, fixed, batch)
+    after = copy(state[0]["clip"])
+    for key in train.TEXT_TOWER:
+        for old, new in zip(jax.tree_util.tree_leaves(before[key]), jax.tree_util.tree_leaves(after[key])):
+            np.testing.assert_array_equal(old, new)
+    assert not np.array_equal(before["vision_model"]["embeddings"]["patch_embedding"]["kernel"],
+                              after["vision_model"]["embeddings"]["patch_embedding"]["kernel"])
