@@ -121,9 +121,9 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 10000
+    steps: int = 8000
     batch_size: int = 128
-    crops_per_scene: int = 8
+    crops_per_scene: int = 4
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.05
