@@ -93,12 +93,18 @@ def test_load_clip_matches_pytorch(bench, model, scenes):
     assert parity["text_embeddings"] < 1e-5
 
 
-# The shipped model misses issue 7's targets (benchmarks/results/default_model.json,
-# README.md of the model): each figure is checked against a floor that
-# only a model which has learnt the shapes passes (random weights sit near
-# chance: top-1 1/12, peaks on the object about as often as it covers the
-# image). Issue 7's own thresholds stay open on the issue until a retrained
-# model meets them; the benchmark prints every figure against them.
+# The shipped model meets issue 7's pointing-game target and misses the
+# others (benchmarks/results/default_model.json, README.md of the model):
+# the pointing game is checked at the issue's 0.9, every other figure
+# against a floor well above chance (random weights: top-1 1/12, peaks on
+# the object about as often as it covers the image) and below what the
+# shipped model reaches here. Eight mapped scenes catch a model that has
+# not learnt, not a small regression (the previous model, pointing 0.84 on
+# the benchmark's 100 scenes, scores 0.96 on these 8): the benchmark's
+# hundreds of scenes measure the figures.
+# Issue 7's other thresholds stay open on the issue; the benchmark prints
+# every figure against them.
+POINTING_TARGET = 0.9  # issue 7
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +121,23 @@ def figures(bench, model, convis, scenes, maps):
 
 
 def test_zero_shot_classification_beats_chance(figures):
-    assert figures["top1"]["top1"] >= 0.2, figures["top1"]["errors"]
+    assert figures["top1"]["top1"] >= 0.5, figures["top1"]["errors"]
 
 
 def test_single_object_maps_find_the_object(figures):
-    assert figures["single"]["max_box_acc"] >= 0.25, figures["single"]
-    assert figures["single"]["pointing_game"] >= 0.6, figures["single"]
+    assert figures["single"]["max_box_acc"] >= 0.5, figures["single"]
+    assert figures["single"]["pointing_game"] >= POINTING_TARGET, figures["single"]
 
 
 def test_multi_object_maps_peak_on_their_own_object(figures):
     assert figures["multi"]["n"] >= 8
-    assert figures["multi"]["own_object"] >= 0.4, figures["multi"]
+    assert figures["multi"]["own_object"] >= 0.6, figures["multi"]
 
 
 def test_parent_maps_peak_on_a_present_descendant(bench, convis, figures):
     assert {"polygon.n.01", "plane_figure.n.01"} <= set(bench.parent_concepts(convis.vocabulary))
     assert figures["parent_pairs"] >= 8
-    assert figures["parents"] >= 0.5, figures["parents"]
+    assert figures["parents"] >= 0.7, figures["parents"]
 
 
 def test_maps_tell_objects_apart(scenes, maps):
