@@ -40,6 +40,17 @@ def scene():
     return render_scene(3, size=224, n_objects=3)
 
 
+@pytest.fixture(scope="module")
+def texts(train):
+    """The training texts as the shipped tokenizer (ids 3000, 2998, 2999) splits them."""
+    from tokenizers import Tokenizer
+
+    from convis_jax.core.vocabulary import ConceptVocabulary
+
+    tokenizer = Tokenizer.from_file(str(ROOT / "convis_jax" / "data" / "default_model" / "tokenizer.json"))
+    return train.training_texts(tokenizer, ConceptVocabulary.from_synsets(DRAWN_CONCEPTS), 2999)
+
+
 def _padded_masks(train, masks):
     side = train.SCENE_SIZE + 2 * train.PADDING
     padded = np.zeros((len(masks), side, side), bool)
@@ -64,20 +75,15 @@ def test_crop_labels_match_a_count_of_visible_pixels(train, scene, box):
         assert known[i] == (present[i] or fraction <= settings.absent_fraction)
 
 
-def test_texts_padded_to_their_group_embed_as_at_full_length(train):
+def test_texts_padded_to_their_group_embed_as_at_full_length(train, texts):
     import jax.numpy as jnp
-    from tokenizers import Tokenizer
 
-    from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend import clip
 
-    folder = ROOT / "convis_jax" / "data" / "default_model"
     config = train.model_config(train.TrainSettings(), 3000, 2998, 2999)  # the shipped ids
     eos = config.text.eos_token_id
-    vocabulary = ConceptVocabulary.from_synsets(DRAWN_CONCEPTS)
-    texts = train.training_texts(Tokenizer.from_file(str(folder / "tokenizer.json")), vocabulary, eos)
     definitions, captions = texts.input_ids
-    assert definitions.shape[0] == len(vocabulary) and captions.shape[1] < definitions.shape[1]
+    assert definitions.shape[0] == len(texts.concepts) and captions.shape[1] < definitions.shape[1]
     params = clip.init_params(config, 0)
     short = train.encode_training_texts(params, config, tuple(map(jnp.asarray, texts.input_ids)))
     length = config.text.max_position_embeddings
@@ -139,19 +145,14 @@ def test_a_short_run_writes_a_folder_pytorch_clip_loads(short_run):
     np.testing.assert_allclose(model.embed_texts([text]), unit(torch_text), atol=1e-5)
 
 
-def test_after_text_steps_the_text_tower_stays_exactly_as_it_was(train):
+def test_after_text_steps_the_text_tower_stays_exactly_as_it_was(train, texts):
     import jax
     import jax.numpy as jnp
-    from tokenizers import Tokenizer
 
-    from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend import clip
 
     settings = train.TrainSettings(**dict(TINY, steps=3))
     config = train.model_config(settings, 3000, 2998, 2999)
-    folder = ROOT / "convis_jax" / "data" / "default_model"
-    texts = train.training_texts(Tokenizer.from_file(str(folder / "tokenizer.json")),
-                                 ConceptVocabulary.from_synsets(DRAWN_CONCEPTS), 2999)
     input_ids = tuple(map(jnp.asarray, texts.input_ids))
     trainable = {"clip": clip.init_params(config, 0),
                  "extra": {"sigmoid_scale": jnp.log(10.0), "sigmoid_bias": jnp.asarray(-4.0)}}
