@@ -23,7 +23,17 @@ from convis_jax import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "scene-1"
+# Debian's Chromium, headless and quiet (tests/test_explorer_browser.py drives it too).
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 
 
@@ -39,8 +49,7 @@ def draw(out: Path) -> tuple[Path, Path]:
         shutil.copyfile(demo / "maps" / SCENE / "grid.png", grid)
         shape = json.loads((demo / "maps" / f"{SCENE}.json").read_text())["concepts"][0]
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=["--headless", "--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport=VIEWPORT)
             page.goto((demo / "explorer" / "index.html").as_uri())
             page.select_option("select", label=SCENE)

@@ -18,17 +18,8 @@ import numpy as np
 import pytest
 
 from convis_jax.core.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
+from scripts.readme_pictures import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 # A slice of WordNet 3.0 noun hypernymy: apple.n.01 has two parents
