@@ -36,7 +36,10 @@ _SUPERSAMPLE = 4
 # every object stays mostly visible and boxes rarely contain other objects.
 _MAX_OVERLAP = 0.1
 
+# Placement tries shapes of shrinking sizes; each size is drawn once and tried
+# at several random positions.
 _PLACEMENT_TRIES = 40
+_POSITION_TRIES = 8
 _COLOUR_TRIES = 32
 
 # Least Euclidean RGB distance between an object's colour and the mean colour
@@ -373,25 +376,27 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Returns a float64 [size, size, 3] background in [0, 255]: flat, gradient or noise."""
+    """Returns a float32 [size, size, 3] background in [0, 255]: flat, gradient or noise."""
     kind = rng.integers(3)
     if kind == 0:
-        return np.broadcast_to(_random_colour(rng), (size, size, 3)).copy()
+        return np.broadcast_to(_random_colour(rng).astype(np.float32), (size, size, 3)).copy()
     if kind == 1:
         start, end = _random_colour(rng), _random_colour(rng)
         angle = rng.uniform(0.0, 2 * math.pi)
         steps = np.arange(size) / max(size - 1, 1)
         ramp = math.cos(angle) * steps[None, :] + math.sin(angle) * steps[:, None]
         ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-9)
-        return start + ramp[..., None] * (end - start)
+        return ramp.astype(np.float32)[..., None] * (end - start).astype(np.float32) + start.astype(np.float32)
     # Smooth value noise: a coarse grid of colours around a base colour,
     # bilinearly enlarged, plus a little per-pixel grain.
     cells = int(rng.integers(3, 9))
     base = _random_colour(rng)
     coarse = np.clip(base + rng.normal(0.0, 40.0, size=(cells, cells, 3)), 0, 255)
     smooth = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
-    grain = rng.normal(0.0, rng.uniform(2.0, 12.0), size=(size, size, 3))
-    return np.clip(np.asarray(smooth, dtype=np.float64) + grain, 0, 255)
+    grain = rng.standard_normal(size=(size, size, 3), dtype=np.float32)
+    grain *= np.float32(rng.uniform(2.0, 12.0))
+    grain += np.asarray(smooth, dtype=np.float32)
+    return np.clip(grain, 0, 255, out=grain)
 
 
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
@@ -438,19 +443,20 @@ def _placement(
         top = high - (high - low) * attempt / _PLACEMENT_TRIES
         coverage = _shape_coverage(concept, rng.uniform(low, top) * size, rng)
         h, w = coverage.shape
-        if h > size or w > size:
-            continue
-        y0, x0 = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-        # Overlaps are counted inside the shape's own rectangle: nothing of
-        # it lies outside.
         shape = coverage >= 0.5
         area = shape.sum()
-        if area > 0 and all(
-            (common := np.logical_and(shape, other[y0 : y0 + h, x0 : x0 + w]).sum()) <= _MAX_OVERLAP * area
-            and common <= _MAX_OVERLAP * other.sum()
-            for other in placed
-        ):
-            return coverage, (y0, x0)
+        if h > size or w > size or area == 0:
+            continue
+        for _ in range(_POSITION_TRIES):
+            y0, x0 = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+            # Overlaps are counted inside the shape's own rectangle: nothing
+            # of it lies outside.
+            if all(
+                (common := np.logical_and(shape, other[y0 : y0 + h, x0 : x0 + w]).sum()) <= _MAX_OVERLAP * area
+                and common <= _MAX_OVERLAP * other.sum()
+                for other in placed
+            ):
+                return coverage, (y0, x0)
     return None
 
 
@@ -521,9 +527,10 @@ def render_scene(
     from `size_range`), rotation where the concept allows it, position and a
     colour that contrasts with what lies under it. Objects overlap little: a
     placement covering more than 10% of an earlier object (or having more
-    than 10% of itself covered) is retried, with ever smaller sizes; an
-    object that still finds no place after 40 tries is left out, so a scene
-    may hold fewer objects than drawn (never fewer than one).
+    than 10% of itself covered) is retried at other positions (8 for each
+    size) and then at ever smaller sizes; an object that still finds no
+    place at 40 sizes is left out, so a scene may hold fewer objects than
+    drawn (never fewer than one).
 
     Captions: for one object, `captions[0]` is its definition (the text
     ConVis embeds at test time), followed by "a {lemma}" for each of its lemma
@@ -567,9 +574,9 @@ def render_scene(
         rows, cols = slice(y0, y0 + coverage.shape[0]), slice(x0, x0 + coverage.shape[1])
         inside = coverage >= 0.5
         region = image[rows, cols]
-        colour = _contrasting_colour(rng, region[inside].mean(axis=0))
+        colour = _contrasting_colour(rng, region[inside].mean(axis=0)).astype(np.float32)
         alpha = coverage[..., None]
-        image[rows, cols] = region * (1.0 - alpha) + colour * alpha
+        image[rows, cols] = region * (1 - alpha) + colour * alpha
         shape = np.zeros((size, size), bool)
         shape[rows, cols] = inside
         ys, xs = np.nonzero(inside)
@@ -580,7 +587,7 @@ def render_scene(
     if not drawn:
         raise InputError(
             f"expected objects of relative size {size_range} to fit a {size} x {size} image, "
-            f"found no placement for {chosen[0]} in {_PLACEMENT_TRIES} tries"
+            f"found no placement for {chosen[0]} at {_PLACEMENT_TRIES} sizes"
         )
     masks = np.stack(shapes)
     # Visible part: what no later object covers.
