@@ -179,3 +179,62 @@ def test_after_text_steps_the_text_tower_stays_exactly_as_it_was(train, texts):
             np.testing.assert_array_equal(old, new)
     assert not np.array_equal(before["vision_model"]["embeddings"]["patch_embedding"]["kernel"],
                               after["vision_model"]["embeddings"]["patch_embedding"]["kernel"])
+
+
+def test_loss_terms_follow_a_plain_loop_over_crops(train, texts):
+    """Objects, no object (the general concepts are the targets) and a cut object."""
+    import jax.numpy as jnp
+
+    from convis_jax.jax_backend import clip
+
+    general = [texts.concepts[row] for row in texts.general_index]
+    assert sorted(general) == ["abstraction.n.06", "attribute.n.02", "entity.n.01", "shape.n.02"]
+
+    settings = train.TrainSettings(**TINY)
+    config = train.model_config(settings, 3000, 2998, 2999)
+    params = clip.init_params(config, 0)
+    extra = {"sigmoid_scale": jnp.log(10.0), "sigmoid_bias": jnp.asarray(-4.0)}
+    rng = np.random.default_rng(0)
+    n_texts = sum(map(len, texts.input_ids))
+    fixed = rng.normal(size=(n_texts, config.projection_dim)).astype(np.float32)
+    fixed /= np.linalg.norm(fixed, axis=1, keepdims=True)
+    d = len(DRAWN_CONCEPTS)
+    present, known = np.zeros((4, d), np.float32), np.ones((4, d), np.float32)
+    present[0, 3] = 1                      # one object
+    present[1, [0, 7]] = 1                 # two objects
+    known[3, 5] = 0                        # crop 2 empty; crop 3 only a cut object
+    batch = {"pixels": rng.normal(size=(4, 3, 32, 32)).astype(np.float32), "present": present,
+             "known": known, "single": np.array([3, -1, -1, -1], np.int32)}
+    loss, parts = train.loss_terms(params, extra, config, texts, jnp.asarray(fixed), batch)
+
+    image = np.asarray(clip.encode_images(params, config, jnp.asarray(batch["pixels"])), np.float64)
+    cosine = image @ fixed.astype(np.float64).T
+    n_concepts = len(texts.concepts)
+    scale = min(np.exp(float(params["logit_scale"])), 100.0)
+    sigmoid, definition, caption = 0.0, [], []
+    for b in range(4):
+        holds, clear = present[b].any(), known[b].all()
+        for row, name in enumerate(texts.concepts):
+            logit = cosine[b, row] * 10.0 - 4.0
+            if name in DRAWN_CONCEPTS:
+                k = DRAWN_CONCEPTS.index(name)
+                y, w = present[b, k], known[b, k]
+            elif name in general:
+                y, w = float(clear and not holds), float(holds or clear)
+            else:
+                y, w = 0.0, 1.0
+            sigmoid += w * (np.logaddexp(0, logit) - y * logit)
+        if not clear:
+            continue
+        positive = ([texts.drawn_index[k] for k in np.flatnonzero(present[b])] if holds
+                    else list(texts.general_index))
+        logits = scale * cosine[b, :n_concepts]
+        definition.append(np.logaddexp.reduce(logits) - np.logaddexp.reduce(logits[positive]))
+        if holds:
+            logits = scale * cosine[b, n_concepts:]
+            mine = [i for i, owner in enumerate(texts.caption_owner) if present[b, owner]]
+            caption.append(np.logaddexp.reduce(logits) - np.logaddexp.reduce(logits[mine]))
+    np.testing.assert_allclose(float(parts["sigmoid"]), sigmoid / 4, rtol=1e-4)
+    np.testing.assert_allclose(float(parts["definition_ce"]), np.mean(definition), rtol=1e-4)
+    np.testing.assert_allclose(float(parts["caption_ce"]), np.mean(caption), rtol=1e-4)
+    assert len(definition) == 3 and len(caption) == 2
