@@ -93,18 +93,17 @@ def test_load_clip_matches_pytorch(bench, model, scenes):
     assert parity["text_embeddings"] < 1e-5
 
 
-# The shipped model meets issue 7's pointing-game target and misses the
-# others (benchmarks/results/default_model.json, README.md of the model):
-# the pointing game is checked at the issue's 0.9, every other figure
-# against a floor well above chance (random weights: top-1 1/12, peaks on
-# the object about as often as it covers the image) and below what the
-# shipped model reaches here. Eight mapped scenes catch a model that has
-# not learnt, not a small regression (the previous model, pointing 0.84 on
-# the benchmark's 100 scenes, scores 0.96 on these 8): the benchmark's
-# hundreds of scenes measure the figures.
-# Issue 7's other thresholds stay open on the issue; the benchmark prints
-# every figure against them.
-POINTING_TARGET = 0.9  # issue 7
+# The shipped model meets four of issue 7's five thresholds on the
+# benchmark's hundreds of scenes (benchmarks/results/default_model.json,
+# README.md of the model); zero-shot top-1 (0.815) misses 0.9. On these few
+# scenes it reaches top-1 0.83, MaxBoxAcc 1.0, pointing 0.90, own-object
+# peaks 1.0 and parent peaks 0.89. MaxBoxAcc and own-object peaks are
+# checked at the issue's 0.8; the others against floors below what the
+# shipped model reaches here and far above chance (random weights: top-1
+# 1/12, peaks on the object about as often as it covers the image). Eight
+# mapped scenes catch a model that has not learnt, not a small regression:
+# the benchmark measures the figures.
+TARGET = 0.8  # issue 7's MaxBoxAcc and own-object thresholds
 
 
 @pytest.fixture(scope="module")
@@ -121,23 +120,23 @@ def figures(bench, model, convis, scenes, maps):
 
 
 def test_zero_shot_classification_beats_chance(figures):
-    assert figures["top1"]["top1"] >= 0.5, figures["top1"]["errors"]
+    assert figures["top1"]["top1"] >= 0.7, figures["top1"]["errors"]
 
 
 def test_single_object_maps_find_the_object(figures):
-    assert figures["single"]["max_box_acc"] >= 0.5, figures["single"]
-    assert figures["single"]["pointing_game"] >= POINTING_TARGET, figures["single"]
+    assert figures["single"]["max_box_acc"] >= TARGET, figures["single"]
+    assert figures["single"]["pointing_game"] >= 0.85, figures["single"]
 
 
 def test_multi_object_maps_peak_on_their_own_object(figures):
     assert figures["multi"]["n"] >= 8
-    assert figures["multi"]["own_object"] >= 0.6, figures["multi"]
+    assert figures["multi"]["own_object"] >= TARGET, figures["multi"]
 
 
 def test_parent_maps_peak_on_a_present_descendant(bench, convis, figures):
     assert {"polygon.n.01", "plane_figure.n.01"} <= set(bench.parent_concepts(convis.vocabulary))
     assert figures["parent_pairs"] >= 8
-    assert figures["parents"] >= 0.7, figures["parents"]
+    assert figures["parents"] >= 0.8, figures["parents"]
 
 
 def test_maps_tell_objects_apart(scenes, maps):
