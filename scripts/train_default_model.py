@@ -9,7 +9,7 @@ ConVis never shows a CLIP a whole photo alone: Algorithm 1 feeds it 128- and
 window passes the border, each resized to the model's input. So most
 training images are such crops, labelled with the objects that have most of
 their visible pixels inside (objects cut in between are left out of the
-loss, crops with no object are negatives for every concept), and the rest
+loss; crops with no object match the general concepts, below), and the rest
 are whole scenes, as zero-shot classification sees them. The loss is
 
 * a sigmoid present/absent term for every concept of the vocabulary (the
