@@ -145,7 +145,7 @@ class TrainSettings:
     """
 
     seed: int = 0
-    steps: int = 8800
+    steps: int = 9800
     batch_size: int = 128
     crops_per_scene: int = 4
     learning_rate: float = 1e-3
