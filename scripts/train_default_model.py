@@ -469,8 +469,9 @@ def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, text_inp
     drawn = jnp.asarray(texts.drawn_index)
     general = jnp.asarray(texts.general_index)
     clear = jnp.min(batch["known"], axis=1) == 1  # no object cut
-    empty = clear & (batch["present"].sum(axis=1) == 0)
-    general_known = (empty | (batch["present"].sum(axis=1) > 0)).astype(jnp.float32)
+    any_present = batch["present"].sum(axis=1) > 0
+    empty = clear & ~any_present
+    general_known = (empty | any_present).astype(jnp.float32)
     target = (jnp.zeros_like(definitions).at[:, drawn].set(batch["present"])
               .at[:, general].set(empty.astype(jnp.float32)[:, None]))
     weight = (jnp.ones_like(definitions).at[:, drawn].set(batch["known"])
@@ -483,14 +484,13 @@ def loss_terms(params, extra, config: ClipConfig, texts: TrainingTexts, text_inp
     # objects, their texts share the probability mass), and for crops with
     # no object the general concepts' definitions.
     present = batch["present"] * clear[:, None]
-    holds = present.sum(axis=1) > 0
+    holds = clear & any_present
     scale = jnp.exp(jnp.minimum(params["logit_scale"], jnp.log(100.0)))
     own_definition = (jnp.zeros_like(definitions, bool).at[:, drawn].set(present > 0)
                       .at[:, general].set(empty[:, None]))
     own_caption = present[:, jnp.asarray(texts.caption_owner)] > 0
-    counted = (holds | empty).astype(jnp.float32)
-    definition_ce = (jnp.sum(counted * _multi_positive_ce(scale * definitions, own_definition))
-                     / jnp.maximum(counted.sum(), 1.0))
+    definition_ce = (jnp.sum(clear * _multi_positive_ce(scale * definitions, own_definition))
+                     / jnp.maximum(clear.sum(), 1.0))
     caption_ce = (jnp.sum(holds * _multi_positive_ce(scale * cosine[:, n_concepts:], own_caption))
                   / jnp.maximum(holds.sum(), 1.0))
     # Every text closest to its own synset's definition among all definitions.
