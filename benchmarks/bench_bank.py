@@ -119,7 +119,11 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
     from benchmarks.bench_occlusion import torch_model_of
     from convis_jax.core.cache import save_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import bank_cache_path, build_bank, encode_texts_bucketed
+    from convis_jax.jax_backend.bank import (
+        bank_cache_path,
+        build_bank,
+        encode_texts_bucketed,
+    )
     from convis_jax.jax_backend.loading import load_clip
 
     s = settings

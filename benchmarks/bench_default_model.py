@@ -1,7 +1,7 @@
 """How well the bundled default model sees and localises the drawn WordNet shapes.
 
 Issue 7's acceptance figures, measured on held-out procedural scenes
-(`convis_jax.core.scenes`) rendered from seeds the training never used
+(`convis_jax.scenes`) rendered from seeds the training never used
 (training draws scene i of step s from `SeedSequence([0, s, i])` and its
 evaluation curve from `SeedSequence([7000001, i])`; these come from
 `make_dataset(HELD_OUT_SEED)` and `make_dataset(HELD_OUT_SEED + 1)`):
@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from convis_jax.core.metrics import max_box_acc, max_box_acc_v2, pointing_game  # noqa: E402
-from convis_jax.core.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset  # noqa: E402
+from convis_jax.evaluation.metrics import max_box_acc, max_box_acc_v2, pointing_game  # noqa: E402
+from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "default_model.json"
 HELD_OUT_SEED = 424_242

@@ -134,7 +134,6 @@ def main(argv=None) -> dict:
     repeats = args.repeats or settings["repeats"]
     log = lambda message: print(message, flush=True)
 
-    import jax
     from transformers import CLIPModel
 
     from convis_jax.jax_backend.gradients import concept_gradient_maps

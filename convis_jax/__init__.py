@@ -26,19 +26,19 @@ _EXPORTS = {
     "TopConcepts": "convis_jax.api",
     "load_image": "convis_jax.core.images",
     "load_images": "convis_jax.core.images",
-    "preprocess": "convis_jax.core.images",
-    "PreprocessConfig": "convis_jax.core.images",
+    "preprocess": "convis_jax.jax_backend.preprocessing",
+    "PreprocessConfig": "convis_jax.jax_backend.preprocessing",
     "prepare_image": "convis_jax.core.windows",
     "map_to_image": "convis_jax.core.windows",
     "window_grid": "convis_jax.core.windows",
-    "write_explorer": "convis_jax.core.explorer",
-    "save_png": "convis_jax.core.pictures",
-    "concept_grid": "convis_jax.core.pictures",
-    "save_heatmap": "convis_jax.core.pictures",
-    "heatmap_overlay": "convis_jax.core.pictures",
-    "white_overlay": "convis_jax.core.pictures",
-    "export_wsolevaluation": "convis_jax.evaluation",
-    "boxes_to_square": "convis_jax.core.boxes",
+    "write_explorer": "convis_jax.pictures.explorer",
+    "save_png": "convis_jax.pictures.overlays",
+    "concept_grid": "convis_jax.pictures.overlays",
+    "save_heatmap": "convis_jax.pictures.overlays",
+    "heatmap_overlay": "convis_jax.pictures.overlays",
+    "white_overlay": "convis_jax.pictures.overlays",
+    "export_wsolevaluation": "convis_jax.evaluation.export",
+    "boxes_to_square": "convis_jax.evaluation.boxes",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,31 +58,29 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
-    from convis_jax.api import ConVis
-    from convis_jax.api import TopConcepts
-    from convis_jax.core.boxes import boxes_to_square
-    from convis_jax.core.explorer import write_explorer
-    from convis_jax.core.images import PreprocessConfig
-    from convis_jax.core.images import load_image
-    from convis_jax.core.images import load_images
-    from convis_jax.core.images import preprocess
-    from convis_jax.core.pictures import concept_grid
-    from convis_jax.core.pictures import heatmap_overlay
-    from convis_jax.core.pictures import save_heatmap
-    from convis_jax.core.pictures import save_png
-    from convis_jax.core.pictures import white_overlay
+    from convis_jax.api import ConVis, TopConcepts
+    from convis_jax.core.images import load_image, load_images
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.core.windows import map_to_image
-    from convis_jax.core.windows import prepare_image
-    from convis_jax.core.windows import window_grid
+    from convis_jax.core.windows import map_to_image, prepare_image, window_grid
     from convis_jax.core.wordnet import load_wordnet
-    from convis_jax.errors import CacheError
-    from convis_jax.errors import ConceptError
-    from convis_jax.errors import ConvisError
-    from convis_jax.errors import InputError
-    from convis_jax.errors import ModelLoadError
-    from convis_jax.evaluation import export_wsolevaluation
-    from convis_jax.jax_backend.bank import ConceptBank
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.errors import (
+        CacheError,
+        ConceptError,
+        ConvisError,
+        InputError,
+        ModelLoadError,
+    )
+    from convis_jax.evaluation.boxes import boxes_to_square
+    from convis_jax.evaluation.export import export_wsolevaluation
+    from convis_jax.jax_backend.bank import ConceptBank, build_bank
     from convis_jax.jax_backend.loading import load_clip
     from convis_jax.jax_backend.model import ClipModel
+    from convis_jax.jax_backend.preprocessing import PreprocessConfig, preprocess
+    from convis_jax.pictures.explorer import write_explorer
+    from convis_jax.pictures.overlays import (
+        concept_grid,
+        heatmap_overlay,
+        save_heatmap,
+        save_png,
+        white_overlay,
+    )

@@ -174,8 +174,10 @@ class ConVis:
         from convis_jax.core.images import load_images
         from convis_jax.core.windows import pad_images, prepare_image, window_grid
         from convis_jax.jax_backend.occlusion import subtree_request
-        from convis_jax.jax_backend.sharding import (occlusion_cells_auto,
-                                                     window_rank_similarities_auto)
+        from convis_jax.jax_backend.sharding import (
+            occlusion_cells_auto,
+            window_rank_similarities_auto,
+        )
 
         if aggregation not in ("window", "webapp"):
             raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
@@ -344,10 +346,14 @@ class ConVis:
         Returns:
             The path of `index.html`.
         """
-        from convis_jax.core.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
         from convis_jax.core.images import load_images
         from convis_jax.core.ranks import subtree_max
         from convis_jax.core.windows import center_crop_square
+        from convis_jax.pictures.explorer import (
+            ExplorerImage,
+            ExplorerVocabulary,
+            write_explorer,
+        )
 
         sources = images if isinstance(images, (list, tuple)) else [images]
         photos = load_images(sources)

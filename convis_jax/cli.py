@@ -1,8 +1,8 @@
 """The `convis-jax` command line: explain, top, bank, explore, demo.
 
-User mistakes (missing or damaged files, unknown concepts, bad options) end
-with one line on stderr and exit code 2, never a traceback; a file that
-cannot be written ends the same way with exit code 1. Images and concept
+User mistakes (missing or damaged files, unknown concepts, bad options) and
+files that cannot be read or written end with one line on stderr and exit
+code 2, never a traceback (`run_command`, which the scripts use too). Images and concept
 names are checked before the model is loaded and the concept bank is built,
 so a typo costs no waiting.
 """
@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from convis_jax.errors import ConvisError
 
-EXIT_USAGE = 2
-EXIT_IO = 1
+# The exit codes of the command line and of every script (`run_command`).
+EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -194,8 +195,8 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
         The summary written to summary.json.
     """
     from convis_jax.core.images import load_images
-    from convis_jax.core.pictures import concept_grid, save_png, white_overlay
     from convis_jax.core.windows import map_to_image
+    from convis_jax.pictures.overlays import concept_grid, save_png, white_overlay
 
     photos = load_images(images)
     resolved = convis.vocabulary.resolve(concepts)
@@ -290,9 +291,9 @@ def cmd_explore(args) -> None:
 def cmd_demo(args) -> None:
     """`demo`: scenes, their maps and an explorer page from the bundled model."""
     from convis_jax.api import ConVis
-    from convis_jax.core.pictures import save_png
-    from convis_jax.core.scenes import make_dataset
     from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.pictures.overlays import save_png
+    from convis_jax.scenes import make_dataset
 
     out = _output_folder(args.out)
     convis = ConVis(load_clip(None), None, progress=not args.quiet)
@@ -325,23 +326,66 @@ def one_line(message: str) -> str:
     return "; ".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (0, 1: a file error, 2: a user mistake)."""
+def script_parser(prog: str, description: str):
+    """The evaluation scripts' argument parser, with the options they share.
+
+    Its errors raise `ConvisError` (one line, no usage block), like the
+    `convis-jax` command line's.
+    """
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("--model", default=None,
+                        help="model folder or Hugging Face hub id (default: the bundled model)")
+    parser.add_argument("--text", default="definition",
+                        help='concept texts: definition, lemmas, or a template like '
+                             '"a photo of a {}"')
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--log", default=None,
+                        help="per-image results file (default: <out>.images.jsonl)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard earlier per-image results instead of resuming")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def script_main(parser, run: Callable, argv: Sequence[str] | None = None) -> int:
+    """Parses `argv` and calls `run(args)`: a script's `main`, with the CLI's exit codes."""
+    return run_command(lambda: run(parser.parse_args(argv)),
+                       interrupted="interrupted; run the same command again to resume")
+
+
+def run_command(action: Callable[[], object], *, interrupted: str = "interrupted") -> int:
+    """Runs `action`; the one mapping of errors to exit codes, for the CLI and the scripts.
+
+    Returns:
+        0 when it finished; `EXIT_ERROR` (2) for a user mistake (`ConvisError`) or a file
+        that cannot be read or written (`OSError`: unwritable folder, full disk), each
+        printed as one line on stderr; `EXIT_INTERRUPTED` (130) for Ctrl-C, printing
+        `interrupted`; argparse's own code for --help and --version.
+    """
     try:
-        args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        action()
     except ConvisError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # unwritable --out, full disk: the user's to fix, not a bug
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_IO
+        return EXIT_ERROR
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {one_line(err.strerror or err)}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit as done:  # --help and --version print and exit through argparse
         return done.code if isinstance(done.code, int) else 0
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (see `run_command`)."""
+    def dispatch():
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+
+    return run_command(dispatch)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from convis_jax.cli import script_main, script_parser
 from convis_jax.errors import InputError
-from convis_jax.evaluation import script_main, script_parser
 
 
 def build_parser():
@@ -53,7 +53,7 @@ def build_parser():
 
 def parse_pairs(texts: list[str]) -> tuple:
     """`OodPair`s from 'all' or 'ID/OOD' strings."""
-    from convis_jax.core.datasets import OOD_PRESETS, OodPair
+    from convis_jax.evaluation.datasets import OOD_PRESETS, OodPair
 
     if texts == ["all"]:
         return OOD_PRESETS
@@ -94,10 +94,17 @@ def load_vocabulary(choice: str, records: list, pairs: tuple, wordnet):
 
 
 def run(args) -> dict:
-    from convis_jax.core.datasets import read_imagenet_folders
     from convis_jax.core.wordnet import load_wordnet
-    from convis_jax.evaluation import (ResultLog, default_log_path, format_ood_table,
-                                       ood_report, pair_name, run_ood, write_json)
+    from convis_jax.evaluation import (
+        ResultLog,
+        default_log_path,
+        format_ood_table,
+        ood_report,
+        pair_name,
+        run_ood,
+        write_json,
+    )
+    from convis_jax.evaluation.datasets import read_imagenet_folders
     from convis_jax.jax_backend.loading import load_clip
 
     pairs = parse_pairs(args.pairs)

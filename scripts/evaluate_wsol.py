@@ -8,7 +8,7 @@ The paper's experiment (METHOD.md section 5) on any checkpoint:
 
 DATA is a CUB-200-2011 folder (`images.txt`, `bounding_boxes.txt`, `images/`)
 or a folder of synthetic scenes (`scenes.json`, written by
-`convis_jax.core.datasets.write_scene_folder`). CUB maps `bird.n.01` by
+`convis_jax.evaluation.datasets.write_scene_folder`). CUB maps `bird.n.01` by
 default; scenes map every drawn object with its own concept unless
 `--concept` names one. Each image is centre-cropped and resized to 224, its
 boxes moved the same way.
@@ -27,9 +27,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convis_jax.cli import add_gradient_options
+from convis_jax.cli import add_gradient_options, script_main, script_parser
 from convis_jax.errors import InputError
-from convis_jax.evaluation import script_main, script_parser
 
 
 def build_parser():
@@ -66,7 +65,7 @@ def build_parser():
 
 def read_items(args) -> tuple[str, list]:
     """The dataset's kind and its items, before any model is loaded."""
-    from convis_jax.core import datasets
+    from convis_jax.evaluation import datasets
     from convis_jax.evaluation import WSOL_CONCEPT, cub_items, scene_items
 
     root = Path(args.data)
@@ -109,9 +108,17 @@ def resolve_concepts(vocabulary, items: list) -> list:
 
 def run(args) -> dict:
     from convis_jax.api import ConVis
-    from convis_jax.evaluation import (ResultLog, default_log_path, format_wsol_table,
-                                       gradient_map_fn, occlusion_map_fn, run_wsol,
-                                       summarise_wsol, wsol_report, write_json)
+    from convis_jax.evaluation import (
+        ResultLog,
+        default_log_path,
+        format_wsol_table,
+        gradient_map_fn,
+        occlusion_map_fn,
+        run_wsol,
+        summarise_wsol,
+        write_json,
+        wsol_report,
+    )
     from convis_jax.jax_backend.loading import load_clip
 
     if args.seed < 0:

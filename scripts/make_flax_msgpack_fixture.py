@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -45,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.cli import script_main
 from convis_jax.core.cache import atomic_write_bytes
-from convis_jax.core.datasets import IMAGE_SUFFIXES
 from convis_jax.errors import InputError
-from convis_jax.evaluation import script_main
+from convis_jax.evaluation.datasets import IMAGE_SUFFIXES
 
 SETTINGS_FILE = "sweep.json"
 MANIFEST = "manifest.jsonl"
@@ -284,8 +284,10 @@ def _occlusion_step(args, model, convis, index, params, bank):
     from convis_jax.core.cells import webapp_cell_maps
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
     from convis_jax.jax_backend.occlusion import subtree_request
-    from convis_jax.jax_backend.sharding import (occlusion_cells_auto,
-                                                 window_rank_similarities_auto)
+    from convis_jax.jax_backend.sharding import (
+        occlusion_cells_auto,
+        window_rank_similarities_auto,
+    )
 
     vocab = convis.vocabulary
     webapp = args.aggregation == "webapp"
@@ -321,7 +323,7 @@ def _gradient_step(args, model, convis, index, params, bank):
     """A function (image numbers, photos) -> maps [B, K, S, S] of one full batch."""
     import jax
 
-    from convis_jax.core.images import preprocess
+    from convis_jax.jax_backend.preprocessing import preprocess
     from convis_jax.jax_backend.sharding import gradient_maps_auto
 
     vocab = convis.vocabulary
@@ -401,8 +403,14 @@ def sweep(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # The convis-jax command line's parser (its mistakes are one-line ConvisErrors) and
     # its model options, so that both spell them alike.
-    from convis_jax.cli import (POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser,
-                                add_gradient_options, add_model_options)
+    from convis_jax.cli import (
+        POSITIVE_FLOAT,
+        POSITIVE_INT,
+        SEED,
+        OneLineParser,
+        add_gradient_options,
+        add_model_options,
+    )
 
     parser = OneLineParser(prog="sweep_dataset", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

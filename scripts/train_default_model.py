@@ -1,6 +1,6 @@
 """Train the bundled default model: a small CLIP that sees the drawn WordNet shapes.
 
-The model learns from procedural scenes (`convis_jax.core.scenes`) drawn on
+The model learns from procedural scenes (`convis_jax.scenes`) drawn on
 the fly from seeded streams, and reads only WordNet texts, with a BPE
 tokenizer trained on WordNet's noun texts (`scripts/make_tokenizer.py`).
 
@@ -72,12 +72,17 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from convis_jax.core.images import CLIP_MEAN, CLIP_STD, PreprocessConfig, preprocess  # noqa: E402
-from convis_jax.core.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, render_scene  # noqa: E402
 from convis_jax.core.vocabulary import ConceptVocabulary  # noqa: E402
 from convis_jax.jax_backend import clip  # noqa: E402
 from convis_jax.jax_backend.config import ClipConfig, TextConfig, VisionConfig  # noqa: E402
+from convis_jax.jax_backend.preprocessing import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    PreprocessConfig,
+    preprocess,
+)
 from convis_jax.jax_backend.pytorch_names import flax_to_pytorch  # noqa: E402
+from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, render_scene  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "convis_jax" / "data" / "default_model"
 
@@ -672,8 +677,8 @@ def _cpu_seconds() -> float:
 
 def train(settings: TrainSettings, out: Path) -> dict:
     """Trains the model and saves it to `out`; returns the training log."""
-    from scripts.make_tokenizer import noun_texts, train_tokenizer
     from convis_jax.core.wordnet import load_wordnet
+    from scripts.make_tokenizer import noun_texts, train_tokenizer
 
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     trained_tokenizer = train_tokenizer(noun_texts(load_wordnet().all_synsets("n")), 3000)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checkpoints import write_words_file
 from PIL import Image
 
-from checkpoints import write_words_file
-from convis_jax.errors import ConceptError
-from convis_jax.errors import InputError
+from convis_jax.errors import ConceptError, InputError
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]  # the same request as test_cli: one compiled sweep
 

@@ -16,8 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_bank, bench_hardware, bench_occlusion, common, run_all  # noqa: E402
-from benchmarks import torch_reference  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_bank,
+    bench_hardware,
+    bench_occlusion,
+    common,
+    run_all,
+    torch_reference,  # noqa: E402
+)
 
 SYNSETS = ["bird.n.01", "dog.n.01", "car.n.01", "chair.n.01", "apple.n.01"]
 SETTINGS = bench_occlusion.Settings(stride=32, repeats=1, image_counts=(1,),

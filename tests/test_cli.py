@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoints import WORDS, write_words_file
 from PIL import Image
 
-from checkpoints import WORDS, write_words_file
-from convis_jax.cli import main
-from convis_jax.cli import one_line
+from convis_jax.cli import main, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ["dog.n.01", "cat.n.01"]
@@ -87,8 +86,8 @@ def photo(path: str) -> np.ndarray:
 
 def check_outputs(out: Path, setup: Setup, concepts: list[str], side: int, method: str) -> np.ndarray:
     """Every file `explain` writes exists and reads back; returns maps.npz's maps."""
-    from convis_jax.core.pictures import white_overlay
     from convis_jax.core.windows import map_to_image
+    from convis_jax.pictures.overlays import white_overlay
 
     with np.load(out / "maps.npz") as npz:
         assert sorted(npz.files) == ["concepts", "maps"]
@@ -326,12 +325,12 @@ def test_concepts_are_checked_before_the_bank_is_built(setup, capsys, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_unwritable_output_is_one_line_and_exit_1(setup, capsys, tmp_path):
+def test_unwritable_output_is_one_line_and_exit_2(setup, capsys, tmp_path):
     blocked = tmp_path / "blocked"
     blocked.write_text("")  # a file where a folder of the output should go
     code, stdout, stderr = run(capsys, "explore", setup.images[0], "--out", blocked / "page",
                                *setup.options())
-    assert code == 1 and stdout == "" and "Traceback" not in stderr
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
     assert len(stderr.strip().split("\n")) == 1 and "blocked" in stderr
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convis_jax.core.scenes import DRAWN_CONCEPTS
 from convis_jax.core.vocabulary import ConceptVocabulary
+from convis_jax.scenes import DRAWN_CONCEPTS
 
 _BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_default_model.py"
 _FOLDER = Path(__file__).resolve().parents[1] / "convis_jax" / "data" / "default_model"

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from checkpoints import WORDS, write_words_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +31,7 @@ def compute(checkpoint: str, words: str, barrier: str, name: str) -> dict[str, n
     """Race the other process to build the bank, then compute maps (in the cache `CONVIS_JAX_CACHE`)."""
     from convis_jax.api import ConVis
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import bank_cache_path
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.jax_backend.bank import bank_cache_path, build_bank
     from convis_jax.jax_backend.loading import load_clip
 
     model = load_clip(checkpoint)

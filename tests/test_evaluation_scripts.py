@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluation.test_runners import CUB_PHOTOS, make_cub_folder, make_imagenet_folder
 
 from convis_jax import evaluation
-from convis_jax.core import datasets
-from convis_jax.core.scenes import DRAWN_CONCEPTS, make_dataset
+from convis_jax.evaluation import datasets
 from convis_jax.core.vocabulary import ConceptVocabulary
-from test_evaluation import CUB_PHOTOS, make_cub_folder, make_imagenet_folder
+from convis_jax.scenes import DRAWN_CONCEPTS, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convis_jax.core.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
+from convis_jax.pictures.explorer import (
+    ExplorerImage,
+    ExplorerVocabulary,
+    write_explorer,
+)
 from scripts.readme_pictures import CHROMIUM, CHROMIUM_ARGS
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -397,7 +401,7 @@ def test_a_page_of_physical_objects_size_works(browser, tmp_path):
 def test_a_page_made_from_the_bundled_model(browser, tmp_path):
     """Issue 12's acceptance on real maps: the bundled model's page of a one-shape scene."""
     from convis_jax.api import ConVis
-    from convis_jax.core.scenes import DRAWN_CONCEPTS, render_scene
+    from convis_jax.scenes import DRAWN_CONCEPTS, render_scene
 
     scene = render_scene(11, size=224, n_objects=(1, 1))
     concept = scene.concepts[0]

@@ -13,18 +13,19 @@ import dataclasses
 import io
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoints import write_words_file
 
 import convis_jax
-from checkpoints import write_words_file
-from convis_jax.errors import CacheError
-from convis_jax.errors import ConceptError
-from convis_jax.errors import ConvisError
-from convis_jax.errors import InputError
-from convis_jax.errors import ModelLoadError
+from convis_jax.errors import (
+    CacheError,
+    ConceptError,
+    ConvisError,
+    InputError,
+    ModelLoadError,
+)
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]
 
@@ -242,8 +243,7 @@ def test_a_bank_file_of_another_shape_is_rebuilt(convis, built, monkeypatch):
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
-    from convis_jax.core.cache import load_arrays
-    from convis_jax.core.cache import save_arrays
+    from convis_jax.core.cache import load_arrays, save_arrays
 
     path = tmp_path / "deep" / "bank.npz"
     arrays = {"embeddings": np.arange(12, dtype=np.float32).reshape(3, 4)}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convis_jax.core.scenes import DRAWN_CONCEPTS, render_scene
+from convis_jax.scenes import DRAWN_CONCEPTS, render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convis_jax.jax_backend.config import ClipConfig, TextConfig, TowerConfig, VisionConfig
+from convis_jax.jax_backend.config import (
+    ClipConfig,
+    TextConfig,
+    TowerConfig,
+    VisionConfig,
+)
 
 
 def _activation(name: str):

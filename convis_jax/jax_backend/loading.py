@@ -113,7 +113,7 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
     fingerprint = fingerprint_files(files, memo_dir=root)
     params = _converted_params(folder, files[0].name, config, dtype, fingerprint, root)
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    from convis_jax.core.images import PreprocessConfig
+    from convis_jax.jax_backend.preprocessing import PreprocessConfig
 
     preprocess_config = PreprocessConfig.from_pretrained_dir(
         folder, image_size=config.vision.image_size)

@@ -46,7 +46,7 @@ class ClipModel:
         config: the architecture.
         params: the Flax parameter tree (PyTorch-named, see `pytorch_names`).
         tokenizer: transformers' CLIPTokenizer.
-        preprocess_config: the image preprocessing (`convis_jax.core.images.PreprocessConfig`).
+        preprocess_config: the image preprocessing (`convis_jax.jax_backend.preprocessing.PreprocessConfig`).
         name: where it was loaded from.
         fingerprint: a hash of the weights, for cache keys.
         vocabulary_path: the vocabulary file shipped with the checkpoint, if any.
@@ -79,7 +79,8 @@ class ClipModel:
 
     def preprocess(self, images) -> np.ndarray:
         """Images (paths, PIL images, arrays, lists of mixed sizes) -> pixel_values [N, 3, S, S]."""
-        from convis_jax.core.images import load_images, preprocess
+        from convis_jax.core.images import load_images
+        from convis_jax.jax_backend.preprocessing import preprocess
 
         return preprocess(load_images(images), self.preprocess_config)
 

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.core.images import PreprocessConfig
-from convis_jax.core.images import load_image
-from convis_jax.core.images import load_images
-from convis_jax.core.images import preprocess
+from convis_jax.core.images import load_image, load_images
 from convis_jax.errors import InputError
+from convis_jax.jax_backend.preprocessing import PreprocessConfig, preprocess
 
 RNG_SEED = 0
 

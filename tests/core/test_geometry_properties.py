@@ -7,11 +7,16 @@ import math
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import plain_accumulate
 
-from convis_jax.core.cells import accumulate_cells, cells_to_pixels, coverage, normalise_maps
+from convis_jax.core.cells import (
+    accumulate_cells,
+    cells_to_pixels,
+    coverage,
+    normalise_maps,
+)
 from convis_jax.core.windows import window_grid
 from convis_jax.errors import InputError
-from reference import plain_accumulate
 
 
 @st.composite

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from convis_jax.core.images import CLIP_MEAN
-from convis_jax.core.images import CLIP_STD
-from convis_jax.core.images import PreprocessConfig
-from convis_jax.core.images import load_image
-from convis_jax.core.images import load_images
-from convis_jax.core.images import preprocess
+from convis_jax.core.images import load_image, load_images
 from convis_jax.errors import ModelLoadError
+from convis_jax.jax_backend.preprocessing import (
+    CLIP_MEAN,
+    CLIP_STD,
+    PreprocessConfig,
+    preprocess,
+)
 
 skimage_data = pytest.importorskip("skimage.data")
 

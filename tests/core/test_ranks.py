@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from reference import plain_ranks, plain_subtree_index
 
 from convis_jax.core.ranks import (
     rank_similarity,
@@ -10,7 +11,6 @@ from convis_jax.core.ranks import (
     subtree_min,
 )
 from convis_jax.errors import InputError
-from reference import plain_ranks, plain_subtree_index
 
 # A small DAG: 4 has two parents (1 and 2), so subtrees overlap.
 #          0

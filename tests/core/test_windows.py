@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from reference import plain_window_ranks
 
 from convis_jax.core.windows import (
     SquareCrop,
@@ -15,7 +16,6 @@ from convis_jax.core.windows import (
     window_grid,
 )
 from convis_jax.errors import InputError
-from reference import plain_window_ranks
 
 
 def _enumerate_windows(image_size, window_sizes, stride, padding):

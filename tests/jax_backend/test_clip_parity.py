@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from checkpoints import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
+
 from convis_jax.jax_backend.loading import load_clip
 
 PATCH14_336 = dict(
@@ -81,6 +81,7 @@ def test_bucketed_text_lengths_do_not_change_embeddings(tiny_checkpoint):
 
 def test_eos_legacy_rule_uses_largest_id():
     import jax.numpy as jnp
+
     from convis_jax.jax_backend.clip import eos_position
 
     ids = jnp.array([49406, 320, 49407, 49407, 49407])

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checkpoints import TINY
 from safetensors.numpy import load_file, save_file
 
-from checkpoints import TINY
 from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading

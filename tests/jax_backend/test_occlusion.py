@@ -4,14 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import plain_map_from_ranks, plain_subtree_index, plain_window_ranks
 
 from convis_jax.core.cells import cells_to_pixels
-from convis_jax.core.images import load_image
 from convis_jax.core.windows import pad_images, prepare_image, window_grid
 from convis_jax.jax_backend.loading import load_clip
-from convis_jax.jax_backend.occlusion import (TRACES, occlusion_cells, subtree_request,
-                                              window_pixel_values, window_rank_similarities)
-from reference import plain_map_from_ranks, plain_subtree_index, plain_window_ranks
+from convis_jax.jax_backend.occlusion import (
+    TRACES,
+    occlusion_cells,
+    subtree_request,
+    window_pixel_values,
+    window_rank_similarities,
+)
 
 # A small DAG over 24 synsets: 0 is the root, inner nodes 1-5, the rest leaves.
 EDGES = [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (2, 5)] + \

@@ -14,7 +14,7 @@ Conventions used throughout:
   the pixels x0 <= x < x1, y0 <= y < y1, and its area is (x1 - x0) (y1 - y0).
   A box with x1 <= x0 or y1 <= y0 is empty. Coordinates may be fractional
   (ground-truth boxes moved by a resize are). CUB's (x, y, width, height) is
-  converted by the dataset reader (`convis_jax.core.datasets`).
+  converted by the dataset reader (`convis_jax.evaluation.datasets`).
 * Connected components are **4-connected** (pixels that share an edge).
 """
 

@@ -388,6 +388,6 @@ def _json_for_html(value) -> str:
 
 def _template_parts() -> dict[str, str]:
     """The page template and its inlined style and script, by placeholder."""
-    folder = resources.files("convis_jax") / "data" / "explorer"
+    folder = resources.files("convis_jax.pictures") / "assets"
     page, style, script = (folder.joinpath(name).read_text(encoding="utf-8") for name in _TEMPLATE_FILES)
     return {"PAGE": page, "CSS": style, "JS": script}

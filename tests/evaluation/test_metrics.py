@@ -1,4 +1,4 @@
-"""Tests of convis_jax.core.metrics against hand-made cases and plain loops."""
+"""Tests of convis_jax.evaluation.metrics against hand-made cases and plain loops."""
 
 import math
 import sys
@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from convis_jax.core import metrics
 from convis_jax.errors import InputError
+from convis_jax.evaluation import metrics
 
 # ---------------------------------------------------------------------------
 # Independent references: plain loops over pixels.

@@ -1,13 +1,13 @@
-"""Tests of convis_jax.core.boxes: hand computations on odd sizes, and the pixels themselves."""
+"""Tests of convis_jax.evaluation.boxes: hand computations on odd sizes, and the pixels themselves."""
 
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from convis_jax.core.boxes import boxes_from_square, boxes_to_square
 from convis_jax.core.windows import prepare_image
 from convis_jax.errors import InputError
+from convis_jax.evaluation.boxes import boxes_from_square, boxes_to_square
 
 
 def test_wide_photo_by_hand():

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from convis_jax import evaluation
-from convis_jax.core import datasets, metrics
-from convis_jax.core.datasets import OodPair
+from convis_jax.evaluation import datasets, metrics
 from convis_jax.core.images import load_image
 from convis_jax.core.vocabulary import ConceptVocabulary
 from convis_jax.core.windows import map_to_image, prepare_image
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.evaluation.datasets import OodPair
 
 # (height, width) of each photo and its box (x, y, width, height) in CUB's form.
 # Odd excesses; the second box sticks out of the centre crop on the left.
@@ -86,7 +86,7 @@ def test_items_of_cub_and_scenes(tmp_path):
     assert {i.concept for i in items} == {"bird.n.01"}
     np.testing.assert_array_equal(items[2].boxes, [[50, 55, 85, 85]])
 
-    from convis_jax.core.scenes import make_dataset
+    from convis_jax.scenes import make_dataset
 
     scenes = datasets.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
     items = evaluation.scene_items(scenes)

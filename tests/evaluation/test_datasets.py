@@ -1,4 +1,4 @@
-"""Tests of convis_jax.core.datasets on tiny folders made here."""
+"""Tests of convis_jax.evaluation.datasets on tiny folders made here."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.core import datasets, metrics
+from convis_jax.evaluation import datasets, metrics
 from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import ConceptError, InputError
 

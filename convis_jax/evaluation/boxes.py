@@ -5,7 +5,7 @@ photo (`square_crop_box`) and resizes it to size x size; every map lives on
 that square. Localisation metrics compare maps with ground-truth boxes, so
 the boxes must make the same journey.
 
-Boxes follow `convis_jax.core.metrics`: (x0, y0, x1, y1) in pixels, x along
+Boxes follow `convis_jax.evaluation.metrics`: (x0, y0, x1, y1) in pixels, x along
 the width, x1 and y1 exclusive, fractional coordinates allowed. Pixel (x, y)
 covers [x, x + 1) x [y, y + 1), so resizing a square of side s to side S
 multiplies every coordinate by S / s: pixel edges go to pixel edges, the

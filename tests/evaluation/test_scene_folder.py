@@ -1,14 +1,14 @@
-"""Scene folders of convis_jax.core.datasets: written scenes read back exactly."""
+"""Scene folders of convis_jax.evaluation.datasets: written scenes read back exactly."""
 
 import json
 
 import numpy as np
 import pytest
 
-from convis_jax.core import datasets
+from convis_jax.evaluation import datasets
 from convis_jax.core.images import load_image
-from convis_jax.core.scenes import make_dataset
 from convis_jax.errors import InputError
+from convis_jax.scenes import make_dataset
 
 
 @pytest.fixture(scope="module")

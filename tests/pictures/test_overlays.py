@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.core.pictures import concept_grid
-from convis_jax.core.pictures import heatmap_overlay
-from convis_jax.core.pictures import save_heatmap
-from convis_jax.core.pictures import save_png
-from convis_jax.core.pictures import white_overlay
 from convis_jax.errors import InputError
+from convis_jax.pictures.overlays import (
+    concept_grid,
+    heatmap_overlay,
+    save_heatmap,
+    save_png,
+    white_overlay,
+)
 
 
 def photo(height: int = 30, width: int = 50, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.core.explorer import (
+from convis_jax.errors import ConceptError, InputError
+from convis_jax.pictures.explorer import (
     DATA_FOLDER,
     ExplorerImage,
     ExplorerVocabulary,
@@ -17,7 +18,6 @@ from convis_jax.core.explorer import (
     quantise_cells,
     write_explorer,
 )
-from convis_jax.errors import ConceptError, InputError
 
 # physical_objects (METHOD.md section 1): 7,080 synsets and 7,314 edges.
 PHYSICAL_OBJECTS_CONCEPTS = 7080

@@ -5,13 +5,13 @@
 * ImageNet-style class folders named by WordNet id (`n02084071/...`), for
   the out-of-distribution experiment; a WordNet id is "n" plus the synset's
   8-digit offset in WordNet 3.0's noun database (ImageNet was built on it).
-* Folders of synthetic scenes (`convis_jax.core.scenes`) with their boxes,
+* Folders of synthetic scenes (`convis_jax.scenes`) with their boxes,
   masks and concepts, written and read back here, for localisation with
   exact ground truth.
 
 Readers only list files and parse annotations; images are loaded later
 (`convis_jax.core.images`). Boxes follow the convention of
-`convis_jax.core.metrics`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
+`convis_jax.evaluation.metrics`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from convis_jax.errors import ConceptError, InputError
 if TYPE_CHECKING:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from convis_jax.core.scenes import Scene
+    from convis_jax.scenes import Scene
 
 # ---------------------------------------------------------------------------
 # CUB-200-2011
@@ -457,7 +457,7 @@ class SceneRecord:
         ends: the tight box of the object's whole shape, hidden parts included.
       masks: one PNG per object, white where the object is visible
         (`read_scene_masks` reads them).
-      captions: texts that describe the scene (`convis_jax.core.scenes`).
+      captions: texts that describe the scene (`convis_jax.scenes`).
     """
 
     image_id: str
@@ -480,7 +480,7 @@ def write_scene_folder(root: str | Path, scenes: Sequence[Scene]) -> list[SceneR
     Args:
       root: the folder to write (created when missing); it must not hold a
         `scenes.json` already.
-      scenes: `Scene`s from `convis_jax.core.scenes.render_scene` or
+      scenes: `Scene`s from `convis_jax.scenes.render_scene` or
         `make_dataset`; at least one.
 
     Returns:

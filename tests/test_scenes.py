@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convis_jax.core import scenes
+from convis_jax import scenes
 from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import ConceptError, InputError
 

@@ -1,4 +1,4 @@
-// The concept explorer page (written by convis_jax.core.explorer).
+// The concept explorer page (written by convis_jax.pictures.explorer).
 //
 // Data: the element #convis-meta holds the vocabulary (names, definitions,
 // lemmas, edges as flat [parent, child, ...] positions) and the list of

@@ -1,0 +1,92 @@
+"""The paper's experiments on top of the API: localisation and OOD detection.
+
+METHOD.md section 5, on any checkpoint and data folder:
+
+* **Weakly supervised localisation (WSOL).** Every image is centre-cropped
+  and resized to the 224 x 224 square the maps live on, its ground-truth
+  boxes are moved the same way (`convis_jax.evaluation.boxes`), and the map of the
+  concept (`bird.n.01` for CUB) is scored per image by `localise`: the hits
+  of MaxBoxAcc (largest component, IoU > 0.5) and MaxBoxAccV2 (all
+  components, IoU >= 0.3 / 0.5 / 0.7) at every threshold t in
+  {0, 0.01, ..., 0.99}, and the pointing game. `summarise_wsol` turns the
+  per-image hits into the metrics (`convis_jax.evaluation.metrics`).
+* **Out-of-distribution detection.** Whole images (the model's own
+  preprocessing, no windows) are scored against the ID synset: "naive" is
+  the cosine with the ID synset's text embedding, "hierarchy" the maximum
+  cosine over the leaves of its subtree in the vocabulary. AUROC separates
+  the ID side of a pair from the OOD side.
+* **Resuming.** Per-image results are appended to a JSON-lines file
+  (`ResultLog`) as soon as they are known; a rerun with the same settings
+  skips every image already there.
+* **Export.** `export_wsolevaluation` writes maps as Choe et al.'s
+  wsolevaluation code reads score maps: one `.npy` per image.
+
+Modules, in the order a result is made: `datasets` (readers of CUB,
+ImageNet folders and scene folders), `boxes` (ground truth moved onto the
+224 square), `maps` (map functions over a `ConVis`), `metrics` (MaxBoxAcc,
+pointing game, deletion/insertion, AUROC), `wsol` and `ood` (the runners),
+`logs` (resumable per-image results, JSON reports) and `export`
+(wsolevaluation's layout). Model work goes through the objects passed in (a
+`ConVis`, a `ClipModel`), so nothing here imports a framework or the command
+line.
+"""
+
+from convis_jax.evaluation.boxes import boxes_from_square, boxes_to_square
+from convis_jax.evaluation.datasets import (
+    CubRecord,
+    ImageNetRecord,
+    OodPair,
+    SceneRecord,
+    read_cub,
+    read_imagenet_folders,
+    read_scene_folder,
+    split_ood,
+    write_scene_folder,
+)
+from convis_jax.evaluation.export import export_wsolevaluation, wsolevaluation_path
+from convis_jax.evaluation.logs import ResultLog, default_log_path, write_json
+from convis_jax.evaluation.maps import (
+    SQUARE,
+    MapFn,
+    gradient_map_fn,
+    image_seed,
+    occlusion_map_fn,
+    unit_square_maps,
+)
+from convis_jax.evaluation.metrics import (
+    auroc,
+    box_iou,
+    deletion_auc,
+    insertion_auc,
+    max_box_acc,
+    max_box_acc_v2,
+    pointing_game,
+)
+from convis_jax.evaluation.ood import (
+    OodConcepts,
+    OodPairResult,
+    OodRun,
+    OodScores,
+    format_ood_table,
+    image_key,
+    ood_concepts,
+    ood_report,
+    ood_scores,
+    pair_name,
+    run_ood,
+)
+from convis_jax.evaluation.wsol import (
+    POINTING_TOLERANCE,
+    WSOL_CONCEPT,
+    Localisation,
+    WsolItem,
+    WsolSummary,
+    cub_items,
+    format_wsol_table,
+    item_key,
+    localise,
+    run_wsol,
+    scene_items,
+    summarise_wsol,
+    wsol_report,
+)
