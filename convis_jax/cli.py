@@ -163,13 +163,6 @@ def concept_file_name(concept: str) -> str:
     return concept.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".png"
 
 
-def _normalise(maps: np.ndarray) -> np.ndarray:
-    """Min-max per map (gradient maps are unbounded), constant maps -> zeros."""
-    low = maps.min(axis=(-2, -1), keepdims=True)
-    span = maps.max(axis=(-2, -1), keepdims=True) - low
-    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0).astype(np.float32)
-
-
 def write_explanations(convis, images: list, names: list[str], concepts: list[str], out: Path, *,
                        method: str = "occlusion", gamma: float = 1.0, padding: str = "noise",
                        seed: int = 0, score: str = "cosine", kind: str = "gradient",
@@ -194,6 +187,7 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     Returns:
         The summary written to summary.json.
     """
+    from convis_jax.core.cells import min_max
     from convis_jax.core.images import load_images
     from convis_jax.core.windows import map_to_image
     from convis_jax.pictures.overlays import concept_grid, save_png, white_overlay
@@ -203,7 +197,7 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     if method == "occlusion":
         maps = convis.occlusion_maps(photos, resolved, padding=padding, seed=seed)
     else:
-        maps = _normalise(convis.gradient_maps(photos, resolved, score=score, kind=kind,
+        maps = min_max(convis.gradient_maps(photos, resolved, score=score, kind=kind,
                                                 strategy=strategy, seed=seed))
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": convis.model.name, "method": method, "concepts": resolved,

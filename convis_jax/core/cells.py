@@ -180,14 +180,40 @@ def coverage_matrix(grid: WindowGrid) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+def min_max(maps, xp=np):
+    """Min-max normalise each map over its last two axes to [0, 1]: the package's one rule.
+
+    A map whose values are all equal has no minimum apart from its maximum;
+    it points nowhere, so it becomes all zeros (0 / 0 := 0, as wsolevaluation's
+    `normalize_scoremap` does). Algorithm 1's maps are this, inverted
+    (`normalise_maps`), so there a constant map is all ones.
+
+    Args:
+        maps: [..., h, w] finite values.
+        xp: array module, numpy or jax.numpy.
+
+    Returns:
+        float32 [..., h, w] in [0, 1] (float64 arithmetic on NumPy, so that large
+        integer sums stay exact; float32 on JAX).
+    """
+    dtype = np.float64 if xp is np else xp.float32
+    values = xp.asarray(maps).astype(dtype)
+    low = xp.min(values, axis=(-2, -1), keepdims=True)
+    span = xp.max(values, axis=(-2, -1), keepdims=True) - low
+    flat = span <= 0
+    scaled = xp.where(flat, 0, (values - low) / xp.where(flat, 1, span))
+    # Clip: float rounding can leave (v - low) / span a hair above 1.
+    return xp.clip(scaled, 0, 1).astype(xp.float32)
+
+
 def normalise_maps(cells, xp=np):
-    """Algorithm 1 step 5: min-max normalise each map and invert it.
+    """Algorithm 1 step 5: min-max normalise each map (`min_max`) and invert it.
 
     The minimum and maximum are taken over the last two axes. Every cell
     holds at least one pixel, so they equal those over the pixel map, and
     `cells_to_pixels` commutes with this function. A map whose values are
     all equal (the concept scores the same in every window, e.g. the root
-    ranks first everywhere) has nothing to normalise and becomes all ones.
+    ranks first everywhere) is all zeros before the inversion: all ones.
 
     Args:
         cells: [..., cy, cx] summed scores (low = concept ranks well), finite.
@@ -197,16 +223,7 @@ def normalise_maps(cells, xp=np):
         float32 [..., cy, cx] in [0, 1]: 1 where the summed score is lowest,
         i.e. where the concept is.
     """
-    # float64 on NumPy keeps large integer sums exact; JAX runs in float32.
-    dtype = np.float64 if xp is np else xp.float32
-    values = xp.asarray(cells).astype(dtype)
-    low = xp.min(values, axis=(-2, -1), keepdims=True)
-    high = xp.max(values, axis=(-2, -1), keepdims=True)
-    span = high - low
-    flat = span <= 0
-    scaled = (values - low) / xp.where(flat, 1, span)
-    # Clip: float rounding can leave (v - low) / span a hair above 1.
-    return xp.clip(xp.where(flat, 1, 1 - scaled), 0, 1).astype(xp.float32)
+    return (1 - min_max(cells, xp=xp)).astype(xp.float32)
 
 
 def cells_to_pixels(cells, grid: WindowGrid, xp=np):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from convis_jax.core.cells import min_max
 from convis_jax.core.windows import map_to_image
 from convis_jax.errors import InputError
 
@@ -130,9 +131,8 @@ def gradient_map_fn(
 def unit_square_maps(maps: np.ndarray, size: int = SQUARE) -> np.ndarray:
     """Resizes square maps to size x size and min-max normalises each to [0, 1].
 
-    A constant map carries no location and becomes all zeros (as
-    wsolevaluation's `normalize_scoremap` does): it predicts no box at any
-    threshold.
+    A constant map carries no location and becomes all zeros (`core.cells.min_max`):
+    it predicts no box at any threshold.
 
     Args:
         maps: float [K, s, s], finite, on a centre square of side s.
@@ -152,9 +152,6 @@ def unit_square_maps(maps: np.ndarray, size: int = SQUARE) -> np.ndarray:
         raise InputError("maps: expected finite values, found NaN or inf")
     if arr.shape[1] != size:
         arr = map_to_image(arr, (size, size)).astype(np.float64)
-    low = arr.min(axis=(1, 2), keepdims=True)
-    span = arr.max(axis=(1, 2), keepdims=True) - low
-    safe = np.where(span > 0, span, 1.0)
-    return np.where(span > 0, (arr - low) / safe, 0.0).astype(np.float32)
+    return min_max(arr)
 
 

@@ -17,6 +17,7 @@ from convis_jax.core.cells import (
     cells_to_pixels,
     coverage,
     coverage_matrix,
+    min_max,
     normalise_maps,
     webapp_cell_maps,
 )
@@ -299,3 +300,17 @@ def test_plain_occlusion_map_is_the_composition_of_its_steps():
     window_ranks, cell_maps = _fast_cell_maps(image[None], encode, bank, offsets, members, PAPER_GRID)
     plain = plain_occlusion_map(image, encode, bank, offsets, members, 4)
     np.testing.assert_allclose(cells_to_pixels(cell_maps, PAPER_GRID)[0, 4], plain, atol=1e-6)
+
+
+def test_min_max_is_the_one_rule_and_algorithm_1_inverts_it():
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(4, 5, 6)) * 100
+    maps[2] = 7.0  # constant: points nowhere
+    out = min_max(maps)
+    for m, o in zip(maps, out):  # plain per-map loop
+        span = m.max() - m.min()
+        expected = np.zeros_like(m) if span == 0 else (m - m.min()) / span
+        np.testing.assert_allclose(o, expected, atol=1e-7)
+    assert out.dtype == np.float32 and not out[2].any()
+    np.testing.assert_array_equal(normalise_maps(maps), (1 - out).astype(np.float32))
+    assert (normalise_maps(maps)[2] == 1).all()
