@@ -12,9 +12,9 @@ IMAGES is a folder (searched recursively for image files) or a text file
 listing image paths, one a line (relative paths are relative to the file).
 Images are numbered in sorted order; process I of P takes images I, I + P,
 I + 2P, ... (`jax.distributed` tells each process its number). Within a
-process every local device works on every batch (`convis_jax.jax_backend.
-sharding`): the windows of the occlusion sweep, or the images of the
-gradient sweep, are split over the devices.
+process every batch goes through the API (`ConVis.occlusion_cells` or
+`ConVis.gradient_maps`), whose sweeps use every local device: the windows of
+the occlusion sweep, or the images of the gradient sweep, are split over them.
 
 Layout of DIR:
     sweep.json                the settings and the image list; a rerun must match it
