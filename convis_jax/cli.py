@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.core.batches import positive_int
 from convis_jax.errors import ConvisError
 
 # The exit codes of the command line and of every script (`run_command`).
@@ -45,7 +46,14 @@ def _number(kind, minimum, what: str):
     return parse
 
 
-POSITIVE_INT = _number(int, 1, "a positive integer")
+def POSITIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like the others)
+    """An argparse type: a positive integer, by the library's one rule (`positive_int`)."""
+    try:
+        return positive_int(int(text), "value")
+    except ValueError:  # not an integer, or InputError (a ValueError): not positive
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+
+
 SEED = _number(int, 0, "a non-negative integer seed")
 POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
