@@ -448,8 +448,15 @@ def _convis_best_iou(saliency, gt, thresholds, all_components) -> np.ndarray:
     return best_iou[which]  # back from distinct masks to thresholds
 
 
-def _opencv():
-    """OpenCV, or an ImportError that names the extra that installs it."""
+def require_opencv():
+    """OpenCV (`cv2`), which the "wsolevaluation" box protocol needs.
+
+    Returns:
+      The `cv2` module.
+
+    Raises:
+      ImportError: naming the extra that installs it, when it is missing.
+    """
     try:
         import cv2
     except ImportError:
@@ -467,7 +474,7 @@ def _wsolevaluation_best_iou(saliency, gt, thresholds, all_components) -> np.nda
             "boxes: wsolevaluation expects non-negative boxes with x0 <= x1 and y0 <= y1, "
             f"found {gt.tolist()}"
         )
-    cv2 = _opencv()
+    cv2 = require_opencv()
     h, w = saliency.shape
     quantised = (saliency * 255).astype(np.uint8)
     top = int(quantised.max())
