@@ -275,6 +275,14 @@ def test_wsolevaluation_hand_worked_rules():
     assert hits_at(m, (8, 8, 19, 19), 0.405, "wsolevaluation")
     assert not hits_at(m, (8, 8, 19, 19), 0.40, "wsolevaluation")
 
+    #    The grid's doubles matter: box uint8 100, background 57. np.arange's
+    #    0.5700000000000001 cuts at int(57.00000000000001) = 57 (background out:
+    #    a hit); the decimal 0.57 would cut at int(56.99999999999999) = 56 (a miss).
+    m = box_map((32, 32), (8, 8, 20, 20), inside=100.5 / 255, outside=57.5 / 255)
+    assert metrics.CAM_THRESHOLDS[57] == THRESHOLDS[57] > 0.57
+    assert hits_at(m, (8, 8, 19, 19), metrics.CAM_THRESHOLDS[57], "wsolevaluation")
+    assert not hits_at(m, (8, 8, 19, 19), 0.57, "wsolevaluation")
+
     # 3. 8-connected contours: two 3 x 3 squares touching at a corner are one
     #    contour, bounding rect (0, 0, 6, 6) -> clipped to (0, 0, 5, 5) on a
     #    6 x 6 map: IoU 1 with the inclusive box (0, 0, 5, 5). "convis" sees two
