@@ -154,7 +154,8 @@ def own_object_peaks(scene_maps_: SceneMaps, scenes: Sequence[Scene]) -> dict:
             maps.append(scene_maps_.maps[n, scene_maps_.concepts.index(name)])
             masks.append(scene.masks[i])
             boxes.append(scene.boxes[i][None])
-    return {"own_object": pointing_game(maps, masks, tolerance=TOLERANCE, protocol="expected").value,
+    return {"own_object": pointing_game(maps, masks, tolerance=TOLERANCE,
+                                        protocol="expected").value,
             "own_object_box_strict": pointing_game(maps, boxes, tolerance=0,
                                                    protocol="expected").value,
             "n": len(maps)}

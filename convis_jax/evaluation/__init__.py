@@ -6,10 +6,12 @@ METHOD.md section 5, on any checkpoint and data folder:
   and resized to the 224 x 224 square the maps live on, its ground-truth
   boxes are moved the same way (`convis_jax.evaluation.boxes`), and the map of the
   concept (`bird.n.01` for CUB) is scored per image by `localise`: the hits
-  of MaxBoxAcc (largest component, IoU > 0.5) and MaxBoxAccV2 (all
-  components, IoU >= 0.3 / 0.5 / 0.7) at every threshold t in
-  {0, 0.01, ..., 0.99}, and the pointing game. `summarise_wsol` turns the
-  per-image hits into the metrics (`convis_jax.evaluation.metrics`).
+  of MaxBoxAcc (one box, IoU 0.5) and MaxBoxAccV2 (all boxes, IoU 0.3 / 0.5
+  / 0.7) at every threshold t in {0, 0.01, ..., 0.99} under one box
+  protocol ("convis", the paper's, on the square; or "wsolevaluation", on
+  the map resized as the export writes it), and TorchRay's pointing game.
+  `summarise_wsol` turns the per-image hits into the metrics
+  (`convis_jax.evaluation.metrics`).
 * **Out-of-distribution detection.** Whole images (the model's own
   preprocessing, no windows) are scored against the ID synset: "naive" is
   the cosine with the ID synset's text embedding, "hierarchy" the maximum

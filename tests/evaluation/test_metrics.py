@@ -234,7 +234,8 @@ def test_max_box_acc_curve_and_best_threshold():
     m = box_map((32, 32), GT, inside=0.5, outside=0.2)
     result = metrics.max_box_acc([m], np.array([GT]))
     thresholds = np.asarray(metrics.CAM_THRESHOLDS)
-    np.testing.assert_array_equal(result.curve, ((thresholds > 0.2) & (thresholds <= 0.5)).astype(float))
+    hit = (thresholds > 0.2) & (thresholds <= 0.5)
+    np.testing.assert_array_equal(result.curve, hit.astype(float))
     assert result.best_threshold == thresholds[21]
     assert result.value == 1.0
     assert result.iou_threshold == 0.5

@@ -15,19 +15,18 @@ Two kinds of checks:
 
 import os
 
+import cv2  # the wsol extra, in the test extra too: the references need it
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from skimage import measure as skimage_measure
 
 from convis_jax import evaluation
 from convis_jax.core.windows import map_to_image
 from convis_jax.errors import InputError
 from convis_jax.evaluation import boxes as box_rules
 from convis_jax.evaluation import metrics
-
-cv2 = pytest.importorskip("cv2", reason="the wsol extra (opencv-python-headless) is a test dependency")
-torch = pytest.importorskip("torch")
-skimage_measure = pytest.importorskip("skimage.measure")
 
 THRESHOLDS = np.arange(0, 1, 0.01)  # both reference scripts' grid
 
@@ -171,7 +170,8 @@ def synthetic_maps(rng, size=48):
         out.append(("box", box_map((size, size), (x0, y0, x1, y1), inside=1.0,
                                    outside=rng.uniform(0, 0.6))))
         out.append(("cells", np.kron(rng.random((size // 16, size // 16)), np.ones((16, 16)))))
-        out.append(("levels", rng.integers(0, 4, size=(size // 4, size // 4)).repeat(4, 0).repeat(4, 1) / 3))
+        levels = rng.integers(0, 4, size=(size // 4, size // 4)) / 3
+        out.append(("levels", levels.repeat(4, 0).repeat(4, 1)))
         radius = np.hypot(yy - rng.uniform(16, 32), xx - rng.uniform(16, 32))
         out.append(("ring", ((radius > 6) & (radius < 6 + rng.integers(1, 5))).astype(float)
                     * rng.uniform(0.5, 1.0) + 0.1 * rng.random((size, size))))
@@ -537,7 +537,8 @@ def test_rise_hand_worked_rules():
     np.testing.assert_array_equal(seen[0][1, ..., 0].reshape(-1), (np.arange(25) < 15))
     # The deletion substrate is 0 in the image's own space (RISE zeroes the
     # normalised tensor); the uniform protocol keeps its own steps.
-    assert metrics.deletion_auc(image, saliency, count, steps=5).scores.tolist() == [25, 20, 15, 10, 5, 0]
+    uniform = metrics.deletion_auc(image, saliency, count, steps=5)
+    assert uniform.scores.tolist() == [25, 20, 15, 10, 5, 0]
     with pytest.raises(InputError, match="pixels_per_step"):
         metrics.deletion_auc(image, saliency, count, pixels_per_step=10)
     with pytest.raises(InputError, match="steps"):
@@ -559,7 +560,8 @@ def test_rise_blur_equals_gkern_conv2d():
     rng = np.random.default_rng(2)
     image = rng.normal(size=(20, 17, 3)).astype(np.float32)
     tensor = torch.from_numpy(image.transpose(2, 0, 1)[None].copy())
-    expected = torch.nn.functional.conv2d(tensor, kern, padding=11 // 2)[0].numpy().transpose(1, 2, 0)
+    expected = torch.nn.functional.conv2d(tensor, kern, padding=11 // 2)[0].numpy()
+    expected = expected.transpose(1, 2, 0)
     np.testing.assert_allclose(metrics.rise_blur(image), expected, atol=1e-5)
 
 
