@@ -259,3 +259,16 @@ def test_command_line_exit_code_and_stderr(tmp_path):
     assert done.stderr.strip().startswith("error: ") and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+def test_help_documents_protocol_and_export(capsys):
+    """`--help` of the WSOL script and of `convis-jax explain` names the options of issue 21."""
+    from convis_jax.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        WSOL.build_parser().parse_args(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--protocol {convis,wsolevaluation}" in text and "--export-wsol DIR" in text
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]
+    assert "--export-wsol DIR" in explain.format_help()
