@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes
+from convis_jax.errors import InputError
 
 # A CLIP small enough for unit tests (32-pixel images, 8-pixel patches, width 32,
 # two layers per tower); its text tower keeps CLIP's 49,408-token vocabulary.
@@ -88,9 +89,9 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
         hidden_act: activation of both towers ("quick_gelu" or "gelu").
         seed: torch seed of the random initialisation.
         max_shard_size: e.g. "200KB" to write a sharded checkpoint with an index.
-        tokenizer: also write CLIP's tokenizer files (vocab.json, merges.txt, ...),
-            built from the vocabulary convis_jax bundles. Without them `load_clip`
-            uses that same bundled vocabulary.
+        tokenizer: also write CLIP's tokenizer files (tokenizer.json,
+            tokenizer_config.json, ...), built from the vocabulary convis_jax bundles.
+            Without them `load_clip` uses that same bundled vocabulary.
 
     Returns:
         The `transformers.CLIPModel` (eval mode) whose weights the folder holds.
@@ -151,7 +152,10 @@ def _write_image(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
 
     buffer = io.BytesIO()
-    image_format = Image.registered_extensions()[path.suffix.lower()]
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise InputError(f"cannot write {path}: Pillow knows no image format for "
+                         f"{path.suffix!r}; use .jpg, .png or .JPEG")
     Image.fromarray(pixels).save(buffer, format=image_format, quality=100)
     atomic_write_bytes(path, buffer.getvalue())
 
