@@ -74,7 +74,7 @@ def _move_files_into(source: Path, target: Path) -> None:
     source.rmdir()
 
 
-def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "quick_gelu",
+def make_clip_checkpoint(path: Path, spec: dict | None = None, *, hidden_act: str = "quick_gelu",
                          seed: int = 0, max_shard_size: str | None = None,
                          tokenizer: bool = False):
     """Writes a random CLIP folder with transformers' `save_pretrained`; returns the torch model.
@@ -85,7 +85,7 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
     Args:
         path: folder to write (created if missing; files of the same names are replaced).
         spec: dict with `vision` and `text` (CLIPVisionConfig / CLIPTextConfig keyword
-            arguments) and `projection_dim`; `TINY` or `VIT_B32_SHALLOW` for instance.
+            arguments) and `projection_dim`, e.g. `VIT_B32_SHALLOW`; default `TINY`.
         hidden_act: activation of both towers ("quick_gelu" or "gelu").
         seed: torch seed of the random initialisation.
         max_shard_size: e.g. "200KB" to write a sharded checkpoint with an index.
@@ -102,6 +102,8 @@ def make_clip_checkpoint(path: Path, spec: dict = TINY, *, hidden_act: str = "qu
     """
     torch = _import_torch()
     from transformers import CLIPConfig, CLIPModel
+
+    spec = TINY if spec is None else spec
 
     torch.manual_seed(seed)
     config = CLIPConfig(
@@ -140,8 +142,12 @@ WORDS = ["dog", "cat", "car", "tree", "chair", "bird", "bottle", "house", "ball"
          "fish", "book"]
 
 
-def write_words_file(folder: Path, words: list[str] = WORDS) -> Path:
-    """Writes `words`, one per line, to folder/words.txt (a `--vocabulary` file); returns its path."""
+def write_words_file(folder: Path, words: list[str] | None = None) -> Path:
+    """Writes words (default `WORDS`), one per line, to folder/words.txt; returns its path.
+
+    The file is a `--vocabulary` file of the command line (one word or synset a line).
+    """
+    words = WORDS if words is None else words
     path = Path(folder) / "words.txt"
     atomic_write_bytes(path, ("\n".join(words) + "\n").encode())
     return path
@@ -187,18 +193,20 @@ def cub_photo(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarr
     return photo
 
 
-def write_cub_folder(root: Path, photos: dict = CUB_PHOTOS) -> Path:
+def write_cub_folder(root: Path, photos: dict | None = None) -> Path:
     """Writes a CUB-200-2011 layout (`images/`, images.txt, bounding_boxes.txt); returns root.
 
     Args:
         root: the dataset folder (created).
         photos: relative image path under images/ -> ((height, width), (x, y, w, h));
-            image ids are 1, 2, ... in the dict's order. Each photo is `cub_photo`.
+            image ids are 1, 2, ... in the dict's order; default `CUB_PHOTOS`. Each photo
+            is `cub_photo`.
 
     Returns:
         root, ready for `convis_jax.evaluation.datasets.read_cub`.
     """
     root = Path(root)
+    photos = CUB_PHOTOS if photos is None else photos
     lines, boxes = [], []
     for i, (rel, (size, box)) in enumerate(photos.items(), start=1):
         _write_image(root / "images" / rel, cub_photo(size, box))
@@ -220,18 +228,19 @@ IMAGENET_CLASSES = {
 }
 
 
-def write_imagenet_folder(root: Path, classes: dict[str, int] = IMAGENET_CLASSES) -> Path:
+def write_imagenet_folder(root: Path, classes: dict[str, int] | None = None) -> Path:
     """Writes ImageNet-style class folders `<wnid>/<wnid>_<j>.JPEG` of tiny flat photos.
 
     Args:
         root: the dataset folder (created).
         classes: WordNet id (e.g. "n01530575") -> number of images in its folder.
-            Image j is (10, 12 + j) pixels of colour (40 j, 90, 10).
+            Default `IMAGENET_CLASSES`. Image j is (10, 12 + j) pixels of colour (40 j, 90, 10).
 
     Returns:
         root, ready for `convis_jax.evaluation.datasets.read_imagenet_folders`.
     """
     root = Path(root)
+    classes = IMAGENET_CLASSES if classes is None else classes
     for wnid, count in classes.items():
         for j in range(count):
             photo = np.empty((10, 12 + j, 3), np.uint8)

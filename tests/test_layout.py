@@ -1,6 +1,7 @@
 """The package's layering, read from the source: no import cycles, `core` stays the method,
-nothing in the library imports the command line, and no test, benchmark or script edits
-`sys.path`. Also, at run time, importing `convis_jax.core` loads no framework.
+nothing in the library imports the command line, the benchmarks import each other without
+a cycle, and no test, benchmark or script edits `sys.path`. Also, at run time, importing
+`convis_jax.core` loads no framework.
 
 The import graph is built statically (ast) from every `import` and `from ... import`
 of every module under convis_jax/, at module level and inside functions, so that a
@@ -281,6 +282,25 @@ def test_the_checks_find_faults_in_a_made_up_package(monkeypatch):
     ]
     assert reaches(every, "pkg.evaluation", "pkg.cli") is None  # the package init itself
     assert reaches(every, "pkg.evaluation.wsol", "pkg.cli") == ["pkg.evaluation.wsol", "pkg.cli"]
+
+
+def test_benchmarks_import_each_other_without_cycles():
+    """The benchmark scripts import their siblings by bare name (`import common`)."""
+    folder = REPO / "benchmarks"
+    stems = {p.stem for p in folder.glob("*.py")}
+    edges = {}
+    for path in sorted(folder.glob("*.py")):
+        edges[path.stem] = {}
+        for node, _ in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                else [node.module] if node.level == 0 and node.module else []
+            for name in names:
+                if name in stems:
+                    edges[path.stem].setdefault(name, node.lineno)
+    assert "common" in edges["bench_occlusion"] and "bench_occlusion" in edges["bench_hardware"]
+    cycles = find_cycles(edges)
+    assert not cycles, "benchmark import cycles:\n" + "\n".join(
+        describe(edges, c) for c in cycles)
 
 
 # ---------------------------------------------------------------------------
