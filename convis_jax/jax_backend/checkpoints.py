@@ -2,8 +2,10 @@
 
 Formats, in order of preference: `model.safetensors`, sharded safetensors
 with `model.safetensors.index.json`, `flax_model.msgpack` (transformers 4's
-FlaxCLIPModel) and `pytorch_model.bin` (only when torch is installed).
-Every reader returns a PyTorch-named state dict of NumPy arrays.
+FlaxCLIPModel) and `pytorch_model.bin` (only when torch is installed); an
+OpenCLIP hub folder holds `open_clip_model.safetensors` or
+`open_clip_pytorch_model.bin` instead (`OPEN_CLIP_FORMATS`). Every reader
+returns a PyTorch-named state dict of NumPy arrays.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 FLAX_MSGPACK = "flax_model.msgpack"
 PYTORCH_BIN = "pytorch_model.bin"
+HF_FORMATS = (SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN)
+OPEN_CLIP_SAFETENSORS = "open_clip_model.safetensors"
+OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
+OPEN_CLIP_FORMATS = (OPEN_CLIP_SAFETENSORS, OPEN_CLIP_BIN)
 
-# What a hub download fetches besides weights: config, tokenizer, preprocessing.
-_SIDE_FILES = ["*.json", "*.txt"]
-_WEIGHT_PATTERNS = ([SAFETENSORS, "model-*.safetensors"], [FLAX_MSGPACK], [PYTORCH_BIN])
+# What a hub download fetches besides weights: config, tokenizer (SigLIP's
+# SentencePiece `spiece.model` too), preprocessing.
+_SIDE_FILES = ["*.json", "*.txt", "*.model"]
+_WEIGHT_PATTERNS = ([SAFETENSORS, "model-*.safetensors"], [FLAX_MSGPACK], [PYTORCH_BIN],
+                    [OPEN_CLIP_SAFETENSORS], [OPEN_CLIP_BIN])
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -58,27 +66,26 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
                 f"in the local cache and could not be downloaded. Connect to the internet once "
                 f"(unset HF_HUB_OFFLINE) to cache it, or download the folder elsewhere "
                 f"(`hf download {name}`) and pass its local path.") from None
-        if weight_format(folder) is not None:
+        if weight_format(folder, HF_FORMATS + OPEN_CLIP_FORMATS) is not None:
             return folder
     return folder
 
 
-def weight_format(folder: Path) -> str | None:
-    """The file name of the preferred weight format present in `folder`, or None."""
-    for name in (SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN):
+def weight_format(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> str | None:
+    """The file name of the preferred weight format (of `formats`) present in `folder`, or None."""
+    for name in formats:
         if (folder / name).is_file():
             return name
     return None
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """Every file that holds the weights of `folder`'s preferred format."""
-    fmt = weight_format(folder)
+def weight_files(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> list[Path]:
+    """Every file that holds the weights of `folder`'s preferred format (of `formats`)."""
+    fmt = weight_format(folder, formats)
     if fmt is None:
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise ModelLoadError(
-            f"no weights in {folder}: expected one of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-            f"{FLAX_MSGPACK}, {PYTORCH_BIN}; found {present}")
+            f"no weights in {folder}: expected one of {', '.join(formats)}; found {present}")
     if fmt != SAFETENSORS_INDEX:
         return [folder / fmt]
     index = _read_json(folder / fmt)
@@ -92,13 +99,13 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
+def read_state_dict(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> dict[str, np.ndarray]:
     """Reads every tensor of the checkpoint in `folder` as a PyTorch-named dict of arrays."""
-    files = weight_files(folder)
+    files = weight_files(folder, formats)
     name = files[0].name
     if name == FLAX_MSGPACK:
         return _read_msgpack(files[0])
-    if name == PYTORCH_BIN:
+    if name.endswith(".bin"):
         return _read_torch_bin(files[0])
     state: dict[str, np.ndarray] = {}
     for file in files:
@@ -149,4 +156,9 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelLoadError(f"cannot read {path}: {err}") from None
-    return {key: value.float().numpy() for key, value in state.items()}
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # an OpenCLIP training checkpoint rather than bare weights
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return {key: value.float().numpy() for key, value in state.items()
+            if hasattr(value, "numpy")}

@@ -1,4 +1,9 @@
-"""`load_clip`: a Hugging Face CLIP checkpoint (folder or hub id) -> `ClipModel`.
+"""`load_model` / `load_clip`: a checkpoint (folder or hub id) -> `ClipModel` or `SiglipModel`.
+
+`load_model` recognises the family from the folder (`detect_family`): a
+Hugging Face CLIP, a Hugging Face SigLIP, or OpenCLIP's hub layout, which is
+mapped onto the Flax CLIP (`openclip.py`). `load_clip` takes the two CLIP
+families only.
 
 Converted parameters are cached with orbax-checkpoint under the cache root
 (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`), in
@@ -56,16 +61,16 @@ import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes, cache_root
 from convis_jax.errors import CacheError, InputError, ModelLoadError
-from convis_jax.jax_backend import checkpoints
-from convis_jax.jax_backend.clip import parameter_shapes
-from convis_jax.jax_backend.config import ClipConfig
-from convis_jax.jax_backend.model import ClipModel
+from convis_jax.jax_backend import checkpoints, clip, openclip, siglip
+from convis_jax.jax_backend.config import ClipConfig, SiglipConfig, read_config_json
+from convis_jax.jax_backend.model import ClipModel, SiglipModel
+from convis_jax.jax_backend.preprocessing import PreprocessConfig
 from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
-from convis_jax.jax_backend.tokenizer import load_tokenizer
+from convis_jax.jax_backend.tokenizer import load_folder_tokenizer, load_tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCABULARY_FILE = "convis_vocabulary.json"
-CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN)
+CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN, checkpoints.OPEN_CLIP_BIN)
 
 _CONVERTED = "converted"
 _PARAMS = "params"
@@ -80,9 +85,51 @@ _SETTLED_NS = 2_000_000_000
 _STALE_SECONDS = 3600
 
 
+# The layouts `load_model` recognises, for the message of a folder it does not.
+SUPPORTED_LAYOUTS = (
+    "Hugging Face CLIP (config.json with model_type 'clip' + model.safetensors, "
+    "model.safetensors.index.json, flax_model.msgpack or pytorch_model.bin); "
+    "Hugging Face SigLIP, SigLIP 2 at a fixed resolution included (config.json with "
+    "model_type 'siglip' + the same weight files); "
+    "OpenCLIP hub layout, ViT-CLIP only (open_clip_config.json + open_clip_model.safetensors "
+    "or open_clip_pytorch_model.bin)")
+
+
+def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+               cache: bool = True) -> ClipModel | SiglipModel:
+    """Loads a checkpoint of any supported family, recognised from the folder's files.
+
+    The families (`detect_family`): a Hugging Face CLIP ("clip"), a Hugging Face
+    SigLIP ("siglip"; fixed-resolution SigLIP 2 checkpoints are written as this
+    family too) and OpenCLIP's hub layout ("open_clip", loaded as the Flax CLIP).
+    The returned model's `family` names what was found.
+
+    Args:
+        name_or_path: a local folder, or a hub id such as `google/siglip-base-patch16-224`
+            (resolved through huggingface_hub's cache; downloaded when online). None loads
+            the small CLIP bundled with convis_jax.
+        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
+            converted parameters and memoised file hashes; False reads and hashes the
+            weight files every time and writes nothing.
+
+    Returns:
+        A `ClipModel` (families "clip" and "open_clip") or a `SiglipModel` ("siglip").
+
+    Raises:
+        ModelLoadError: an unknown layout (the message lists the supported ones),
+            missing or damaged files, or weights that do not match the config (every
+            missing, unexpected or mis-shaped tensor is named).
+        InputError: an unknown dtype.
+    """
+    folder, name = _resolve(name_or_path, dtype)
+    family = detect_family(folder)
+    return _LOADERS[family](folder, name, dtype, cache)
+
+
 def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
               cache: bool = True) -> ClipModel:
-    """Loads a CLIP checkpoint as written by transformers' `save_pretrained`.
+    """Loads a CLIP: a Hugging Face CLIPModel folder, or an OpenCLIP ViT-CLIP in its hub layout.
 
     Args:
         name_or_path: a local folder, or a hub id such as `openai/clip-vit-base-patch32`
@@ -97,31 +144,125 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         The model, its tokenizer and preprocessing.
 
     Raises:
-        ModelLoadError: missing or damaged files, or weights that do not match the config
-            (every missing, unexpected or mis-shaped tensor is named).
+        ModelLoadError: a checkpoint of another family (SigLIP: see `load_model`), missing or
+            damaged files, or weights that do not match the config (every missing,
+            unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
+    folder, name = _resolve(name_or_path, dtype)
+    family = detect_family(folder)
+    if family not in ("clip", "open_clip"):
+        raise ModelLoadError(
+            f"{name} is a {family} checkpoint, not a CLIP: load it with convis_jax.load_model "
+            f"(ConVis and the command line take CLIP and OpenCLIP models only, until their "
+            f"sweeps take an Encoder)")
+    return _LOADERS[family](folder, name, dtype, cache)
+
+
+def detect_family(folder: Path) -> str:
+    """Which family a checkpoint folder holds: "clip", "siglip" or "open_clip".
+
+    `config.json` decides when it names model_type "clip" or "siglip"; otherwise
+    `open_clip_config.json` makes it OpenCLIP; a `config.json` without model_type
+    is read as CLIP (old checkpoints).
+
+    Raises:
+        ModelLoadError: one line naming what was found and listing the supported layouts.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    model_type = None
+    if config_file.is_file():
+        model_type = read_config_json(config_file).get("model_type")
+        if model_type in ("clip", "siglip"):
+            return model_type
+    if openclip.is_open_clip_folder(folder):
+        return "open_clip"
+    if model_type == "siglip2":
+        raise ModelLoadError(
+            f"{folder}: config.json has model_type 'siglip2', the NaFlex SigLIP 2 (linear patch "
+            f"embedding, position embeddings resized per image), which is not supported; "
+            f"fixed-resolution SigLIP 2 checkpoints (e.g. google/siglip2-base-patch16-224, "
+            f"model_type 'siglip') load. Supported layouts: {SUPPORTED_LAYOUTS}")
+    if config_file.is_file() and model_type is None:
+        return "clip"
+    found = f"config.json with model_type {model_type!r}" if config_file.is_file() else \
+        f"files {sorted(p.name for p in folder.iterdir())[:12]}"
+    raise ModelLoadError(f"{folder}: unknown model layout ({found}); supported layouts: "
+                         f"{SUPPORTED_LAYOUTS}")
+
+
+def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:
+    """(checkpoint folder, display name); checks the dtype first."""
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
     name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()
-    folder = checkpoints.resolve_checkpoint(name_or_path)
+    return checkpoints.resolve_checkpoint(name_or_path), name
+
+
+def _vocabulary(folder: Path) -> Path | None:
+    vocabulary = folder / VOCABULARY_FILE
+    return vocabulary if vocabulary.is_file() else None
+
+
+def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
     config = ClipConfig.from_json(folder / "config.json")
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
     fingerprint = fingerprint_files(files, memo_dir=root)
-    params = _converted_params(folder, files[0].name, config, dtype, fingerprint, root)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    from convis_jax.jax_backend.preprocessing import PreprocessConfig
-
+    params = _converted_params(folder, files[0].name, clip.parameter_shapes(config), dtype,
+                               fingerprint, root, lambda: checkpoints.read_state_dict(folder))
     preprocess_config = PreprocessConfig.from_pretrained_dir(
         folder, image_size=config.vision.image_size)
-    vocabulary = folder / VOCABULARY_FILE
-    return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
-                     preprocess_config=preprocess_config, name=name,
-                     fingerprint=fingerprint,
-                     vocabulary_path=vocabulary if vocabulary.is_file() else None)
+    return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                     tokenizer=load_tokenizer(folder), preprocess_config=preprocess_config,
+                     name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
+                     family="clip")
+
+
+def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+    config, preprocess_config = openclip.read_config(folder)
+    formats = checkpoints.OPEN_CLIP_FORMATS
+    files = checkpoints.weight_files(folder, formats)
+    root = cache_root() if cache else None
+    fingerprint = fingerprint_files(files, memo_dir=root)
+    read = lambda: openclip.clip_state(checkpoints.read_state_dict(folder, formats))
+    params = _converted_params(folder, files[0].name, clip.parameter_shapes(config), dtype,
+                               fingerprint, root, read)
+    return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                     tokenizer=load_tokenizer(folder), preprocess_config=preprocess_config,
+                     name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
+                     family="open_clip")
+
+
+def siglip_preprocess_defaults(image_size: int) -> dict:
+    """transformers' SiglipImageProcessor defaults: bicubic square resize, no crop, mean = std = 0.5."""
+    return {"size": {"height": image_size, "width": image_size}, "do_center_crop": False,
+            "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipModel:
+    config = SiglipConfig.from_json(folder / "config.json")
+    files = checkpoints.weight_files(folder)
+    root = cache_root() if cache else None
+    fingerprint = fingerprint_files(files, memo_dir=root)
+    params = _converted_params(folder, files[0].name, siglip.parameter_shapes(config), dtype,
+                               fingerprint, root, lambda: checkpoints.read_state_dict(folder))
+    size = config.vision.image_size
+    preprocess_config = PreprocessConfig.from_pretrained_dir(
+        folder, defaults=siglip_preprocess_defaults(size))
+    if preprocess_config.output_size != (size, size):
+        raise ModelLoadError(f"{folder}: the image processor makes images of "
+                             f"{preprocess_config.output_size}, the model takes {size} x {size}")
+    return SiglipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                       tokenizer=load_folder_tokenizer(folder),
+                       preprocess_config=preprocess_config, name=name, fingerprint=fingerprint,
+                       vocabulary_path=_vocabulary(folder), family="siglip")
+
+
+_LOADERS = {"clip": _load_hf_clip, "open_clip": _load_open_clip, "siglip": _load_siglip}
 
 
 def default_model_path() -> Path:
@@ -210,10 +351,14 @@ def _read_hash_memo(memo_file: Path) -> dict:
 # ------------------------------------------------------------ converted parameters
 
 
-def _converted_params(folder: Path, weight_format: str, config: ClipConfig, dtype: str,
-                      fingerprint: str, root: Path | None) -> dict:
-    """The Flax parameter tree (NumPy leaves of `dtype`), from the cache or the weight files."""
-    expected = parameter_shapes(config)
+def _converted_params(folder: Path, weight_format: str, expected: dict, dtype: str,
+                      fingerprint: str, root: Path | None, read_state) -> dict:
+    """The Flax parameter tree (NumPy leaves of `dtype`), from the cache or the weight files.
+
+    Args:
+        expected: the parameter tree of shapes (`clip.parameter_shapes`, `siglip.parameter_shapes`).
+        read_state: () -> the checkpoint's state dict under PyTorch CLIPModel / SiglipModel names.
+    """
     entry = None
     if root is not None and weight_format in CACHED_FORMATS:
         entry = Path(root) / _CONVERTED / f"{fingerprint}-{dtype}-{_structure_hash(expected)}"
@@ -226,7 +371,7 @@ def _converted_params(folder: Path, weight_format: str, config: ClipConfig, dtyp
         except CacheError as err:
             warnings.warn(f"{err}; rebuilding it from {folder}", stacklevel=3)
             damaged = True
-    state = checkpoints.read_state_dict(folder)
+    state = read_state()
     params = pytorch_to_flax(state, expected, source=str(folder), dtype=DTYPES[dtype])
     non_finite = _non_finite_names(params)
     _warn_non_finite(non_finite, folder)
