@@ -15,7 +15,12 @@ from convis_jax.errors import InputError
 from convis_jax.jax_backend import clip, siglip
 from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
 from convis_jax.jax_backend.encoder import Encoder, FlaxImageEmbedder
-from convis_jax.jax_backend.tokenizer import TokenBatch, tokenize, tokenize_max_length
+from convis_jax.jax_backend.tokenizer import (
+    TokenBatch,
+    open_clip_clean,
+    tokenize,
+    tokenize_max_length,
+)
 
 
 def _architecture(config):
@@ -130,8 +135,10 @@ class LoadedModel:
     def tokenize(self, texts) -> TokenBatch:
         """Token ids of `texts`, truncated to the context length with a warning."""
         t = self.config.text
+        # OpenCLIP cleans texts as OpenAI's tokenizer did, which CLIPTokenizer does not fully.
+        clean = open_clip_clean if self.family == "open_clip" else None
         return tokenize(self.tokenizer, texts, t.max_position_embeddings,
-                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, clean=clean)
 
     def embed_texts(self, texts, *, normalize: bool = True, batch_size: int = 64) -> np.ndarray:
         """Text embeddings [N, d] float32 (unit vectors unless normalize=False)."""

@@ -4,6 +4,7 @@ buckets) and SigLIP's (the folder's own tokenizer, padded to the maximum length)
 from __future__ import annotations
 
 import gzip
+import html
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -77,9 +78,18 @@ class TokenBatch:
     truncated: int
 
 
+def open_clip_clean(text: str) -> str:
+    """OpenCLIP's (and OpenAI CLIP's) `basic_clean` beyond what CLIPTokenizer does: HTML
+    entities unescaped twice, then stripped ("&amp;amp;" -> "&")."""
+    return html.unescape(html.unescape(text)).strip()
+
+
 def tokenize(tokenizer, texts: list[str], context_length: int, eos_token_id: int,
-             pad_token_id: int, buckets: tuple[int, ...] = (16, 32, 48, 64)) -> TokenBatch:
+             pad_token_id: int, buckets: tuple[int, ...] = (16, 32, 48, 64),
+             clean=None) -> TokenBatch:
     """Tokenises `texts`, truncating to `context_length` (the last token stays EOS).
+
+    `clean` (str -> str, e.g. `open_clip_clean`) is applied to every text first.
 
     The padded length is the smallest bucket (or the context length) that
     fits the longest text, so that batches share a few static shapes. Since
@@ -90,6 +100,8 @@ def tokenize(tokenizer, texts: list[str], context_length: int, eos_token_id: int
         InputError: `texts` is empty or holds something other than strings.
     """
     texts = _check_texts(texts)
+    if clean is not None:
+        texts = [clean(t) for t in texts]
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
     truncated = 0
     rows = []

@@ -97,7 +97,7 @@ def test_texts_are_padded_to_the_maximum_length(tiny_siglip):
     # The last position is pooled, so padding changes the embedding: 16 is not 8.
     params, config = model.params, model.config
     ids8 = jnp.asarray(batch.input_ids[:1, :8])
-    short = siglip.encode_texts(params, config, ids8)
+    short = jax.jit(siglip.encode_texts, static_argnums=1)(params, config, ids8)
     assert np.abs(np.asarray(short) - model.embed_texts(TEXTS[:1])).max() > 1e-3
 
 
@@ -132,9 +132,9 @@ def test_encoder_contract(tiny_siglip):
     np.testing.assert_allclose(encoder.embed_texts(TEXTS), model.embed_texts(TEXTS), atol=1e-6)
     # Differentiable: d(v . u)/d pixels against a central finite difference.
     u = jnp.asarray(np.random.default_rng(4).normal(size=32), jnp.float32)
-    f = lambda x: jnp.sum(encoder.embed_images(encoder.params, x) @ u)
+    f = jax.jit(lambda x: jnp.sum(encoder.embed_images(encoder.params, x) @ u))
     x = jnp.asarray(pixel_values[:1])
-    g = jax.grad(f)(x)
+    g = jax.jit(jax.grad(f))(x)
     direction = jnp.asarray(np.random.default_rng(5).normal(size=x.shape), jnp.float32)
     eps = 1e-2
     numeric = (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
