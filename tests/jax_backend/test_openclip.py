@@ -172,3 +172,33 @@ def test_a_folder_with_both_layouts_loads_as_hugging_face_clip(tiny_checkpoint, 
     shutil.copytree(folder, tmp_path / "both")
     (tmp_path / "both" / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg()}))
     assert detect_family(tmp_path / "both") == "clip"
+
+
+def test_convis_takes_an_openclip_folder_unchanged(tmp_path):
+    """ConVis(folder) on the OpenCLIP layout draws the maps of the same weights as a
+    Hugging Face CLIP folder: occlusion and gradient maps equal."""
+    from checkpoints import write_words_file
+    from safetensors.numpy import save_file
+
+    from convis_jax.api import ConVis
+    from convis_jax.jax_backend.openclip import clip_state
+
+    model_cfg = cfg()
+    reference = open_clip_reference(model_cfg, seed=4)
+    folder = write_open_clip_folder(tmp_path / "oc", model_cfg, reference.state_dict())
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    state = clip_state({k: v.numpy() for k, v in reference.state_dict().items()})
+    save_file({k: np.asarray(v, order="C") for k, v in state.items()}, str(hf / "model.safetensors"))
+    (hf / "config.json").write_text(json.dumps(load_model(folder).config.to_dict()))
+    words = write_words_file(tmp_path)
+    photo = np.random.default_rng(7).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    maps = {}
+    for name, path in (("open_clip", folder), ("clip", hf)):
+        convis = ConVis(str(path), words, text="lemmas", progress=False)
+        assert convis.model.family == name
+        maps[name] = (convis.occlusion_maps(photo, ["dog", "car"], window_sizes=(128,),
+                                            stride=64),
+                      convis.gradient_maps(photo, ["dog", "car"]))
+    for got, want in zip(maps["open_clip"], maps["clip"]):
+        np.testing.assert_allclose(got, want, atol=1e-5)
