@@ -6,6 +6,9 @@ model as the independent reference.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 
 TINY = dict(
@@ -268,3 +271,25 @@ def write_open_clip_folder(path: Path, model_cfg: dict, state: dict, *,
     else:
         torch.save(tensors, path / "open_clip_pytorch_model.bin")
     return path
+
+
+# ------------------------------------------------------------------ hub cache
+
+
+def lay_out_hub_cache(hub: Path, repo_id: str, folder: Path) -> str:
+    """Copies `folder` into a Hugging Face cache laid out as huggingface_hub writes it.
+
+    `models--org--name/blobs/<sha256>` holds the files, `snapshots/<commit>/`
+    relative links to them, and `refs/main` the commit hash. Returns the commit.
+    """
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in sorted(folder.iterdir()):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, repo / "blobs" / digest)
+        os.symlink(f"../../blobs/{digest}", repo / "snapshots" / commit / file.name)
+    return commit

@@ -28,7 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from convis_jax.jax_backend.clip import Encoder, Mlp, TextEmbeddings, normalise
-from convis_jax.jax_backend.config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
+from convis_jax.jax_backend.config import (
+    SiglipConfig,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
 
 
 def _layer_norm(config, dtype):

@@ -5,7 +5,6 @@ weights: transformers' PyTorch `CLIPModel`, or transformers 4's
 `FlaxCLIPModel` for the committed msgpack fixture (`expected.npz`).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from checkpoints import TINY
+from checkpoints import TINY, lay_out_hub_cache
 from safetensors.numpy import load_file, save_file
 
 from convis_jax.core.cache import CACHE_ENV
@@ -158,25 +157,6 @@ def test_unknown_dtype_is_an_input_error(tiny_checkpoint):
 
 
 # ----------------------------------------------------------------- hub ids
-
-
-def lay_out_hub_cache(hub: Path, repo_id: str, folder: Path) -> str:
-    """Copies `folder` into a Hugging Face cache laid out as huggingface_hub writes it.
-
-    `models--org--name/blobs/<sha256>` holds the files, `snapshots/<commit>/`
-    relative links to them, and `refs/main` the commit hash. Returns the commit.
-    """
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for file in sorted(folder.iterdir()):
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, repo / "blobs" / digest)
-        os.symlink(f"../../blobs/{digest}", repo / "snapshots" / commit / file.name)
-    return commit
 
 
 HUB_PROBE = textwrap.dedent("""

@@ -191,3 +191,52 @@ def test_config_without_head_or_with_mismatched_widths_is_refused(tiny_siglip, t
         (target / "config.json").write_text(json.dumps(edited))
         with pytest.raises(ModelLoadError, match=match):
             load_model(target)
+
+
+HUB_PROBE = """
+import json, sys
+import numpy as np
+from convis_jax.jax_backend.loading import load_model
+
+out = {}
+for repo, size in (("org/tiny-siglip", 32), ("org/tiny-open-clip", 32)):
+    model = load_model(repo)
+    pixel_values = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+    out[repo] = {"family": model.family, "fingerprint": model.fingerprint,
+                 "images": model.embed_pixel_values(pixel_values).tolist(),
+                 "texts": model.embed_texts(["a photo of a cat"]).tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_hub_ids_of_siglip_and_openclip_from_the_offline_cache(tiny_siglip, tmp_path):
+    """Both families resolve from huggingface_hub's cache layout as CLIP does (offline)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from checkpoints import lay_out_hub_cache, open_clip_reference, write_open_clip_folder
+
+    folder, _ = tiny_siglip
+    model_cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                                  "patch_size": 8, "head_width": 8},
+                 "text_cfg": {"width": 32, "heads": 4, "layers": 1}}
+    oc = write_open_clip_folder(tmp_path / "oc", model_cfg,
+                                open_clip_reference(model_cfg).state_dict())
+    hub = tmp_path / "hf" / "hub"
+    lay_out_hub_cache(hub, "org/tiny-siglip", folder)
+    lay_out_hub_cache(hub, "org/tiny-open-clip", oc)
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(hub),
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(repo))
+    result = subprocess.run([sys.executable, "-c", HUB_PROBE], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for repo_id, local in (("org/tiny-siglip", folder), ("org/tiny-open-clip", oc)):
+        got, model = report[repo_id], load_model(local)
+        assert got["family"] == model.family and got["fingerprint"] == model.fingerprint
+        pixel_values = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_allclose(got["images"], model.embed_pixel_values(pixel_values), atol=1e-6)
+        np.testing.assert_allclose(got["texts"], model.embed_texts(["a photo of a cat"]), atol=1e-6)
