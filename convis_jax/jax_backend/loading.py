@@ -1,6 +1,6 @@
 """`load_model` / `load_clip`: a checkpoint (folder or hub id) -> `ClipModel` or `SiglipModel`.
 
-`load_model` recognises the family from the folder (`detect_family`): a
+`load_model` recognises the family from the folder (`checkpoints.detect_family`): a
 Hugging Face CLIP, a Hugging Face SigLIP, or OpenCLIP's hub layout, which is
 mapped onto the Flax CLIP (`openclip.py`). `load_clip` takes the two CLIP
 families only.
@@ -62,7 +62,7 @@ import numpy as np
 from convis_jax.core.cache import atomic_write_bytes, cache_root
 from convis_jax.errors import CacheError, InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, openclip, siglip
-from convis_jax.jax_backend.config import ClipConfig, SiglipConfig, read_config_json
+from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
 from convis_jax.jax_backend.model import ClipModel, SiglipModel
 from convis_jax.jax_backend.preprocessing import PreprocessConfig
 from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
@@ -85,21 +85,11 @@ _SETTLED_NS = 2_000_000_000
 _STALE_SECONDS = 3600
 
 
-# The layouts `load_model` recognises, for the message of a folder it does not.
-SUPPORTED_LAYOUTS = (
-    "Hugging Face CLIP (config.json with model_type 'clip' + model.safetensors, "
-    "model.safetensors.index.json, flax_model.msgpack or pytorch_model.bin); "
-    "Hugging Face SigLIP, SigLIP 2 at a fixed resolution included (config.json with "
-    "model_type 'siglip' + the same weight files); "
-    "OpenCLIP hub layout, ViT-CLIP only (open_clip_config.json + open_clip_model.safetensors "
-    "or open_clip_pytorch_model.bin)")
-
-
 def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32",
                cache: bool = True) -> ClipModel | SiglipModel:
     """Loads a checkpoint of any supported family, recognised from the folder's files.
 
-    The families (`detect_family`): a Hugging Face CLIP ("clip"), a Hugging Face
+    The families (`checkpoints.detect_family`): a Hugging Face CLIP ("clip"), a Hugging Face
     SigLIP ("siglip"; fixed-resolution SigLIP 2 checkpoints are written as this
     family too) and OpenCLIP's hub layout ("open_clip", loaded as the Flax CLIP).
     The returned model's `family` names what was found.
@@ -123,7 +113,7 @@ def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32"
         InputError: an unknown dtype.
     """
     folder, name = _resolve(name_or_path, dtype)
-    family = detect_family(folder)
+    family = checkpoints.detect_family(folder)
     return _LOADERS[family](folder, name, dtype, cache)
 
 
@@ -150,46 +140,13 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         InputError: an unknown dtype.
     """
     folder, name = _resolve(name_or_path, dtype)
-    family = detect_family(folder)
+    family = checkpoints.detect_family(folder)
     if family not in ("clip", "open_clip"):
         raise ModelLoadError(
             f"{name} is a {family} checkpoint, not a CLIP: load it with convis_jax.load_model "
             f"(ConVis and the command line take CLIP and OpenCLIP models only, until their "
             f"sweeps take an Encoder)")
     return _LOADERS[family](folder, name, dtype, cache)
-
-
-def detect_family(folder: Path) -> str:
-    """Which family a checkpoint folder holds: "clip", "siglip" or "open_clip".
-
-    `config.json` decides when it names model_type "clip" or "siglip"; otherwise
-    `open_clip_config.json` makes it OpenCLIP; a `config.json` without model_type
-    is read as CLIP (old checkpoints).
-
-    Raises:
-        ModelLoadError: one line naming what was found and listing the supported layouts.
-    """
-    folder = Path(folder)
-    config_file = folder / "config.json"
-    model_type = None
-    if config_file.is_file():
-        model_type = read_config_json(config_file).get("model_type")
-        if model_type in ("clip", "siglip"):
-            return model_type
-    if openclip.is_open_clip_folder(folder):
-        return "open_clip"
-    if model_type == "siglip2":
-        raise ModelLoadError(
-            f"{folder}: config.json has model_type 'siglip2', the NaFlex SigLIP 2 (linear patch "
-            f"embedding, position embeddings resized per image), which is not supported; "
-            f"fixed-resolution SigLIP 2 checkpoints (e.g. google/siglip2-base-patch16-224, "
-            f"model_type 'siglip') load. Supported layouts: {SUPPORTED_LAYOUTS}")
-    if config_file.is_file() and model_type is None:
-        return "clip"
-    found = f"config.json with model_type {model_type!r}" if config_file.is_file() else \
-        f"files {sorted(p.name for p in folder.iterdir())[:12]}"
-    raise ModelLoadError(f"{folder}: unknown model layout ({found}); supported layouts: "
-                         f"{SUPPORTED_LAYOUTS}")
 
 
 def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:

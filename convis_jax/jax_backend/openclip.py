@@ -47,10 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.errors import InputError, ModelLoadError
+from convis_jax.jax_backend.checkpoints import OPEN_CLIP_CONFIG as CONFIG_FILE
 from convis_jax.jax_backend.config import ClipConfig, TextConfig, VisionConfig
 from convis_jax.jax_backend.preprocessing import CLIP_MEAN, CLIP_STD, PreprocessConfig
-
-CONFIG_FILE = "open_clip_config.json"
 
 # Options of OpenCLIP's CLIPVisionCfg / CLIPTextCfg that this network implements only at
 # these values (None: the option must be absent or null). Anything else is refused.
@@ -71,11 +70,6 @@ _MODEL_FIXED = {"init_logit_bias": None}
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}
 # The BPE vocabulary OpenCLIP's default tokenizer shares with CLIP.
 CLIP_VOCAB_SIZE = 49408
-
-
-def is_open_clip_folder(folder: Path) -> bool:
-    """Whether `folder` holds OpenCLIP's hub layout (its config file)."""
-    return (Path(folder) / CONFIG_FILE).is_file()
 
 
 def read_config(folder: Path) -> tuple[ClipConfig, PreprocessConfig]:

@@ -27,7 +27,8 @@ import pytest
 from checkpoints import open_clip_reference, write_open_clip_folder
 
 from convis_jax.errors import ModelLoadError
-from convis_jax.jax_backend.loading import detect_family, load_clip, load_model
+from convis_jax.jax_backend.checkpoints import detect_family
+from convis_jax.jax_backend.loading import load_clip, load_model
 from convis_jax.jax_backend.model import ClipModel
 
 TEXTS = ["a photo of a cat", "fish &amp; chips", "an entity with a much longer description"]
