@@ -46,7 +46,8 @@ def torch_texts(model, folder, texts, length):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    ids = tokenizer(texts, padding="max_length", max_length=length, return_tensors="pt")
+    ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True,
+                    return_tensors="pt")
     with torch.no_grad():
         return torch_unit(model.get_text_features(input_ids=ids["input_ids"]))
 
@@ -240,3 +241,22 @@ def test_hub_ids_of_siglip_and_openclip_from_the_offline_cache(tiny_siglip, tmp_
         pixel_values = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
         np.testing.assert_allclose(got["images"], model.embed_pixel_values(pixel_values), atol=1e-6)
         np.testing.assert_allclose(got["texts"], model.embed_texts(["a photo of a cat"]), atol=1e-6)
+
+
+def test_concept_bank_of_a_siglip_model_keeps_the_full_padding(tiny_siglip, tmp_path):
+    """build_bank's length buckets must not cut SigLIP's padding: equal to embed_texts."""
+    from checkpoints import write_words_file
+
+    from convis_jax.api import resolve_vocabulary
+    from convis_jax.jax_backend.bank import build_bank
+
+    folder, torch_model = tiny_siglip
+    model = load_model(folder)
+    vocabulary = resolve_vocabulary(write_words_file(tmp_path))
+    with pytest.warns(UserWarning, match="truncated"):  # some lemma lists exceed 16 words
+        bank = build_bank(model, vocabulary, text="lemmas", cache=False, batch_size=8,
+                          progress=False)
+    texts = vocabulary.texts("lemmas")
+    length = SIGLIP_TINY["text"]["max_position_embeddings"]
+    np.testing.assert_allclose(bank.embeddings, torch_texts(torch_model, folder, texts, length),
+                               atol=1e-5)
