@@ -25,7 +25,8 @@ entry gives a warning and is rebuilt from the weights. A cache that cannot be
 written gives a warning; loading never fails for it.
 
 Only the formats whose reading is slow use the converted cache
-(`CACHED_FORMATS`: `flax_model.msgpack` and `pytorch_model.bin`). Loads of a
+(`CACHED_FORMATS`: `flax_model.msgpack`, `pytorch_model.bin` and OpenCLIP's
+`open_clip_pytorch_model.bin`). Loads of a
 full-depth ViT-B/32 (151M parameters, 605 MB), each in a fresh process,
 `load_clip` alone, on a shared 2-core machine, wall / CPU seconds (each the
 best of 5):

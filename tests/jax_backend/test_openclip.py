@@ -22,6 +22,7 @@ import copy
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from checkpoints import open_clip_reference, write_open_clip_folder
@@ -95,6 +96,27 @@ def test_pytorch_bin_with_the_mask_buffer_and_custom_text_prefix(tmp_path):
     folder = write_open_clip_folder(tmp_path, model_cfg, {**visual, **text}, weights="bin")
     model = load_model(folder)
     assert_matches_reference(model, reference, 32)
+
+
+def test_pytorch_bin_is_converted_once(tmp_path, monkeypatch):
+    """OpenCLIP's pickle goes through the converted-weight cache like pytorch_model.bin."""
+    from convis_jax.core.cache import CACHE_ENV
+    from convis_jax.jax_backend import checkpoints
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    model_cfg = cfg()
+    reference = open_clip_reference(model_cfg, seed=5)
+    folder = write_open_clip_folder(tmp_path / "oc", model_cfg, reference.state_dict(),
+                                    weights="bin")
+    first = load_model(folder)
+    reads = []
+    real = checkpoints.read_state_dict
+    monkeypatch.setattr(checkpoints, "read_state_dict",
+                        lambda *args: reads.append(args) or real(*args))
+    second = load_model(folder)
+    assert reads == [] and len(list((tmp_path / "cache" / "converted").iterdir())) == 1
+    for a, b in zip(jax.tree_util.tree_leaves(first.params), jax.tree_util.tree_leaves(second.params)):
+        np.testing.assert_array_equal(a, b)
 
 
 # Real checkpoints' vision shapes (width, heads, patch, input size), depth cut to one layer;
