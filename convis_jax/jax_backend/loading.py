@@ -140,6 +140,11 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
             unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
+    if isinstance(name_or_path, SiglipModel):  # e.g. ConVis(load_model(siglip_folder))
+        raise ModelLoadError(
+            f"{name_or_path.name} is a loaded siglip model, not a CLIP: ConVis and the command "
+            f"line take CLIP and OpenCLIP models only, until their sweeps take an Encoder "
+            f"(model.encoder)")
     folder, name = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
     if family not in ("clip", "open_clip"):
@@ -154,6 +159,9 @@ def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:
     """(checkpoint folder, display name); checks the dtype first."""
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(f"expected a model folder or hub id (str or path), found "
+                         f"{type(name_or_path).__name__}")
     name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()

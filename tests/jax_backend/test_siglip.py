@@ -15,6 +15,7 @@ import pytest
 from checkpoints import SIGLIP_TINY, make_siglip_checkpoint
 from safetensors.numpy import load_file, save_file
 
+from convis_jax.api import ConVis
 from convis_jax.errors import ModelLoadError
 from convis_jax.jax_backend import siglip
 from convis_jax.jax_backend.loading import load_clip, load_model
@@ -161,6 +162,8 @@ def test_families_and_unknown_layouts(tiny_siglip, tmp_path):
     with pytest.raises(ModelLoadError, match="is a siglip checkpoint, not a CLIP: load it with "
                                              "convis_jax.load_model"):
         load_clip(folder)
+    with pytest.raises(ModelLoadError, match="loaded siglip model, not a CLIP.*model.encoder"):
+        ConVis(load_model(folder), ["dog"])
     naflex = tmp_path / "naflex"
     naflex.mkdir()
     (naflex / "config.json").write_text(json.dumps({"model_type": "siglip2"}))
