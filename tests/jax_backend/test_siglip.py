@@ -220,7 +220,11 @@ def test_hub_ids_of_siglip_and_openclip_from_the_offline_cache(tiny_siglip, tmp_
     import sys
     from pathlib import Path
 
-    from checkpoints import lay_out_hub_cache, open_clip_reference, write_open_clip_folder
+    from checkpoints import (
+        lay_out_hub_cache,
+        open_clip_reference,
+        write_open_clip_folder,
+    )
 
     folder, _ = tiny_siglip
     model_cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
