@@ -77,7 +77,8 @@ def add_gradient_options(parser) -> None:
 def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
     """--model, --vocabulary, --text, --dtype and --quiet, shared by commands and scripts."""
     parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id (default: the bundled model)")
+                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
+                             "(default: the bundled model)")
     if vocabulary:
         parser.add_argument("--vocabulary", default=None,
                             help="physical_objects, all_nouns, or a file of words/synsets "
@@ -356,7 +357,8 @@ def script_parser(prog: str, description: str):
     """
     parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id (default: the bundled model)")
+                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
+                             "(default: the bundled model)")
     parser.add_argument("--text", default="definition",
                         help='concept texts: definition, lemmas, or a template like '
                              '"a photo of a {}"')

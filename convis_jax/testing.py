@@ -247,3 +247,62 @@ def write_imagenet_folder(root: Path, classes: dict[str, int] | None = None) -> 
             photo[:] = (j * 40, 90, 10)
             _write_image(root / wnid / f"{wnid}_{j}.JPEG", photo)
     return root
+
+
+# ------------------------------------------------------------------ SigLIP
+
+SIGLIP_TINY = dict(
+    vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, image_size=32, patch_size=8),
+    text=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2,
+              num_attention_heads=4, max_position_embeddings=16, projection_size=32),
+)
+
+# Lower-case words of the tiny SigLIP tokenizer; ids 0, 1, 2 are <pad>, </s>, <unk>.
+SIGLIP_WORDS = ["a", "photo", "of", "cat", "dog", "round", "object", "an", "entity", "with",
+                "much", "longer", "description", "the", "red", "car"]
+
+
+def write_siglip_tokenizer(path: Path, max_length: int) -> None:
+    """A word-level fast tokenizer laid out like SigLIP's: lower-cases, appends </s>, pads with </s>.
+
+    SigLIP's own SentencePiece tokenizer needs the sentencepiece package; this one
+    has the same special-token behaviour (EOS appended, EOS as the pad token) and
+    loads through transformers' AutoTokenizer from tokenizer.json.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    vocab.update({w: i + 3 for i, w in enumerate(SIGLIP_WORDS)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="</s>",
+                                   unk_token="<unk>", model_max_length=max_length)
+    fast.save_pretrained(str(path))
+
+
+def make_siglip_checkpoint(path: Path, spec: dict = SIGLIP_TINY, *, seed: int = 0):
+    """Writes a random transformers SiglipModel (and a tokenizer) to `path`; returns the torch model."""
+    torch = _import_torch()
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(seed)
+    text = dict(spec["text"], vocab_size=len(SIGLIP_WORDS) + 3, pad_token_id=1, eos_token_id=1,
+                bos_token_id=None)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=dict(spec["vision"]))).eval()
+    with torch.no_grad():  # LayerNorms at (1, 0) and a zero probe bias would hide wrong mappings
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("in_proj_bias"):
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.5)
+        model.logit_bias.fill_(-3.0)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    write_siglip_tokenizer(path, spec["text"]["max_position_embeddings"])
+    return model
+
+
+# ------------------------------------------------------------------ OpenCLIP

@@ -1,4 +1,4 @@
-"""CLIP architecture, read from a Hugging Face `config.json` (CLIPConfig)."""
+"""Architectures read from a Hugging Face `config.json`: CLIPConfig and SiglipConfig."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from convis_jax.errors import ModelLoadError
 
 ACTIVATIONS = ("quick_gelu", "gelu")
+# SigLIP's towers use the tanh approximation of GELU (PyTorch's approximate="tanh").
+SIGLIP_ACTIVATIONS = ACTIVATIONS + ("gelu_pytorch_tanh",)
 
 
 @dataclass(frozen=True)
@@ -121,16 +123,7 @@ class ClipConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "ClipConfig":
         """Reads a `config.json` file."""
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelLoadError(f"no config.json at {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(raw, dict):
-            raise ModelLoadError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_dict(self) -> dict:
         """The Hugging Face CLIPConfig dict for this architecture (for `save_pretrained`-style folders)."""
@@ -144,3 +137,137 @@ class ClipConfig:
             "vision_config": dict(vision, model_type="clip_vision_model"),
             "text_config": dict(text, model_type="clip_text_model"),
         }
+
+
+# ------------------------------------------------------------------ SigLIP
+
+
+@dataclass(frozen=True)
+class SiglipVisionConfig(VisionConfig):
+    """SigLIP's ViT (SiglipVisionConfig): no class token, an attention-pooling head."""
+
+    vision_use_head: bool = True
+
+
+@dataclass(frozen=True)
+class SiglipTextConfig(TextConfig):
+    """SigLIP's text transformer (SiglipTextConfig): bidirectional, last-token pooling, a head."""
+
+    projection_size: int = 768
+
+
+# transformers' SiglipVisionConfig / SiglipTextConfig defaults.
+_SIGLIP_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                               num_attention_heads=12, image_size=224, patch_size=16,
+                               hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+_SIGLIP_TEXT_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                             num_attention_heads=12, vocab_size=32000,
+                             max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
+                             layer_norm_eps=1e-6, pad_token_id=1, bos_token_id=49406,
+                             eos_token_id=49407)
+
+
+@dataclass(frozen=True)
+class SiglipConfig:
+    """A whole SigLIP (model_type "siglip"): both towers; the embedding width is the vision width.
+
+    Fixed-resolution SigLIP 2 checkpoints (e.g. google/siglip2-base-patch16-224)
+    are written with model_type "siglip" and this architecture; the NaFlex
+    SigLIP 2 (model_type "siglip2": a linear patch embedding of flattened
+    patches and position embeddings resized per image) is another one.
+    """
+
+    vision: SiglipVisionConfig
+    text: SiglipTextConfig
+
+    @property
+    def projection_dim(self) -> int:
+        """The embedding width d (the pooled vision width, which the text head maps to)."""
+        return self.vision.hidden_size
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, source: str = "config") -> "SiglipConfig":
+        """Builds the config from the dict of a Hugging Face SiglipConfig.
+
+        Fields a section leaves out take transformers' defaults (a missing
+        `projection_size` is the text width, as in transformers).
+
+        Raises:
+            ModelLoadError: a malformed field, an unknown activation, or towers whose
+                embeddings cannot be compared (no vision head, or a text head whose
+                width differs from the vision width).
+        """
+        towers = {}
+        for key, tower_cls, defaults in (
+                ("vision_config", SiglipVisionConfig, _SIGLIP_VISION_DEFAULTS),
+                ("text_config", SiglipTextConfig, _SIGLIP_TEXT_DEFAULTS)):
+            section = raw.get(key) or {}
+            if not isinstance(section, dict):
+                raise ModelLoadError(f"{source}: '{key}' must be an object, found "
+                                     f"{type(section).__name__}")
+            names = {f.name for f in dataclasses.fields(tower_cls)}
+            values = dict(defaults)
+            values.update({k: v for k, v in section.items() if k in names and v is not None})
+            if key == "text_config" and section.get("projection_size") is None:
+                values["projection_size"] = values["hidden_size"]
+            if isinstance(values.get("eos_token_id"), list):
+                values["eos_token_id"] = values["eos_token_id"][0]
+            for field in ("image_size", "patch_size"):
+                if isinstance(values.get(field), (list, tuple)):
+                    if len(set(values[field])) != 1:
+                        raise ModelLoadError(f"{source}: '{key}.{field}' must be square, found "
+                                             f"{values[field]}")
+                    values[field] = values[field][0]
+            try:
+                tower = tower_cls(**values)
+            except TypeError as err:
+                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
+            if tower.hidden_act not in SIGLIP_ACTIVATIONS:
+                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of "
+                                     f"{SIGLIP_ACTIVATIONS}, found {tower.hidden_act!r}")
+            if tower.hidden_size % tower.num_attention_heads:
+                raise ModelLoadError(
+                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
+                    f"num_attention_heads {tower.num_attention_heads}")
+            towers[key] = tower
+        vision, text = towers["vision_config"], towers["text_config"]
+        if not vision.vision_use_head:
+            raise ModelLoadError(f"{source}: vision_use_head is false: this vision tower has no "
+                                 f"pooled image embedding to compare with texts")
+        if text.projection_size != vision.hidden_size:
+            raise ModelLoadError(
+                f"{source}: text_config.projection_size {text.projection_size} differs from "
+                f"vision_config.hidden_size {vision.hidden_size}: the embeddings cannot be compared")
+        return cls(vision=vision, text=text)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "SiglipConfig":
+        """Reads a `config.json` file."""
+        return cls.from_dict(read_config_json(path), source=str(path))
+
+    def to_dict(self) -> dict:
+        """The Hugging Face SiglipConfig dict for this architecture."""
+        return {
+            "architectures": ["SiglipModel"],
+            "model_type": "siglip",
+            "vision_config": dict(dataclasses.asdict(self.vision), model_type="siglip_vision_model"),
+            "text_config": dict(dataclasses.asdict(self.text), model_type="siglip_text_model"),
+        }
+
+
+def read_config_json(path: str | Path) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+        ModelLoadError: the file is missing, not JSON, or not an object.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"no {path.name} at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    return raw

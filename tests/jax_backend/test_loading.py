@@ -5,7 +5,6 @@ weights: transformers' PyTorch `CLIPModel`, or transformers 4's
 `FlaxCLIPModel` for the committed msgpack fixture (`expected.npz`).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading
 from convis_jax.jax_backend.loading import load_clip
 from convis_jax.testing import TINY
+from tests.checkpoints import lay_out_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "data" / "flax_clip_tiny"
@@ -158,25 +158,6 @@ def test_unknown_dtype_is_an_input_error(tiny_checkpoint):
 
 
 # ----------------------------------------------------------------- hub ids
-
-
-def lay_out_hub_cache(hub: Path, repo_id: str, folder: Path) -> str:
-    """Copies `folder` into a Hugging Face cache laid out as huggingface_hub writes it.
-
-    `models--org--name/blobs/<sha256>` holds the files, `snapshots/<commit>/`
-    relative links to them, and `refs/main` the commit hash. Returns the commit.
-    """
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for file in sorted(folder.iterdir()):
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, repo / "blobs" / digest)
-        os.symlink(f"../../blobs/{digest}", repo / "snapshots" / commit / file.name)
-    return commit
 
 
 HUB_PROBE = textwrap.dedent("""
