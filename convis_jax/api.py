@@ -62,10 +62,8 @@ def resolve_vocabulary(vocabulary, model=None):
     if vocabulary is None:
         shipped = getattr(model, "vocabulary_path", None)
         vocabulary = shipped if shipped is not None else "physical_objects"
-    if vocabulary == "physical_objects":
-        return ConceptVocabulary.physical_objects()
-    if vocabulary == "all_nouns":
-        return ConceptVocabulary.all_nouns()
+    if vocabulary in ("physical_objects", "all_nouns"):
+        return ConceptVocabulary.preset(vocabulary)
     path = Path(vocabulary)
     if not path.is_file():
         raise InputError(f"vocabulary must be 'physical_objects', 'all_nouns' or a file, "

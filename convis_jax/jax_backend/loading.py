@@ -40,11 +40,14 @@ cached) and double the disk used, so they only get the memoised hash (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 import zlib
@@ -61,7 +64,11 @@ from convis_jax.jax_backend.clip import parameter_shapes
 from convis_jax.jax_backend.config import ClipConfig
 from convis_jax.jax_backend.model import ClipModel
 from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
-from convis_jax.jax_backend.tokenizer import load_tokenizer
+from convis_jax.jax_backend.tokenizer import (
+    check_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCABULARY_FILE = "convis_vocabulary.json"
@@ -108,6 +115,7 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         name_or_path = default_model_path()
     folder = checkpoints.resolve_checkpoint(name_or_path)
     config = ClipConfig.from_json(folder / "config.json")
+    tokenizer = _checked_tokenizer(folder, config)
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
     fingerprint = fingerprint_files(files, memo_dir=root)
@@ -118,10 +126,22 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
     preprocess_config = PreprocessConfig.from_pretrained_dir(
         folder, image_size=config.vision.image_size)
     vocabulary = folder / VOCABULARY_FILE
-    return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
+    return ClipModel(config=config, params=params, tokenizer=tokenizer,
                      preprocess_config=preprocess_config, name=name,
                      fingerprint=fingerprint,
+                     tokenizer_fingerprint=tokenizer_fingerprint(folder),
                      vocabulary_path=vocabulary if vocabulary.is_file() else None)
+
+
+def _checked_tokenizer(folder: Path, config: ClipConfig):
+    """The folder's tokenizer, validated against the text tower before any weight is read.
+
+    Raises:
+        ModelLoadError: see `tokenizer.check_tokenizer`.
+    """
+    tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, config.text, folder)
+    return tokenizer
 
 
 def default_model_path() -> Path:
@@ -204,7 +224,12 @@ def _read_hash_memo(memo_file: Path) -> dict:
         warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
                       stacklevel=3)
         return {}
-    return memo if isinstance(memo, dict) else {}
+    if not isinstance(memo, dict):
+        return {}
+    # Entries written by another version, or by hand, are dropped (and so rehashed).
+    return {path: entry for path, entry in memo.items()
+            if isinstance(entry, dict) and isinstance(entry.get("stamp"), list)
+            and isinstance(entry.get("sha256"), str) and _is_sha256(entry["sha256"])}
 
 
 # ------------------------------------------------------------ converted parameters
@@ -301,9 +326,17 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(entry.parent)
+        # A cache disk without room is found before orbax starts writing: its worker
+        # threads would each print a traceback on the way to the same failure.
+        needed = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) + (1 << 20)
+        free = shutil.disk_usage(entry.parent).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"{needed / 1e6:.1f} MB needed, {free / 1e6:.1f} MB "
+                                        f"free")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         # Uncompressed: zstd saves 8% of the disk and makes every restore 2.5x slower.
-        ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
+        with _quiet_threads():
+            ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
         manifest = {"version": _MANIFEST_VERSION, "dtype": dtype,
                     "tensors": _describe_tree(params), "non_finite": non_finite,
                     "files": _file_checksums(tmp / _PARAMS)}
@@ -316,11 +349,24 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
             if not entry.is_dir():
                 raise
     except Exception as err:  # a full disk or a read-only cache must not stop the load
-        warnings.warn(f"could not write the converted-weight cache {entry}: "
-                      f"{type(err).__name__}: {err}", stacklevel=4)
+        reason = str(err.strerror if isinstance(err, OSError) and err.strerror else err)
+        warnings.warn(f"could not write the converted-weight cache {entry} "
+                      f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
+                      f"goes on without it", stacklevel=4)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_threads():
+    """Silences tracebacks of worker threads (orbax's) while a write that warns on failure runs."""
+    previous = threading.excepthook
+    threading.excepthook = lambda args: None
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _remove(path: Path) -> None:

@@ -50,6 +50,7 @@ class ClipModel:
         name: where it was loaded from.
         fingerprint: a hash of the weights, for cache keys.
         vocabulary_path: the vocabulary file shipped with the checkpoint, if any.
+        tokenizer_fingerprint: a hash of the tokenizer files, for concept-bank cache keys.
     """
 
     config: ClipConfig
@@ -59,6 +60,7 @@ class ClipModel:
     name: str
     fingerprint: str
     vocabulary_path: Path | None = None
+    tokenizer_fingerprint: str = ""
 
     @property
     def dtype(self):
