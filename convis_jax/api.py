@@ -185,8 +185,9 @@ class ConVis:
             raise InputError(f"resolution must be 'pixels' or 'cells', found {resolution!r}")
         if padding not in ("noise", "constant"):
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-        if int(chunk) < 1:
-            raise InputError(f"chunk must be a positive number of windows, found {chunk}")
+        from convis_jax.jax_backend.memory import check_chunk, window_bytes
+
+        chunk = check_chunk(chunk, window_bytes(self.model.config), "windows")
         names, index = self._concept_index(concepts)
         photos = load_images(images)
         grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride,
@@ -260,6 +261,8 @@ class ConVis:
 
         from convis_jax.jax_backend.sharding import gradient_maps_auto
 
+        _check_gradient_options(self.model.config, chunk, smoothgrad_samples, smoothgrad_sigma,
+                                seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self.model.preprocess(images)
@@ -367,6 +370,28 @@ class ConVis:
         note = f"{self.model.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
         return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
                               note=note, single_file=single_file)
+
+
+def _check_gradient_options(config, chunk, samples, sigma, seed) -> None:
+    """Refuses gradient options that would fail or give -inf/NaN maps only after tracing.
+
+    Raises:
+        InputError: one line naming the option.
+    """
+    import math
+
+    from convis_jax.jax_backend.memory import check_chunk, pullback_bytes
+
+    if chunk is not None:
+        check_chunk(chunk, pullback_bytes(config), "concepts")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"smoothgrad_samples must be a positive integer, found {samples!r}")
+    if (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
+            or not math.isfinite(sigma) or sigma < 0):
+        raise InputError(f"smoothgrad_sigma must be a finite number >= 0, found {sigma!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= int(seed) < 2**63):
+        raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")
 
 
 def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:

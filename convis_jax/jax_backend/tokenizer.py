@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +24,7 @@ _TOKENIZER_STATE = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_con
 # CLIP's own BPE vocabulary: its size and special tokens, the only text towers it fits.
 CLIP_VOCAB_SIZE = 49408
 CLIP_BOS_ID, CLIP_EOS_ID = 49406, 49407
+_ADVICE = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -75,13 +78,33 @@ def tokenizer_fingerprint(folder: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def _clip_tokenizer_class():
+    """transformers' CLIPTokenizer, imported without its "PyTorch was not found" advice.
+
+    convis_jax needs only the tokenizer, never transformers' PyTorch models, so the
+    advice transformers prints at import when torch is missing says nothing useful.
+    """
+    if "transformers" not in sys.modules:
+        previous = os.environ.get(_ADVICE)
+        os.environ[_ADVICE] = "1"
+        try:
+            import transformers  # noqa: F401
+        finally:
+            if previous is None:
+                os.environ.pop(_ADVICE, None)
+            else:
+                os.environ[_ADVICE] = previous
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer
+
+
 def load_tokenizer(folder: Path | None):
     """transformers' CLIPTokenizer from `folder`, or CLIP's own vocabulary when it has none.
 
     Whether the tokenizer fits the model is `check_tokenizer`'s job.
     """
-    from transformers import CLIPTokenizer
-
+    CLIPTokenizer = _clip_tokenizer_class()
     if has_tokenizer(folder):
         try:
             return CLIPTokenizer.from_pretrained(str(folder))
@@ -169,7 +192,9 @@ def tokenize(tokenizer, texts: list[str], context_length: int, eos_token_id: int
     bad = [t for t in texts if not isinstance(t, str)]
     if bad:
         raise InputError(f"expected texts as str, found {type(bad[0]).__name__}: {bad[0]!r}")
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    # verbose=False: transformers would warn that long texts "will result in indexing
+    # errors"; they are cut to the context length below, with our own warning.
+    encoded = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     truncated = 0
     rows = []
     for ids in encoded:
