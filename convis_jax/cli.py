@@ -58,9 +58,10 @@ def _number(kind, minimum, what: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if kind is int and value > MAX_INT:
+            raise argparse.ArgumentTypeError(f"expected {what} below 2**63, found {text!r}")
         too_small = value <= minimum if kind is float else value < minimum
-        too_large = kind is int and value > MAX_INT
-        if too_small or too_large or value != value or value in (float("inf"), float("-inf")):
+        if too_small or value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
         return value
     return parse
@@ -68,9 +69,9 @@ def _number(kind, minimum, what: str):
 
 # Seeds and counts fit a signed 64-bit integer (what jax.random.key takes).
 MAX_INT = 2**63 - 1
-POSITIVE_INT = _number(int, 1, "a positive integer below 2**63")
-SEED = _number(int, 0, "a non-negative integer seed below 2**63")
-POSITIVE_FLOAT = _number(float, 0.0, "a positive finite number")
+POSITIVE_INT = _number(int, 1, "a positive integer")
+SEED = _number(int, 0, "a non-negative integer seed")
+POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
 
 # Spelled out rather than imported from the backend, so that --help and usage errors
@@ -315,34 +316,34 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
 
 def cmd_explain(args) -> None:
     """`explain`: overlays, grids, maps.npz and summary.json for named concepts."""
-    from convis_jax.api import resolve_vocabulary
-
     from tqdm.auto import tqdm
+
+    from convis_jax.api import resolve_vocabulary
 
     photos = _load_images(args.images)
     out = _output_folder(args.out)
     # One bar over the stages: a single image's sweep is one compiled call with no steps
     # of its own to count, and takes seconds.
-    stages = tqdm(total=4, desc="explain: loading the model", unit="stage",
-                  disable=args.quiet, bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]")
-    model = _model(args)
-    vocabulary = resolve_vocabulary(args.vocabulary, model)
-    concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
-    stages.set_description("explain: concept bank")
-    stages.update()
-    convis = _convis(args, model, vocabulary)
-    convis.progress = False  # the stage bar speaks for the sweep
-    stages.set_description(f"explain: {args.method} maps of {len(photos)} image(s)")
-    stages.update()
-    names = [_stem(i, p) for i, p in enumerate(args.images)]
-    write_explanations(convis, photos, names, concepts, out, method=args.method,
-                       gamma=args.gamma, padding=args.padding, seed=args.seed, score=args.score,
-                       kind=args.kind, strategy=args.strategy, sources=args.images,
-                       on_maps=lambda: (stages.set_description("explain: writing files"),
-                                        stages.update()))
-    stages.set_description("explain: done")
-    stages.update()
-    stages.close()
+    with tqdm(total=4, desc="explain: loading the model", unit="stage", disable=args.quiet,
+              bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]") as stages:
+        model = _model(args)
+        vocabulary = resolve_vocabulary(args.vocabulary, model)
+        concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
+        stages.set_description("explain: concept bank")
+        stages.update()
+        convis = _convis(args, model, vocabulary)
+        convis.progress = False  # the stage bar speaks for the sweep
+        stages.set_description(f"explain: {args.method} maps of {len(photos)} image(s)")
+        stages.update()
+        names = [_stem(i, p) for i, p in enumerate(args.images)]
+        write_explanations(convis, photos, names, concepts, out, method=args.method,
+                           gamma=args.gamma, padding=args.padding, seed=args.seed,
+                           score=args.score, kind=args.kind, strategy=args.strategy,
+                           sources=args.images,
+                           on_maps=lambda: (stages.set_description("explain: writing files"),
+                                            stages.update()))
+        stages.set_description("explain: done")
+        stages.update()
     _bundled_model_note(args)
     print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
 
@@ -383,6 +384,7 @@ def _check_image_files(paths: list[str]) -> None:
             with Image.open(path):
                 pass
         except (UnidentifiedImageError, OSError, ValueError) as err:
+            _load_images([path])  # the loader's own one-line message, when it has one
             raise InputError(f"{path!r} is not an image Pillow can read "
                              f"({type(err).__name__}: {err})") from None
 
@@ -551,26 +553,39 @@ def interrupt_at_safe_points():
     Python's own handler raises wherever the main thread happens to be; inside a
     garbage-collection callback the exception is dropped and the run goes on. This
     handler defers such a landing and re-delivers the signal 50 ms later, until it
-    lands at a safe point. Files are written atomically, so stopping anywhere else
+    lands at a safe point; a KeyboardInterrupt that Python reports as unraisable
+    (raised in a weakref callback, say) is re-delivered the same way. Files are written atomically, so stopping anywhere else
     leaves no partial output. Outside the main thread it does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    def redeliver():
+        retry = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGINT,))
+        retry.daemon = True
+        retry.start()
+
     def handler(signum, frame):
         if _unsafe_for_interrupt(frame):
-            retry = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGINT,))
-            retry.daemon = True
-            retry.start()
+            redeliver()
             return
         raise KeyboardInterrupt
 
+    def unraisable(info):
+        # Raised where Python cannot propagate it (a weakref callback, say): try again.
+        if isinstance(info.exc_type, type) and issubclass(info.exc_type, KeyboardInterrupt):
+            redeliver()
+        else:
+            previous_hook(info)
+
     previous = signal.signal(signal.SIGINT, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

@@ -754,9 +754,9 @@ def check_vocabulary_dict(data: object) -> None:
     def strings(value: object, what: str) -> None:
         if not isinstance(value, list):
             fail(f"{what} is a list of strings", value)
-        bad = next((item for item in value if not isinstance(item, str)), None)
-        if bad is not None:
-            fail(f"{what} holds only strings", bad)
+        for item in value:
+            if not isinstance(item, str):
+                fail(f"{what} holds only strings", item)
 
     if not isinstance(data, Mapping):
         fail("top level is an object", data)

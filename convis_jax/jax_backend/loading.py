@@ -331,8 +331,8 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
         needed = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) + (1 << 20)
         free = shutil.disk_usage(entry.parent).free
         if free < needed:
-            raise OSError(errno.ENOSPC, f"{needed / 1e6:.1f} MB needed, {free / 1e6:.1f} MB "
-                                        f"free")
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({needed / 1e6:.1f} MB "
+                                        f"needed, {free / 1e6:.1f} MB free)")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         # Uncompressed: zstd saves 8% of the disk and makes every restore 2.5x slower.
         with _quiet_threads():
