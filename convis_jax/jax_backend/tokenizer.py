@@ -134,8 +134,11 @@ def check_tokenizer(tokenizer, text_config, folder) -> None:
             disagreeing with the config's end-of-text id.
     """
     rows = text_config.vocab_size
-    if not has_tokenizer(folder) and (rows, text_config.eos_token_id) not in (
-            (CLIP_VOCAB_SIZE, CLIP_EOS_ID), (CLIP_VOCAB_SIZE, 2)):
+    # Without tokenizer files CLIP's own vocabulary is used: only where every one of its
+    # ids has an embedding row and the model ends texts with its EOS (2: legacy configs,
+    # pooled at the largest id, which is CLIP's EOS then).
+    if not has_tokenizer(folder) and (rows < CLIP_VOCAB_SIZE
+                                      or text_config.eos_token_id not in (CLIP_EOS_ID, 2)):
         raise ModelLoadError(
             f"no tokenizer in {folder} (tokenizer.json, or vocab.json with merges.txt); its "
             f"text tower has {rows} token embeddings and end-of-text id "
