@@ -45,7 +45,7 @@ _SYNSET_NAME = re.compile(r"^(?P<head>\S+)\.(?P<pos>[nvasr])\.(?P<sense>\d+)$")
 _POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 _SUGGESTIONS = 5
 #: Bumped whenever building a preset, or its cached form, changes: older entries are ignored.
-VOCABULARY_FORMAT = 1
+VOCABULARY_FORMAT = 2
 
 
 class ConceptVocabulary:
@@ -352,7 +352,8 @@ class ConceptVocabulary:
                 "child_offsets": self._child_offsets, "child_members": self._child_members,
                 "parent_offsets": self._parent_offsets, "parent_members": self._parent_members,
                 "subtree_offsets": self.subtree_offsets, "subtree_members": self.subtree_members,
-                "subtree_segment_ids": self.subtree_segment_ids}
+                "subtree_segment_ids": self.subtree_segment_ids,
+                "fingerprint": text([self.fingerprint()])}
 
     @classmethod
     def _from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ConceptVocabulary:
@@ -394,6 +395,9 @@ class ConceptVocabulary:
             raise InputError("subtree arrays do not fit the names")
         for array in (self.subtree_offsets, self.subtree_members, self.subtree_segment_ids):
             array.flags.writeable = False
+        (self._fingerprint,) = text("fingerprint")
+        if len(self._fingerprint) != 64:
+            raise InputError("the stored fingerprint is not a SHA-256")
         self._sense_parts = (text("sense_words"), text("sense_names"))
         if len(self._sense_parts[0]) != len(self._sense_parts[1]):
             raise InputError("sense words and names disagree")
@@ -515,6 +519,9 @@ class ConceptVocabulary:
             64 hexadecimal characters (SHA-256), the same across processes and
             machines for the same vocabulary.
         """
+        known = self.__dict__.get("_fingerprint")  # read back with a cached preset
+        if known is not None:
+            return known
         payload = json.dumps(
             {"names": list(self.names), "edges": [list(e) for e in self.edges]},
             separators=(",", ":"),
