@@ -361,7 +361,10 @@ def test_the_bank_key_covers_everything_that_changes_the_bank(tiny):
                             vocabulary, "definition"),
             bank_cache_path(bfloat, vocabulary, "definition"),
             bank_cache_path(dataclasses.replace(model, fingerprint="0" * 32), vocabulary,
-                            "definition")]
+                            "definition"),
+            bank_cache_path(dataclasses.replace(model, config=dataclasses.replace(
+                model.config, text=dataclasses.replace(model.config.text, layer_norm_eps=1e-6))),
+                vocabulary, "definition")]
     assert len(set(keys)) == len(keys)
 
 

@@ -41,9 +41,10 @@ class ConceptBank:
 def bank_cache_path(model, vocabulary, text: str, texts: list[str] | None = None) -> Path:
     """The cache file of a bank, named by everything that changes its content.
 
-    The key covers the weights' hash, the tokenizer files' hash, the dtype, the text
-    tower's context length, the vocabulary (names and edges), the exact texts encoded
-    (so the text mode and the definitions), and `BANK_FORMAT` (the code's version).
+    The key covers the weights' hash, the tokenizer files' hash, the dtype, the whole
+    architecture config (end-of-text id, activations, context length, ...), the
+    vocabulary (names and edges), the exact texts encoded (so the text mode and the
+    definitions), and `BANK_FORMAT` (the code's version).
 
     Args:
         model: a `ClipModel`.
@@ -54,8 +55,7 @@ def bank_cache_path(model, vocabulary, text: str, texts: list[str] | None = None
     texts = vocabulary.texts(text) if texts is None else texts
     content = hashlib.sha256()
     for part in (f"format {BANK_FORMAT}", str(getattr(model, "tokenizer_fingerprint", "")),
-                 np.dtype(model.dtype).name, str(model.config.text.max_position_embeddings),
-                 text, *texts):
+                 np.dtype(model.dtype).name, repr(model.config), text, *texts):
         content.update(part.encode("utf-8", "surrogatepass") + b"\0")
     name = f"{model.fingerprint}-{vocabulary.fingerprint()[:16]}-{content.hexdigest()[:16]}.npz"
     return cache_root() / "banks" / name
