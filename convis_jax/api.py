@@ -261,8 +261,8 @@ class ConVis:
 
         from convis_jax.jax_backend.sharding import gradient_maps_auto
 
-        _check_gradient_options(self.model.config, chunk, smoothgrad_samples, smoothgrad_sigma,
-                                seed)
+        _check_gradient_options(self.model.config, kind, chunk, smoothgrad_samples,
+                                smoothgrad_sigma, seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self.model.preprocess(images)
@@ -372,7 +372,7 @@ class ConVis:
                               note=note, single_file=single_file)
 
 
-def _check_gradient_options(config, chunk, samples, sigma, seed) -> None:
+def _check_gradient_options(config, kind, chunk, samples, sigma, seed) -> None:
     """Refuses gradient options that would fail or give -inf/NaN maps only after tracing.
 
     Raises:
@@ -384,11 +384,12 @@ def _check_gradient_options(config, chunk, samples, sigma, seed) -> None:
 
     if chunk is not None:
         check_chunk(chunk, pullback_bytes(config), "concepts")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise InputError(f"smoothgrad_samples must be a positive integer, found {samples!r}")
-    if (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
-            or not math.isfinite(sigma) or sigma < 0):
-        raise InputError(f"smoothgrad_sigma must be a finite number >= 0, found {sigma!r}")
+    if kind == "smoothgrad" and not (
+            isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1
+            and isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+            and math.isfinite(sigma) and sigma >= 0):
+        raise InputError(f"smoothgrad needs samples >= 1 and a finite sigma >= 0, found "
+                         f"{samples!r} and {sigma!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
             0 <= int(seed) < 2**63):
         raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")

@@ -485,11 +485,13 @@ def convis(tiny_checkpoint, tmp_path_factory):
 
 OPTIONS = [
     ("sigma nan", "gradient_maps", dict(kind="smoothgrad", smoothgrad_sigma=float("nan")),
-     "smoothgrad_sigma"),
+     "finite sigma >= 0, found 16 and nan"),
     ("sigma inf", "gradient_maps", dict(kind="smoothgrad", smoothgrad_sigma=float("inf")),
-     "smoothgrad_sigma"),
-    ("sigma negative", "gradient_maps", dict(smoothgrad_sigma=-1.0), "smoothgrad_sigma"),
-    ("no smoothgrad samples", "gradient_maps", dict(smoothgrad_samples=0), "smoothgrad_samples"),
+     "finite sigma >= 0, found 16 and inf"),
+    ("sigma negative", "gradient_maps", dict(kind="smoothgrad", smoothgrad_sigma=-1.0),
+     "found 16 and -1.0"),
+    ("no smoothgrad samples", "gradient_maps", dict(kind="smoothgrad", smoothgrad_samples=0),
+     "samples >= 1"),
     ("seed 2**63 (gradient)", "gradient_maps", dict(seed=2**63), "seed"),
     ("negative seed (gradient)", "gradient_maps", dict(seed=-1), "seed"),
     ("absurd concept chunk", "gradient_maps", dict(chunk=10**12), "GiB"),
