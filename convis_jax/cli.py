@@ -423,11 +423,55 @@ def cmd_top(args) -> None:
         print("]")
 
 
+def _find_cached_bank(args):
+    """(embeddings, path) of the bank when a usable cache entry exists, else None.
+
+    Found without loading the model: its cache key needs only the weight files' hash,
+    the tokenizer files' hash, config.json and the dtype. Such an entry was written by
+    a run that loaded and checked this very folder, so `bank` can answer in a second or
+    two (reading weights and importing the tokenizer would cost more than that).
+    Hub ids take the full way.
+    """
+    from types import SimpleNamespace
+
+    from convis_jax.api import resolve_vocabulary
+    from convis_jax.core.cache import cache_root
+    from convis_jax.jax_backend import checkpoints
+    from convis_jax.jax_backend.bank import bank_cache_path, cached_bank
+    from convis_jax.jax_backend.config import ClipConfig
+    from convis_jax.jax_backend.loading import (
+        VOCABULARY_FILE,
+        default_model_path,
+        fingerprint_files,
+    )
+    from convis_jax.jax_backend.tokenizer import tokenizer_fingerprint
+
+    folder = default_model_path() if args.model is None else Path(args.model).expanduser()
+    if not folder.is_dir():
+        return None
+    shipped = folder / VOCABULARY_FILE
+    key = SimpleNamespace(
+        config=ClipConfig.from_json(folder / "config.json"), dtype=args.dtype,
+        fingerprint=fingerprint_files(checkpoints.weight_files(folder), memo_dir=cache_root()),
+        tokenizer_fingerprint=tokenizer_fingerprint(folder),
+        vocabulary_path=shipped if shipped.is_file() else None)
+    vocabulary = resolve_vocabulary(args.vocabulary, key)
+    embeddings = cached_bank(key, vocabulary, args.text)
+    if embeddings is None:
+        return None
+    return embeddings, bank_cache_path(key, vocabulary, args.text)
+
+
 def cmd_bank(args) -> None:
     """`bank`: build (or find) the cached concept bank and say where it is."""
-    bank = _convis(args).bank
-    print(f"concept bank: {len(bank)} concepts x {bank.embeddings.shape[1]} dims, "
-          f"text={bank.text!r}, cached at {bank.path}")
+    found = _find_cached_bank(args)
+    if found is None:
+        bank = _convis(args).bank
+        embeddings, path = bank.embeddings, bank.path
+    else:
+        embeddings, path = found
+    print(f"concept bank: {len(embeddings)} concepts x {embeddings.shape[1]} dims, "
+          f"text={args.text!r}, cached at {path}")
 
 
 def cmd_explore(args) -> None:

@@ -653,3 +653,25 @@ def test_cli_mistakes_exit_2_with_one_line(name, options, words, tiny_checkpoint
     err = captured.err.strip()
     assert code == 2 and words in err and "\n" not in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_bank_run_twice_reads_the_cache_without_loading_the_model(tiny_checkpoint, tmp_path,
+                                                                   capsys, monkeypatch):
+    """The second `bank` finds the entry the first wrote (same key); a poisoned one is rebuilt."""
+    from convis_jax import cli
+    from convis_jax.core.cache import load_arrays
+
+    monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path / "cache"))
+    argv = ["bank", "--model", str(tiny_checkpoint[0]), "--vocabulary",
+            str(words_file(tmp_path)), "--quiet"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    path = Path(first.rsplit("cached at ", 1)[1].strip())
+    built = load_arrays(path)["embeddings"]
+    real = cli._convis
+    monkeypatch.setattr(cli, "_convis", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert cli.main(argv) == 0 and capsys.readouterr().out == first
+    poison(path, {"embeddings": np.full_like(built, np.nan)})
+    monkeypatch.setattr(cli, "_convis", real)
+    assert cli.main(argv) == 0 and capsys.readouterr().out == first
+    assert np.array_equal(load_arrays(path)["embeddings"], built)

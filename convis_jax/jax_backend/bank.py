@@ -55,10 +55,31 @@ def bank_cache_path(model, vocabulary, text: str, texts: list[str] | None = None
     texts = vocabulary.texts(text) if texts is None else texts
     content = hashlib.sha256()
     for part in (f"format {BANK_FORMAT}", str(getattr(model, "tokenizer_fingerprint", "")),
-                 np.dtype(model.dtype).name, repr(model.config), text, *texts):
+                 _dtype_name(model.dtype), repr(model.config), text, *texts):
         content.update(part.encode("utf-8", "surrogatepass") + b"\0")
     name = f"{model.fingerprint}-{vocabulary.fingerprint()[:16]}-{content.hexdigest()[:16]}.npz"
     return cache_root() / "banks" / name
+
+
+def _dtype_name(dtype) -> str:
+    """"float32" or "bfloat16" from a NumPy/JAX dtype or its name."""
+    return dtype if isinstance(dtype, str) else np.dtype(dtype).name
+
+
+def cached_bank(model, vocabulary, text: str) -> np.ndarray | None:
+    """The cached embeddings of (model, vocabulary, text) when a usable entry exists, else None.
+
+    `model` needs only what `bank_cache_path` reads (fingerprint, tokenizer_fingerprint,
+    dtype, config), so a caller can look a bank up without loading the weights. Nothing
+    is warned about or rebuilt here; `build_bank` does that.
+    """
+    texts = vocabulary.texts(text)
+    path = bank_cache_path(model, vocabulary, text, texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arrays = load_arrays(path)
+        usable = _usable(arrays, path, (len(texts), model.config.projection_dim))
+    return arrays["embeddings"] if usable else None
 
 
 def _usable(arrays: dict | None, path: Path, shape: tuple[int, int]) -> bool:
