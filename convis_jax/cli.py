@@ -296,12 +296,15 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
                "maps": "maps.npz: maps [N, K, S, S] float32 in [0, 1] on the centre square "
                        "the model saw; concepts [K]", "images": []}
     file_names = concept_file_names(resolved)
+    # Titles drawn in the grid: control characters (a NUL, say) shown as escapes.
+    titles = ["".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in concept)
+              for concept in resolved]
     for n, (photo, name) in enumerate(zip(photos, names)):
         on_photo = map_to_image(maps[n], photo.shape[:2])
         files = {}
         for concept, file_name, m in zip(resolved, file_names, on_photo):
             files[concept] = save_png(white_overlay(photo, m, gamma), out / name / file_name).name
-        grid = concept_grid(photo, on_photo, resolved, out / name / "grid.png", gamma=gamma)
+        grid = concept_grid(photo, on_photo, titles, out / name / "grid.png", gamma=gamma)
         peaks = {c: [int(v) for v in np.unravel_index(np.argmax(m), m.shape)[::-1]]
                  for c, m in zip(resolved, on_photo)}
         summary["images"].append({"image": (sources or names)[n], "size": list(photo.shape[1::-1]),
