@@ -4,7 +4,10 @@ User mistakes (missing or damaged files, unknown concepts, bad options) and
 files that cannot be read or written end with one line on stderr and exit
 code 2, never a traceback (`run_command`, which the scripts use too). Images and concept
 names are checked before the model is loaded and the concept bank is built,
-so a typo costs no waiting.
+so a typo costs no waiting. Ctrl-C always stops a run with exit code 130
+(`interrupt_at_safe_points`), and every file is written whole or not at all
+(`convis_jax.core.cache.atomic_write_bytes`), under a file name made safe from
+the concept's name (`concept_file_names`).
 """
 
 from __future__ import annotations

@@ -56,8 +56,7 @@ def check_chunk(chunk, per_item: int, what: str) -> int:
     Raises:
         InputError: not a positive integer, or chunk x per_item exceeds the memory available.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, (int,)) and not (
-            hasattr(chunk, "__index__")):
+    if isinstance(chunk, bool) or not hasattr(chunk, "__index__"):  # ints, NumPy ints
         raise InputError(f"chunk must be a positive integer number of {what}, found {chunk!r}")
     chunk = int(chunk)
     if chunk < 1:
