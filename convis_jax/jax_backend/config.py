@@ -13,6 +13,17 @@ ACTIVATIONS = ("quick_gelu", "gelu")
 # SigLIP's towers use the tanh approximation of GELU (PyTorch's approximate="tanh").
 SIGLIP_ACTIVATIONS = ACTIVATIONS + ("gelu_pytorch_tanh",)
 
+# Upper bounds of the integer fields, far above any published CLIP (ViT-bigG: 48 layers,
+# width 1664, 8192 MLP; text contexts of 77 or 248 tokens) and low enough that a typo such
+# as 1e9 layers is refused before the parameter tree is built (which grows with depth).
+LIMITS = {
+    "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 256,
+    "num_attention_heads": 256, "image_size": 4096, "patch_size": 4096, "num_channels": 16,
+    "vocab_size": 1 << 22, "max_position_embeddings": 8192, "projection_dim": 16384,
+}
+# Fields that are token ids: in [0, vocab_size).
+_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+
 
 @dataclass(frozen=True)
 class TowerConfig:
@@ -81,11 +92,18 @@ class ClipConfig:
         Raises:
             ModelLoadError: a tower's section is missing, or a field is malformed.
         """
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object, found {type(raw).__name__}")
         towers = {}
         for key, tower_cls, defaults in (("vision_config", VisionConfig, _VISION_DEFAULTS),
                                          ("text_config", TextConfig, _TEXT_DEFAULTS)):
-            section = dict(raw.get(key) or {})
+            section = raw.get(key) or {}
             legacy = raw.get(f"{key}_dict")
+            for name, value in ((key, section), (f"{key}_dict", legacy)):
+                if value is not None and not isinstance(value, dict):
+                    raise ModelLoadError(f"{source}: '{name}' must be a JSON object, found "
+                                         f"{type(value).__name__}")
+            section = dict(section)
             if legacy is not None:
                 # Old checkpoints carry `*_config_dict`; transformers rebuilds the tower
                 # from the tower's defaults plus that dict, which then wins over `key`
@@ -102,23 +120,16 @@ class ClipConfig:
             names = {f.name for f in dataclasses.fields(tower_cls)}
             values = dict(defaults)
             values.update({k: v for k, v in section.items() if k in names and v is not None})
-            if isinstance(values.get("eos_token_id"), list):
+            if isinstance(values.get("eos_token_id"), list) and values["eos_token_id"]:
                 values["eos_token_id"] = values["eos_token_id"][0]
-            try:
-                tower = tower_cls(**values)
-            except TypeError as err:
-                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
-            if tower.hidden_act not in ACTIVATIONS:
-                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of {ACTIVATIONS}, "
-                                     f"found {tower.hidden_act!r}")
-            if tower.hidden_size % tower.num_attention_heads:
-                raise ModelLoadError(
-                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
-                    f"num_attention_heads {tower.num_attention_heads}")
-            towers[key] = tower
+            _check_tower(values, tower_cls, f"{source}: '{key}")
+            towers[key] = tower_cls(**values)
+        projection_dim = raw.get("projection_dim", 512)
+        _check_int(projection_dim, f"{source}: 'projection_dim'", LIMITS["projection_dim"])
+        scale = raw.get("logit_scale_init_value", 2.6592)
+        _check_float(scale, f"{source}: 'logit_scale_init_value'")
         return cls(vision=towers["vision_config"], text=towers["text_config"],
-                   projection_dim=int(raw.get("projection_dim", 512)),
-                   logit_scale_init_value=float(raw.get("logit_scale_init_value", 2.6592)))
+                   projection_dim=projection_dim, logit_scale_init_value=float(scale))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ClipConfig":
@@ -137,6 +148,63 @@ class ClipConfig:
             "vision_config": dict(vision, model_type="clip_vision_model"),
             "text_config": dict(text, model_type="clip_text_model"),
         }
+
+
+def _check_int(value, where: str, upper: int, lower: int = 1) -> None:
+    """A JSON integer in [lower, upper], else a one-line `ModelLoadError` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelLoadError(f"{where} must be an integer, found {type(value).__name__} "
+                             f"{value!r}")
+    if not lower <= value <= upper:
+        raise ModelLoadError(f"{where} must be in [{lower}, {upper}], found {value}")
+
+
+def _check_float(value, where: str, positive: bool = False) -> None:
+    """A finite JSON number (positive when asked), else a one-line `ModelLoadError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelLoadError(f"{where} must be a number, found {type(value).__name__} {value!r}")
+    if value != value or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+        raise ModelLoadError(f"{where} must be a finite{' positive' if positive else ''} "
+                             f"number, found {value}")
+
+
+def _check_tower(values: dict, tower_cls: type, where: str) -> None:
+    """Validates one tower's fields (types, ranges, consistency) before it is built.
+
+    Args:
+        values: field name -> value, defaults filled in.
+        tower_cls: VisionConfig or TextConfig.
+        where: "<source>: '<section>" (the field name and a closing quote are appended).
+
+    Raises:
+        ModelLoadError: one line naming the first bad field and what it holds.
+    """
+    missing = [f.name for f in dataclasses.fields(tower_cls)
+               if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise ModelLoadError(f"{where}' lacks {', '.join(missing)}")
+    for name, value in values.items():
+        if name in LIMITS:
+            _check_int(value, f"{where}.{name}'", LIMITS[name])
+    _check_float(values.get("layer_norm_eps", 1e-5), f"{where}.layer_norm_eps'", positive=True)
+    act = values.get("hidden_act", "quick_gelu")
+    if act not in ACTIVATIONS:
+        raise ModelLoadError(f"{where}.hidden_act' must be one of {ACTIVATIONS}, found {act!r}")
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise ModelLoadError(
+            f"{where}.hidden_size' {values['hidden_size']} is not divisible by "
+            f"num_attention_heads {values['num_attention_heads']}")
+    if tower_cls is VisionConfig:
+        image, patch = values.get("image_size", 224), values.get("patch_size", 32)
+        if patch > image:
+            raise ModelLoadError(f"{where}.patch_size' {patch} is larger than image_size {image}")
+    if tower_cls is TextConfig:
+        _check_int(values.get("max_position_embeddings", 77),
+                   f"{where}.max_position_embeddings'", LIMITS["max_position_embeddings"], 2)
+        vocab = values.get("vocab_size", 49408)
+        for name in _TOKEN_IDS:
+            if name in values:
+                _check_int(values[name], f"{where}.{name}'", vocab - 1, 0)
 
 
 # ------------------------------------------------------------------ SigLIP

@@ -46,11 +46,14 @@ cached) and double the disk used, so they only get the memoised hash (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 import zlib
@@ -67,7 +70,12 @@ from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
 from convis_jax.jax_backend.model import ClipModel, SiglipModel
 from convis_jax.jax_backend.preprocessing import PreprocessConfig
 from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
-from convis_jax.jax_backend.tokenizer import load_folder_tokenizer, load_tokenizer
+from convis_jax.jax_backend.tokenizer import (
+    check_tokenizer,
+    load_folder_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCABULARY_FILE = "convis_vocabulary.json"
@@ -175,6 +183,7 @@ def _vocabulary(folder: Path) -> Path | None:
 
 def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
     config = ClipConfig.from_json(folder / "config.json")
+    tokenizer = _checked_tokenizer(folder, config)
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
     fingerprint = fingerprint_files(files, memo_dir=root)
@@ -183,13 +192,14 @@ def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel
     preprocess_config = PreprocessConfig.from_pretrained_dir(
         folder, image_size=config.vision.image_size)
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
-                     tokenizer=load_tokenizer(folder), preprocess_config=preprocess_config,
+                     tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="clip")
+                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
 
 
 def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
     config, preprocess_config = openclip.read_config(folder)
+    tokenizer = _checked_tokenizer(folder, config)
     formats = checkpoints.OPEN_CLIP_FORMATS
     files = checkpoints.weight_files(folder, formats)
     root = cache_root() if cache else None
@@ -198,9 +208,9 @@ def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipMod
     params = _converted_params(folder, files[0].name, clip.parameter_shapes(config), dtype,
                                fingerprint, root, read)
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
-                     tokenizer=load_tokenizer(folder), preprocess_config=preprocess_config,
+                     tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="open_clip")
+                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
 
 
 def siglip_preprocess_defaults(image_size: int) -> dict:
@@ -225,10 +235,22 @@ def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipMode
     return SiglipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
                        tokenizer=load_folder_tokenizer(folder),
                        preprocess_config=preprocess_config, name=name, fingerprint=fingerprint,
-                       vocabulary_path=_vocabulary(folder), family="siglip")
+                       vocabulary_path=_vocabulary(folder), family="siglip",
+                       tokenizer_fingerprint=tokenizer_fingerprint(folder))
 
 
 _LOADERS = {"clip": _load_hf_clip, "open_clip": _load_open_clip, "siglip": _load_siglip}
+
+
+def _checked_tokenizer(folder: Path, config: ClipConfig):
+    """The folder's tokenizer, validated against the text tower before any weight is read.
+
+    Raises:
+        ModelLoadError: see `tokenizer.check_tokenizer`.
+    """
+    tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, config.text, folder)
+    return tokenizer
 
 
 def default_model_path() -> Path:
@@ -311,7 +333,12 @@ def _read_hash_memo(memo_file: Path) -> dict:
         warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
                       stacklevel=3)
         return {}
-    return memo if isinstance(memo, dict) else {}
+    if not isinstance(memo, dict):
+        return {}
+    # Entries written by another version, or by hand, are dropped (and so rehashed).
+    return {path: entry for path, entry in memo.items()
+            if isinstance(entry, dict) and isinstance(entry.get("stamp"), list)
+            and isinstance(entry.get("sha256"), str) and _is_sha256(entry["sha256"])}
 
 
 # ------------------------------------------------------------ converted parameters
@@ -412,9 +439,17 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(entry.parent)
+        # A cache disk without room is found before orbax starts writing: its worker
+        # threads would each print a traceback on the way to the same failure.
+        needed = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) + (1 << 20)
+        free = shutil.disk_usage(entry.parent).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({needed / 1e6:.1f} MB "
+                                        f"needed, {free / 1e6:.1f} MB free)")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         # Uncompressed: zstd saves 8% of the disk and makes every restore 2.5x slower.
-        ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
+        with _quiet_threads():
+            ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
         manifest = {"version": _MANIFEST_VERSION, "dtype": dtype,
                     "tensors": _describe_tree(params), "non_finite": non_finite,
                     "files": _file_checksums(tmp / _PARAMS)}
@@ -427,11 +462,24 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
             if not entry.is_dir():
                 raise
     except Exception as err:  # a full disk or a read-only cache must not stop the load
-        warnings.warn(f"could not write the converted-weight cache {entry}: "
-                      f"{type(err).__name__}: {err}", stacklevel=4)
+        reason = str(err.strerror if isinstance(err, OSError) and err.strerror else err)
+        warnings.warn(f"could not write the converted-weight cache {entry} "
+                      f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
+                      f"goes on without it", stacklevel=4)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_threads():
+    """Silences tracebacks of worker threads (orbax's) while a write that warns on failure runs."""
+    previous = threading.excepthook
+    threading.excepthook = lambda args: None
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _remove(path: Path) -> None:

@@ -62,6 +62,7 @@ class LoadedModel:
         vocabulary_path: the vocabulary file shipped with the checkpoint, if any.
         family: the layout it was loaded from: "clip" (Hugging Face CLIPModel),
             "open_clip" (OpenCLIP's hub layout) or "siglip" (Hugging Face SiglipModel).
+        tokenizer_fingerprint: a hash of the tokenizer files, for concept-bank cache keys.
     """
 
     config: ClipConfig | SiglipConfig
@@ -72,6 +73,7 @@ class LoadedModel:
     fingerprint: str
     vocabulary_path: Path | None = None
     family: str = "clip"
+    tokenizer_fingerprint: str = ""
 
     @property
     def dtype(self):

@@ -4,7 +4,10 @@ buckets) and SigLIP's (the folder's own tokenizer, padded to the maximum length)
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +20,13 @@ from convis_jax.errors import InputError, ModelLoadError
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+# Every file that can change how a text is tokenised (hashed into concept-bank cache keys).
+_TOKENIZER_STATE = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json")
+# CLIP's own BPE vocabulary: its size and special tokens, the only text towers it fits.
+CLIP_VOCAB_SIZE = 49408
+CLIP_BOS_ID, CLIP_EOS_ID = 49406, 49407
+_ADVICE = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -48,19 +58,108 @@ def bundled_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def load_tokenizer(folder: Path | None):
-    """transformers' CLIPTokenizer from `folder`, or CLIP's own vocabulary when it has none."""
+def has_tokenizer(folder: Path | None) -> bool:
+    """Whether `folder` holds tokenizer files (tokenizer.json or vocab.json)."""
+    return folder is not None and any((Path(folder) / f).is_file() for f in _TOKENIZER_FILES)
+
+
+def tokenizer_fingerprint(folder: Path | None) -> str:
+    """A hash of the tokenizer files in `folder` ("clip-bpe" for CLIP's bundled vocabulary).
+
+    Returns:
+        16 hex digits, or "clip-bpe" when the folder holds no tokenizer files.
+    """
+    if not has_tokenizer(folder):
+        return "clip-bpe"
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_STATE:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(f"{name}:{path.stat().st_size}:".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _clip_tokenizer_class():
+    """transformers' CLIPTokenizer, imported without its "PyTorch was not found" advice.
+
+    convis_jax needs only the tokenizer, never transformers' PyTorch models, so the
+    advice transformers prints at import when torch is missing says nothing useful.
+    """
+    if "transformers" not in sys.modules:
+        previous = os.environ.get(_ADVICE)
+        os.environ[_ADVICE] = "1"
+        try:
+            import transformers  # noqa: F401
+        finally:
+            if previous is None:
+                os.environ.pop(_ADVICE, None)
+            else:
+                os.environ[_ADVICE] = previous
     from transformers import CLIPTokenizer
 
-    if folder is not None and any((Path(folder) / f).is_file() for f in _TOKENIZER_FILES):
+    return CLIPTokenizer
+
+
+def load_tokenizer(folder: Path | None):
+    """transformers' CLIPTokenizer from `folder`, or CLIP's own vocabulary when it has none.
+
+    Whether the tokenizer fits the model is `check_tokenizer`'s job.
+    """
+    CLIPTokenizer = _clip_tokenizer_class()
+    if has_tokenizer(folder):
         try:
             return CLIPTokenizer.from_pretrained(str(folder))
         except Exception as err:
-            raise ModelLoadError(f"cannot load the tokenizer in {folder}: {err}") from None
+            raise ModelLoadError(f"cannot load the tokenizer in {folder}: "
+                                 f"{type(err).__name__}: {str(err)[:200]}") from None
     # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently builds a
     # broken tokenizer; the in-memory vocab and merges are the reliable route.
     vocab, merges = bundled_vocabulary()
     return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def check_tokenizer(tokenizer, text_config, folder) -> None:
+    """Refuses a tokenizer that does not fit the text tower it feeds.
+
+    A token id at or beyond the embedding table's rows reads nothing (XLA clamps
+    or fills NaN), so a mismatch would give silently wrong scores.
+
+    Args:
+        tokenizer: the loaded tokenizer (`load_tokenizer`).
+        text_config: the model's `TextConfig` (vocab_size, eos_token_id).
+        folder: the model folder, for messages.
+
+    Raises:
+        ModelLoadError: no tokenizer files where CLIP's vocabulary cannot stand in, more
+            tokens than the embedding table has rows, or special tokens outside it or
+            disagreeing with the config's end-of-text id.
+    """
+    rows = text_config.vocab_size
+    # Without tokenizer files CLIP's own vocabulary is used: only where every one of its
+    # ids has an embedding row and the model ends texts with its EOS (2: legacy configs,
+    # pooled at the largest id, which is CLIP's EOS then).
+    if not has_tokenizer(folder) and (rows < CLIP_VOCAB_SIZE
+                                      or text_config.eos_token_id not in (CLIP_EOS_ID, 2)):
+        raise ModelLoadError(
+            f"no tokenizer in {folder} (tokenizer.json, or vocab.json with merges.txt); its "
+            f"text tower has {rows} token embeddings and end-of-text id "
+            f"{text_config.eos_token_id}, so CLIP's {CLIP_VOCAB_SIZE}-token vocabulary cannot "
+            f"stand in: copy the model's tokenizer files into the folder")
+    size = len(tokenizer)
+    if size > rows:
+        raise ModelLoadError(f"the tokenizer in {folder} has {size} tokens but the model's text "
+                             f"embedding table (text_config.vocab_size) has {rows} rows")
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is None or not 0 <= value < rows:
+            raise ModelLoadError(f"the tokenizer in {folder} has {name} {value}, outside the "
+                                 f"model's {rows} token embeddings")
+    eos = text_config.eos_token_id
+    if eos != 2 and eos != tokenizer.eos_token_id:  # 2: legacy configs, pooled by argmax
+        raise ModelLoadError(f"the tokenizer in {folder} ends texts with token "
+                             f"{tokenizer.eos_token_id} but config.json's "
+                             f"text_config.eos_token_id is {eos}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +201,9 @@ def tokenize(tokenizer, texts: list[str], context_length: int, eos_token_id: int
     texts = _check_texts(texts)
     if clean is not None:
         texts = [clean(t) for t in texts]
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    # verbose=False: transformers would warn that long texts "will result in indexing
+    # errors"; they are cut to the context length below, with our own warning.
+    encoded = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     truncated = 0
     rows = []
     for ids in encoded:

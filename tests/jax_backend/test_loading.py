@@ -26,7 +26,7 @@ from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading
 from convis_jax.jax_backend.loading import load_clip
-from convis_jax.testing import TINY
+from convis_jax.testing import TINY, make_clip_checkpoint
 from tests.checkpoints import lay_out_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -300,11 +300,19 @@ def test_tokenizer_files_in_the_folder_are_used(tiny_checkpoint, tmp_path):
 
     from convis_jax.jax_backend.tokenizer import bundled_vocabulary
 
-    folder = tmp_path / "ckpt"
-    shutil.copytree(tiny_checkpoint[0], folder)
     vocab, merges = bundled_vocabulary()
     saved = CLIPTokenizer(vocab=vocab, merges=merges)
-    saved.add_tokens(["<concept>"])  # only the folder's tokenizer knows this token
+    saved.add_tokens(["<concept>"])  # only the folder's tokenizer knows this token: id 49408
+    # The tiny checkpoint's 49,408 embedding rows have none for it: refused, not read past.
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint[0], folder)
+    saved.save_pretrained(folder)
+    with pytest.raises(ModelLoadError, match="49409 tokens but the model's text embedding "
+                                             "table .* has 49408 rows"):
+        load_clip(folder)
+    # A text tower with a row for it loads, and reads the token.
+    folder = tmp_path / "wider"
+    make_clip_checkpoint(folder, dict(TINY, text=dict(TINY["text"], vocab_size=49409)))
     saved.save_pretrained(folder)
     model = load_clip(folder)
     bundled = load_clip(tiny_checkpoint[0])
