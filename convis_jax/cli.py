@@ -472,20 +472,17 @@ def _find_cached_bank(args):
     from convis_jax.jax_backend import checkpoints
     from convis_jax.jax_backend.bank import bank_cache_path, cached_bank
     from convis_jax.jax_backend.config import ClipConfig
-    from convis_jax.jax_backend.loading import (
-        VOCABULARY_FILE,
-        default_model_path,
-        fingerprint_files,
-    )
     from convis_jax.jax_backend.tokenizer import tokenizer_fingerprint
 
-    folder = default_model_path() if args.model is None else Path(args.model).expanduser()
-    if not folder.is_dir():
+    folder = (checkpoints.default_model_path() if args.model is None
+              else Path(args.model).expanduser())
+    if not folder.is_dir() or checkpoints.detect_family(folder) != "clip":
         return None
-    shipped = folder / VOCABULARY_FILE
+    shipped = folder / checkpoints.VOCABULARY_FILE
     key = SimpleNamespace(
         config=ClipConfig.from_json(folder / "config.json"), dtype=args.dtype,
-        fingerprint=fingerprint_files(checkpoints.weight_files(folder), memo_dir=cache_root()),
+        fingerprint=checkpoints.fingerprint_files(checkpoints.weight_files(folder),
+                                                memo_dir=cache_root()),
         tokenizer_fingerprint=tokenizer_fingerprint(folder),
         vocabulary_path=shipped if shipped.is_file() else None)
     vocabulary = resolve_vocabulary(args.vocabulary, key)

@@ -63,9 +63,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convis_jax.core.cache import atomic_write_bytes, cache_root
+from convis_jax.core.cache import cache_root
 from convis_jax.errors import CacheError, InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, openclip, siglip
+from convis_jax.jax_backend.checkpoints import (
+    VOCABULARY_FILE,
+    default_model_path,
+    fingerprint_files,
+)
 from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
 from convis_jax.jax_backend.model import ClipModel, SiglipModel
 from convis_jax.jax_backend.preprocessing import PreprocessConfig
@@ -78,18 +83,12 @@ from convis_jax.jax_backend.tokenizer import (
 )
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-VOCABULARY_FILE = "convis_vocabulary.json"
 CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN, checkpoints.OPEN_CLIP_BIN)
 
 _CONVERTED = "converted"
 _PARAMS = "params"
 _MANIFEST = "manifest.json"
 _MANIFEST_VERSION = 1
-_HASH_MEMO = "file_hashes.json"
-# Hashing a file this small costs less than reading and writing the memo.
-_MEMO_MIN_BYTES = 32 << 20
-# Files modified more recently than this are hashed every time (see fingerprint_files).
-_SETTLED_NS = 2_000_000_000
 # Temporary folders of a crashed writer are removed once they are this old.
 _STALE_SECONDS = 3600
 
@@ -251,94 +250,6 @@ def _checked_tokenizer(folder: Path, config: ClipConfig):
     tokenizer = load_tokenizer(folder)
     check_tokenizer(tokenizer, config.text, folder)
     return tokenizer
-
-
-def default_model_path() -> Path:
-    """The folder of the small CLIP bundled with the package."""
-    from importlib import resources
-
-    path = Path(str(resources.files("convis_jax") / "data" / "default_model"))
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"the bundled default model is missing from {path}; reinstall "
-                             f"convis_jax or pass a model folder or hub id")
-    return path
-
-
-def fingerprint_files(files: list[Path], *, memo_dir: Path | None = None) -> str:
-    """A content hash of the weight files (the key of converted-weight and concept-bank caches).
-
-    Each file contributes its SHA-256. Files in a Hugging Face cache are links
-    to blobs named by that very hash (for LFS files), which is used as is, so
-    a checkpoint hashes the same in the hub cache and copied elsewhere.
-
-    Args:
-        files: the weight files, in a fixed order (`checkpoints.weight_files`).
-        memo_dir: where `file_hashes.json` memoises the hashes of large files by
-            (path, size, mtime_ns, ctime_ns, inode); None hashes every file. Rewriting
-            a file changes its times; only a file modified over two seconds ago is
-            memoised, so a rewrite within one tick of the clock cannot go unseen.
-
-    Returns:
-        32 hex digits.
-    """
-    memo_file = None if memo_dir is None else Path(memo_dir) / _HASH_MEMO
-    memo = _read_hash_memo(memo_file) if memo_file is not None else {}
-    changed = False
-    digest = hashlib.sha256()
-    for file in files:
-        target = Path(file).resolve()
-        if target.parent.name == "blobs" and _is_sha256(target.name):
-            digest.update(target.name.encode())
-            continue
-        stat = target.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
-        known = memo.get(str(target))
-        if known is not None and known.get("stamp") == stamp:
-            digest.update(known["sha256"].encode())
-            continue
-        file_hash = _sha256_file(target)
-        digest.update(file_hash.encode())
-        # A file modified within the clock's granularity of now could change again
-        # without changing its times ("racy" stamps, as git calls them): not memoised.
-        settled = time.time_ns() - stat.st_mtime_ns > _SETTLED_NS
-        if memo_file is not None and stat.st_size >= _MEMO_MIN_BYTES and settled:
-            memo[str(target)] = {"stamp": stamp, "sha256": file_hash}
-            changed = True
-    if changed:
-        try:
-            atomic_write_bytes(memo_file, json.dumps(memo).encode())
-        except OSError as err:
-            warnings.warn(f"could not write the file-hash memo {memo_file}: {err}", stacklevel=2)
-    return digest.hexdigest()[:32]
-
-
-def _is_sha256(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_hash_memo(memo_file: Path) -> dict:
-    try:
-        memo = json.loads(memo_file.read_text())
-    except OSError:  # none yet, or an unusable cache root (writing will say so)
-        return {}
-    except ValueError as err:
-        warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
-                      stacklevel=3)
-        return {}
-    if not isinstance(memo, dict):
-        return {}
-    # Entries written by another version, or by hand, are dropped (and so rehashed).
-    return {path: entry for path, entry in memo.items()
-            if isinstance(entry, dict) and isinstance(entry.get("stamp"), list)
-            and isinstance(entry.get("sha256"), str) and _is_sha256(entry["sha256"])}
 
 
 # ------------------------------------------------------------ converted parameters

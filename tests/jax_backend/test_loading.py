@@ -598,17 +598,17 @@ def test_file_hashes_are_memoised_by_size_and_times(tmp_path, monkeypatch):
     an_hour_ago = time.time_ns() - 3600 * 10**9
     os.utime(weights, ns=(an_hour_ago, an_hour_ago))
     memo = tmp_path / "memo"
-    first = loading.fingerprint_files([weights], memo_dir=memo)
-    assert first == loading.fingerprint_files([weights])  # memoised or not, the same hash
+    first = checkpoints.fingerprint_files([weights], memo_dir=memo)
+    assert first == checkpoints.fingerprint_files([weights])  # memoised or not, the same hash
     hashed = []
-    real = loading._sha256_file
-    monkeypatch.setattr(loading, "_sha256_file", lambda p: hashed.append(p) or real(p))
-    assert loading.fingerprint_files([weights], memo_dir=memo) == first and hashed == []
+    real = checkpoints._sha256_file
+    monkeypatch.setattr(checkpoints, "_sha256_file", lambda p: hashed.append(p) or real(p))
+    assert checkpoints.fingerprint_files([weights], memo_dir=memo) == first and hashed == []
     weights.write_bytes(b"abd" * 1000)  # same size, new content, new times
-    changed = loading.fingerprint_files([weights], memo_dir=memo)
+    changed = checkpoints.fingerprint_files([weights], memo_dir=memo)
     assert len(hashed) == 1 and changed != first
     # Modified just now: its times could still repeat, so it is not memoised yet.
-    assert loading.fingerprint_files([weights], memo_dir=memo) == changed and len(hashed) == 2
+    assert checkpoints.fingerprint_files([weights], memo_dir=memo) == changed and len(hashed) == 2
     (memo / "file_hashes.json").write_text("{garbled")
     with pytest.warns(UserWarning, match="file-hash memo .* is damaged"):
-        assert loading.fingerprint_files([weights], memo_dir=memo) == changed
+        assert checkpoints.fingerprint_files([weights], memo_dir=memo) == changed
