@@ -592,7 +592,7 @@ def test_two_processes_building_one_cache(tmp_path, private_cache, monkeypatch):
 
 
 def test_file_hashes_are_memoised_by_size_and_times(tmp_path, monkeypatch):
-    monkeypatch.setattr(loading, "_MEMO_MIN_BYTES", 0)
+    monkeypatch.setattr(checkpoints, "_MEMO_MIN_BYTES", 0)
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"abc" * 1000)
     an_hour_ago = time.time_ns() - 3600 * 10**9
