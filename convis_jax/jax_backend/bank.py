@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cache import cache_root, load_arrays, save_arrays
+from convis_jax.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
     bucket and short glosses do not pay for 77 tokens.
 
     Args:
-        model: a `ClipModel`.
+        model: a loaded model (`ClipModel`, `SiglipModel`), or an `Encoder`, whose
+            `embed_texts` embeds the texts (in batches of `batch_size`; cached only when
+            it has a fingerprint).
         vocabulary: a `ConceptVocabulary`.
         text: "definition" (the WordNet gloss, the paper's choice), "lemmas", or a
             template such as "a photo of a {}".
@@ -60,14 +63,25 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
 
     Returns:
         The bank; a damaged cache file is rebuilt with a warning.
+
+    Raises:
+        InputError: an Encoder's embed_texts gave no finite [T, d] array.
     """
+    from convis_jax.jax_backend.encoder import Encoder
+
     texts = vocabulary.texts(text)
+    cache = cache and getattr(model, "fingerprint", None) is not None
     path = bank_cache_path(model, vocabulary, text) if cache else None
     if path is not None:
         arrays = load_arrays(path)
         if arrays is not None and arrays["embeddings"].shape == (len(texts), model.embedding_dim):
             return ConceptBank(arrays["embeddings"], vocabulary, text, path)
-    embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size, progress=progress)
+    if isinstance(model, Encoder):
+        embeddings = embed_texts_in_batches(model, texts, batch_size=batch_size,
+                                            progress=progress)
+    else:
+        embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size,
+                                           progress=progress)
     if path is not None:
         try:
             save_arrays(path, {"embeddings": embeddings})
@@ -96,4 +110,25 @@ def encode_texts_bucketed(model, texts: list[str], *, batch_size: int = 64,
         out[rows] = model.encode_token_ids(ids)[: len(rows)]
         bar.update(len(rows))
     bar.close()
+    return out
+
+
+def embed_texts_in_batches(encoder, texts: list[str], *, batch_size: int = 64,
+                           progress: bool = True) -> np.ndarray:
+    """An `Encoder`'s `embed_texts` over `texts` in batches: float32 [len(texts), d].
+
+    Raises:
+        InputError: a batch that is not a finite [batch, d] array (d = encoder.embedding_dim).
+    """
+    d = encoder.embedding_dim
+    out = np.empty((len(texts), d), np.float32)
+    for start in tqdm(range(0, len(texts), batch_size), desc="concept bank", unit="batch",
+                      disable=not progress):
+        part = texts[start:start + batch_size]
+        rows = np.asarray(encoder.embed_texts(part), np.float32)
+        if rows.shape != (len(part), d) or not np.isfinite(rows).all():
+            raise InputError(f"{encoder.name}: embed_texts must give finite unit embeddings "
+                             f"[{len(part)}, {d}] for {len(part)} texts, found shape "
+                             f"{list(rows.shape)}")
+        out[start:start + len(part)] = rows
     return out
