@@ -293,8 +293,8 @@ def cut_and_encode(params, padded, bank, *, embed, image_size, grid, chunk, mean
     """
     keep_embeddings = partial(occlusion.table_outputs, similarities=lambda v, bank: v)
     outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, embed=embed,
-                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
-                                     run_table=keep_embeddings)
+                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
+                                     std=std, run_table=keep_embeddings)
     return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
 
 

@@ -357,7 +357,8 @@ class ConVis:
                           disable=not self.progress or len(pixel_values) <= batch):
             part, n = pad_to_multiple(pixel_values[start:start + batch], batch)
             out = concept_gradient_maps(
-                self.encoder, part, bank, index, subtree, params=params, score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
+                self.encoder, part, bank, index, subtree, params=params, score=score,
+                kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
                 layer=layer, smoothgrad_samples=smoothgrad_samples,
                 smoothgrad_sigma=smoothgrad_sigma,
                 key=jax.random.fold_in(jax.random.key(seed), numbers[start]))

@@ -208,6 +208,19 @@ def test_siglip_token_maps_match_pytorch_hooks(siglip_folder):
     assert np.abs(got - want).max() <= 1e-5 * want.max()
 
 
+def test_similarity_is_the_encoders_image_embedding_against_its_bank(convis, photo):
+    import jax
+
+    enc = convis.encoder
+    v = np.asarray(jax.jit(enc.embed_images)(enc.params, plain_pixel_values(convis, photo)))
+    # Bare encoder: the bank is embed_texts of the concept texts, row for row.
+    if convis.model is convis.encoder:
+        texts = convis.vocabulary.texts("definition")
+        np.testing.assert_allclose(convis.bank.embeddings, enc.embed_texts(texts), atol=1e-7)
+    np.testing.assert_allclose(convis.similarity(photo), v @ convis.bank.embeddings.T,
+                               rtol=0, atol=1e-6)
+
+
 def test_token_maps_of_an_encoder_without_tokens_are_an_input_error(photo, tmp_path):
     from convis_jax.api import ConVis
     from convis_jax.testing import write_words_file

@@ -218,8 +218,8 @@ _STATIC = ("embed", "image_size", "grid", "chunk", "mean", "std", "mesh", "split
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
 def occlusion_window_scores(params, padded, bank, members, segment_ids, *, embed,
-                            image_size: int, grid: WindowGrid, chunk: int, mean, std, num_concepts: int,
-                            mesh=None, split_bank: bool = False):
+                            image_size: int, grid: WindowGrid, chunk: int, mean, std,
+                            num_concepts: int, mesh=None, split_bank: bool = False):
     """Every requested concept's subtree-minimum rank in every window.
 
     Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_tables`.
@@ -238,11 +238,12 @@ def occlusion_window_scores(params, padded, bank, members, segment_ids, *, embed
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
 def _occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_size: int,
-                     grid: WindowGrid, chunk: int, mean, std, num_concepts: int, mesh, split_bank: bool):
+                     grid: WindowGrid, chunk: int, mean, std, num_concepts: int, mesh,
+                     split_bank: bool):
     TRACES["occlusion_cells"] += 1
     scores = occlusion_window_scores(params, padded, bank, members, segment_ids, embed=embed,
-                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
-                                     num_concepts=num_concepts, mesh=mesh,
+                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
+                                     std=std, num_concepts=num_concepts, mesh=mesh,
                                      split_bank=split_bank)
     return cells_from_window_scores(lattice_outputs(scores, grid, padded.shape[0]), grid)
 
@@ -252,7 +253,8 @@ def _window_rank_similarities(params, padded, bank, *, embed, image_size: int,
                               grid: WindowGrid, chunk: int, mean, std, mesh, split_bank: bool):
     TRACES["window_rank_similarities"] += 1
     outputs = sweep_tables(params, padded, bank, rank_similarities, embed=embed,
-                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std, mesh=mesh, split_bank=split_bank)
+                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
+                           mesh=mesh, split_bank=split_bank)
     return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
 
 

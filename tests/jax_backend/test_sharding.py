@@ -62,8 +62,8 @@ def child(checkpoint: str, out: str) -> None:
     padded = jnp.asarray(pad_images(images, grid.padding, "noise", seed=5))
     m, seg, k_padded = occlusion.subtree_request(offsets, members, CONCEPTS)
     pre = model.preprocess_config
-    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, grid=grid, chunk=32, mean=tuple(pre.image_mean),
-                  std=tuple(pre.image_std))
+    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, grid=grid,
+                  chunk=32, mean=tuple(pre.image_mean), std=tuple(pre.image_std))
     args = (model.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
     one = jax.local_devices()[:1]
     results["cells_single"] = occlusion.occlusion_cells(*args, num_concepts=k_padded,
