@@ -164,9 +164,8 @@ def main(argv=None) -> dict:
                 continue
             log(f"  K={k} {strategy}")
             run = lambda: np.asarray(concept_gradient_maps(
-                model.params, model.config, pixel_values, bank, np.arange(k), None,
-                model.logit_scale, score="cosine", kind="gradient", reduce="absmax",
-                strategy=strategy))
+                model.encoder, pixel_values, bank, np.arange(k), None, score="cosine",
+                kind="gradient", reduce="absmax", strategy=strategy))
             row[strategy] = time_jax(run, reference, repeats, log)
         if "vmap" not in row:
             row["vmap"] = extrapolated(rows, k)

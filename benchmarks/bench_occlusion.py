@@ -231,7 +231,8 @@ def jax_sweep(setup: Setup, index: np.ndarray, n_images: int):
     args = (setup.model.params, jnp.asarray(setup.padded[:n_images]), jnp.asarray(c.bank),
             jnp.asarray(members), jnp.asarray(segments))
     # One device, as the PyTorch contenders run.
-    static = dict(config=setup.model.config, grid=setup.grid, chunk=setup.settings.chunk,
+    static = dict(embed=setup.model.encoder.embed_images,
+                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
                   mean=pre["mean"], std=pre["std"], num_concepts=k_padded,
                   devices=jax.local_devices()[:1])
 
@@ -283,17 +284,17 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     return run
 
 
-@partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std"))
-def cut_and_encode(params, padded, bank, *, config, grid, chunk, mean, std):
+@partial(jax.jit, static_argnames=("embed", "image_size", "grid", "chunk", "mean", "std"))
+def cut_and_encode(params, padded, bank, *, embed, image_size, grid, chunk, mean, std):
     """The sweep's own crop cutting, resizing and chunked encoding, without ranks: [N, W, d].
 
     The sweep's table runner with the identity in place of similarities and
     ranks: the same windows, chunks and chunk padding as `occlusion_cells`.
     """
     keep_embeddings = partial(occlusion.table_outputs, similarities=lambda v, bank: v)
-    outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, config=config,
-                                     grid=grid, chunk=chunk, mean=mean, std=std,
-                                     run_table=keep_embeddings)
+    outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, embed=embed,
+                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
+                                     std=std, run_table=keep_embeddings)
     return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
 
 
@@ -342,7 +343,8 @@ def jax_cut_and_encode(setup: Setup):
     pre = setup.preprocessing
     padded = jnp.asarray(setup.padded[:1])
     bank = jnp.asarray(setup.concepts.bank)
-    static = dict(config=setup.model.config, grid=setup.grid, chunk=setup.settings.chunk,
+    static = dict(embed=setup.model.encoder.embed_images,
+                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
                   mean=pre["mean"], std=pre["std"])
 
     def run():
@@ -650,7 +652,8 @@ def _probe(args) -> None:
     start = time.perf_counter()
     cells = np.asarray(occlusion.occlusion_cells(
         model.params, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),
-        jnp.asarray(segments), config=model.config, grid=grid, chunk=args.chunk,
+        jnp.asarray(segments), embed=model.encoder.embed_images, image_size=model.image_size,
+        grid=grid, chunk=args.chunk,
         mean=tuple(pre.image_mean), std=tuple(pre.image_std), num_concepts=k_padded,
         devices=jax.local_devices()[:1]))
     cells = cells[:, :len(index)]

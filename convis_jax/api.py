@@ -1,4 +1,5 @@
-"""The NumPy-facing API: `ConVis`, which explains one CLIP with one concept vocabulary."""
+"""The NumPy-facing API: `ConVis`, which explains one image encoder (CLIP, SigLIP, any
+`Encoder`) with one concept vocabulary."""
 
 from __future__ import annotations
 
@@ -81,13 +82,17 @@ def resolve_vocabulary(vocabulary, model=None):
 
 
 class ConVis:
-    """Explains a CLIP's image embeddings with the concepts of a WordNet vocabulary.
+    """Explains an image encoder's embeddings with the concepts of a WordNet vocabulary.
 
     Building it embeds every concept's text once (the concept bank, cached
-    on disk); every method then reuses that bank.
+    on disk); every method then reuses that bank. The sweeps and gradient maps
+    call only the model's `Encoder` (`self.encoder`).
 
     Args:
-        model: a `ClipModel` from `load_clip`, a folder or hub id, or None for the bundled model.
+        model: a folder or hub id of any family `load_model` reads (CLIP, OpenCLIP,
+            SigLIP), a loaded model (`ClipModel`, `SiglipModel`), an `Encoder` (its concept
+            bank comes from `embed_texts`; its images are centre-cropped, resized to its
+            image_size and normalised with its mean and std), or None for the bundled model.
         vocabulary: see `resolve_vocabulary`.
         text: the concept texts: "definition" (WordNet glosses, the paper's choice),
             "lemmas", or a template such as "a photo of a {}".
@@ -98,17 +103,19 @@ class ConVis:
     def __init__(self, model=None, vocabulary=None, *, text: str = "definition",
                  cache: bool = True, progress: bool = True):
         from convis_jax.jax_backend.bank import build_bank
-        from convis_jax.jax_backend.loading import load_clip
-        from convis_jax.jax_backend.model import ClipModel
+        from convis_jax.jax_backend.encoder import Encoder
+        from convis_jax.jax_backend.loading import load_model
+        from convis_jax.jax_backend.model import LoadedModel
 
-        self.model = model if isinstance(model, ClipModel) else load_clip(model)
+        self.model = model if isinstance(model, (LoadedModel, Encoder)) else load_model(model)
+        self.encoder = self.model if isinstance(self.model, Encoder) else self.model.encoder
         self.vocabulary = resolve_vocabulary(vocabulary, self.model)
         self.progress = progress
         self.bank = build_bank(self.model, self.vocabulary, text=text, cache=cache,
                                progress=progress)
 
     def __repr__(self) -> str:
-        return (f"ConVis(model={self.model.name!r}, concepts={len(self.vocabulary)}, "
+        return (f"ConVis(model={self.encoder.name!r}, concepts={len(self.vocabulary)}, "
                 f"text={self.bank.text!r})")
 
     def _device_arrays(self):
@@ -118,13 +125,38 @@ class ConVis:
             import jax
             import jax.numpy as jnp
 
-            placed = (self.model.params, jnp.asarray(self.bank.embeddings))
+            placed = (self.encoder.params, jnp.asarray(self.bank.embeddings))
             if jax.local_device_count() > 1:
                 from convis_jax.jax_backend.sharding import local_mesh, replicate
 
                 placed = replicate(placed, local_mesh())
             self._placed = placed
         return self._placed
+
+    def _pixel_values(self, images) -> np.ndarray:
+        """Images -> the encoder's pixel_values [N, 3, S, S]: a loaded model's own
+        preprocessing, else the centre square resized to S and normalised."""
+        from convis_jax.core.images import load_images
+        from convis_jax.core.windows import prepare_image
+
+        if self.model is not self.encoder:  # a loaded model
+            return self.model.preprocess(images)
+        e = self.encoder
+        squares = np.stack([prepare_image(photo, e.image_size) for photo in load_images(images)])
+        pixels = (squares / 255.0 - np.asarray(e.image_mean)) / np.asarray(e.image_std)
+        return np.moveaxis(pixels, -1, 1).astype(np.float32)
+
+    def _image_embeddings(self, images) -> np.ndarray:
+        """Unit embeddings [N, d] of whole images."""
+        if self.model is not self.encoder:
+            return self.model.embed_images(images)
+        import jax
+
+        from convis_jax.jax_backend.model import in_chunks
+
+        pixels = self._pixel_values(images)
+        embed = jax.jit(self.encoder.embed_images)
+        return in_chunks(lambda x: embed(self.encoder.params, x), pixels, min(32, len(pixels)))
 
     def _concept_index(self, concepts) -> tuple[list[str], np.ndarray]:
         if concepts is None:
@@ -228,9 +260,9 @@ class ConVis:
         numbers = _image_numbers(image_numbers, len(photos))
         vocab = self.vocabulary
         params, bank = self._device_arrays()
-        pre = self.model.preprocess_config
-        static = dict(config=self.model.config, grid=grid, chunk=chunk,
-                      mean=tuple(pre.image_mean), std=tuple(pre.image_std))
+        enc = self.encoder
+        static = dict(embed=enc.embed_images, image_size=enc.image_size, grid=grid, chunk=chunk,
+                      mean=enc.image_mean, std=enc.image_std)
         if aggregation == "window":
             members, segments, k_padded = occlusion.subtree_request(
                 vocab.subtree_offsets, vocab.subtree_members, index)
@@ -285,7 +317,9 @@ class ConVis:
             concepts: synset names or words; None means every concept (use the
                 "jacobian" strategy for thousands).
             score: "cosine", "subtree_cosine", "probability" (softmax over the whole bank
-                with the model's logit scale) or "subtree_probability".
+                with the model's logit scale; for SigLIP, or any encoder with a logit_bias,
+                the concept's own sigmoid(logit_scale * cos + logit_bias)) or
+                "subtree_probability" (see `gradients.concept_scores`).
             kind: "gradient", "grad_x_input", "smoothgrad" or "tokens" (gradient x
                 activation of the patch tokens of vision layer `layer`).
             reduce: channel reduction, "absmax", "l2" or None (keep the 3 channels).
@@ -313,7 +347,7 @@ class ConVis:
                                 smoothgrad_sigma, seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
-        pixel_values = self.model.preprocess(images)
+        pixel_values = self._pixel_values(images)
         numbers = _image_numbers(image_numbers, len(pixel_values))
         subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
         if kind == "smoothgrad":
@@ -326,8 +360,8 @@ class ConVis:
                           disable=not self.progress or len(pixel_values) <= batch):
             part, n = pad_to_multiple(pixel_values[start:start + batch], batch)
             out = concept_gradient_maps(
-                params, self.model.config, part, bank, index, subtree, self.model.logit_scale,
-                score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
+                self.encoder, part, bank, index, subtree, params=params, score=score,
+                kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
                 layer=layer, smoothgrad_samples=smoothgrad_samples,
                 smoothgrad_sigma=smoothgrad_sigma,
                 key=jax.random.fold_in(jax.random.key(seed), numbers[start]))
@@ -342,7 +376,7 @@ class ConVis:
             concepts: names or words (see `ConceptVocabulary.resolve`); None means all.
         """
         _, index = self._concept_index(concepts)
-        return self.model.embed_images(images) @ self.bank.embeddings[index].T
+        return self._image_embeddings(images) @ self.bank.embeddings[index].T
 
     def top_concepts(self, images, k: int = 10) -> list[TopConcepts]:
         """What CLIP sees in each whole image: its k best concepts, flat and hierarchical.
@@ -415,7 +449,7 @@ class ConVis:
         hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
         pages = [ExplorerImage(name, _display_square(center_crop_square(photo)), c, f, h)
                  for name, photo, c, f, h in zip(names, photos, cells, flat, hierarchical)]
-        note = f"{self.model.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
+        note = f"{self.encoder.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
         return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
                               note=note, single_file=single_file)
 

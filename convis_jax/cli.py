@@ -109,8 +109,8 @@ def add_gradient_options(parser) -> None:
 def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
     """--model, --vocabulary, --text, --dtype and --quiet, shared by commands and scripts."""
     parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
-                             "(default: the bundled model)")
+                        help="model folder or Hugging Face hub id of a CLIP, an OpenCLIP ViT-CLIP "
+                             "or a SigLIP (default: the bundled model)")
     if vocabulary:
         parser.add_argument("--vocabulary", default=None,
                             help="physical_objects, all_nouns, or a file of words/synsets "
@@ -186,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model(args):
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.jax_backend.loading import load_model
 
-    return load_clip(args.model, dtype=args.dtype)
+    return load_model(args.model, dtype=args.dtype)
 
 
 def _convis(args, model=None, vocabulary=None):

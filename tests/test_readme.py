@@ -25,6 +25,19 @@ def test_python_example_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "circle.png").is_file()
 
 
+def test_outside_encoder_example_draws_maps(tmp_path, monkeypatch):
+    """The Models section's Flax module wrapped as an Encoder draws maps through ConVis."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+              if "cj.Encoder(" in b]
+    assert len(blocks) == 1, "the README has no outside-encoder example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    maps, grads = namespace["my_maps"], namespace["my_grads"]
+    assert maps.shape == (1, 1, 224, 224) and 0 <= maps.min() and maps.max() <= 1
+    assert grads.shape == (1, 1, 64, 64) and np.all(np.isfinite(grads))
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     command = re.search(r"pip install -e \"\.\[test\]\" && (python -m pytest[^\n`]*)", README)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cache import cache_root, load_arrays, save_arrays
-from convis_jax.errors import ModelLoadError
+from convis_jax.errors import InputError, ModelLoadError
 
 # Bumped whenever the way a bank is computed changes (tokenisation, truncation, pooling),
 # so that banks written by older code are never read back.
@@ -48,15 +48,17 @@ def bank_cache_path(model, vocabulary, text: str, texts: list[str] | None = None
     definitions), and `BANK_FORMAT` (the code's version).
 
     Args:
-        model: a `ClipModel`.
+        model: a loaded model (`ClipModel`, `SiglipModel`) or an `Encoder` with a fingerprint.
         vocabulary: a `ConceptVocabulary`.
         text: the text mode.
         texts: `vocabulary.texts(text)`, when already computed.
     """
     texts = vocabulary.texts(text) if texts is None else texts
     content = hashlib.sha256()
+    # A bare Encoder has no config or dtype of ours: its fingerprint stands for them.
     for part in (f"format {BANK_FORMAT}", str(getattr(model, "tokenizer_fingerprint", "")),
-                 _dtype_name(model.dtype), repr(model.config), text, *texts):
+                 _dtype_name(getattr(model, "dtype", "encoder")),
+                 repr(getattr(model, "config", type(model).__name__)), text, *texts):
         content.update(part.encode("utf-8", "surrogatepass") + b"\0")
     name = f"{model.fingerprint}-{vocabulary.fingerprint()[:16]}-{content.hexdigest()[:16]}.npz"
     return cache_root() / "banks" / name
@@ -109,7 +111,9 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
     bucket and short glosses do not pay for 77 tokens.
 
     Args:
-        model: a `ClipModel`.
+        model: a loaded model (`ClipModel`, `SiglipModel`), or an `Encoder`, whose
+            `embed_texts` embeds the texts (in batches of `batch_size`; cached only when
+            it has a fingerprint).
         vocabulary: a `ConceptVocabulary`.
         text: "definition" (the WordNet gloss, the paper's choice), "lemmas", or a
             template such as "a photo of a {}".
@@ -123,20 +127,29 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
     Raises:
         ModelLoadError: the text tower gives non-finite embeddings (weights holding NaN
             or inf, or overflow); nothing is cached then.
+        InputError: an Encoder's embed_texts gave no finite [T, d] array.
     """
+    from convis_jax.jax_backend.encoder import Encoder
+
     texts = vocabulary.texts(text)
+    cache = cache and getattr(model, "fingerprint", None) is not None
     path = bank_cache_path(model, vocabulary, text, texts) if cache else None
     if path is not None:
         arrays = load_arrays(path)
         if _usable(arrays, path, (len(texts), model.embedding_dim)):
             return ConceptBank(arrays["embeddings"], vocabulary, text, path)
-    embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size, progress=progress)
+    if isinstance(model, Encoder):
+        embeddings = embed_texts_in_batches(model, texts, batch_size=batch_size,
+                                            progress=progress)
+    else:
+        embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size,
+                                           progress=progress)
     bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
     if len(bad):
         raise ModelLoadError(
             f"{model.name}: the text tower gives non-finite embeddings for {len(bad)} of "
             f"{len(texts)} concept texts (first: {vocabulary.names[bad[0]]}); its weights hold "
-            f"NaN or inf, or {np.dtype(model.dtype).name} overflows")
+            f"NaN or inf, or {np.dtype(getattr(model, 'dtype', np.float32)).name} overflows")
     if path is not None:
         try:
             save_arrays(path, {"embeddings": embeddings})
@@ -165,4 +178,25 @@ def encode_texts_bucketed(model, texts: list[str], *, batch_size: int = 64,
         out[rows] = model.encode_token_ids(ids)[: len(rows)]
         bar.update(len(rows))
     bar.close()
+    return out
+
+
+def embed_texts_in_batches(encoder, texts: list[str], *, batch_size: int = 64,
+                           progress: bool = True) -> np.ndarray:
+    """An `Encoder`'s `embed_texts` over `texts` in batches: float32 [len(texts), d].
+
+    Raises:
+        InputError: a batch that is not a finite [batch, d] array (d = encoder.embedding_dim).
+    """
+    d = encoder.embedding_dim
+    out = np.empty((len(texts), d), np.float32)
+    for start in tqdm(range(0, len(texts), batch_size), desc="concept bank", unit="batch",
+                      disable=not progress):
+        part = texts[start:start + batch_size]
+        rows = np.asarray(encoder.embed_texts(part), np.float32)
+        if rows.shape != (len(part), d) or not np.isfinite(rows).all():
+            raise InputError(f"{encoder.name}: embed_texts must give finite unit embeddings "
+                             f"[{len(part)}, {d}] for {len(part)} texts, found shape "
+                             f"{list(rows.shape)}")
+        out[start:start + len(part)] = rows
     return out

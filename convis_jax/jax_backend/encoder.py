@@ -21,8 +21,11 @@ Flax module written elsewhere is wrapped in a few lines:
                       image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
                       embed_texts=lambda texts: my_text_embeddings(texts))
 
-The sweeps in `occlusion.py`, `sharding.py` and `gradients.py` still call the
-Flax CLIP directly; switching them to this contract is the next step.
+The occlusion sweeps (`occlusion.py`) and the pixel gradient maps
+(`gradients.py`) call only `embed_images`. Token maps (`kind="tokens"`) also
+need the vision transformer's tokens: an encoder that has them says so with
+`image_tokens` (`ImageTokens`; the Flax CLIP and SigLIP provide it, an
+outside module may leave it None and then has no token maps).
 """
 
 from __future__ import annotations
@@ -59,6 +62,44 @@ class FlaxImageEmbedder:
 
 
 @dataclass(frozen=True)
+class WithConfig:
+    """fn(params, config, *args) with the config bound: hashable, a static jit argument."""
+
+    fn: Callable
+    config: Any
+
+    def __call__(self, params, *args):
+        return self.fn(params, self.config, *args)
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """The optional access to a vision transformer's tokens that token maps need.
+
+    Hashable (its functions hashable too, e.g. `WithConfig` or module-level
+    functions): the gradient kernels take it as a static argument.
+
+    Attributes:
+        tokens: (params, pixel_values [3, S, S]) and a layer L -> the hidden state
+            after L blocks, [prefix_tokens + grid_size**2, D] (one image).
+        features: (params, tokens [prefix_tokens + grid_size**2, D], L) -> the
+            image feature [d] that continues from there (not normalised).
+        prefix_tokens: tokens before the patches (CLIP's class token: 1; SigLIP: 0).
+        grid_size: g, patches per side, row-major after the prefix.
+        max_layer: the last layer whose tokens give a useful map (see
+            `gradients.concept_gradient_maps`): CLIP's class-token pooling gives
+            num_hidden_layers - 2, SigLIP's attention pooling over every token
+            num_hidden_layers - 1 (its output passes the post-LayerNorm only).
+    """
+
+    tokens: Callable
+    features: Callable
+    prefix_tokens: int
+    grid_size: int
+    max_layer: int
+
+
+@dataclass(frozen=True)
 class Encoder:
     """What ConVis needs from a model: traceable unit image embeddings and host text embeddings.
 
@@ -78,6 +119,7 @@ class Encoder:
             match probability is sigmoid(logit_scale * cos + b).
         name: where it came from, for messages and logs.
         fingerprint: a hash of the weights (cache keys of concept banks); None: no caching.
+        image_tokens: the tokens for token maps (`ImageTokens`), or None: no token maps.
     """
 
     embed_images: Callable
@@ -91,6 +133,7 @@ class Encoder:
     logit_bias: float | None = None
     name: str = "custom encoder"
     fingerprint: str | None = None
+    image_tokens: ImageTokens | None = None
 
     def __post_init__(self):
         if not isinstance(self.image_size, (int, np.integer)) or self.image_size < 1:

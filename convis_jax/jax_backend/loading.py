@@ -147,11 +147,10 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
             unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
-    if isinstance(name_or_path, SiglipModel):  # e.g. ConVis(load_model(siglip_folder))
+    if isinstance(name_or_path, SiglipModel):
         raise ModelLoadError(
-            f"{name_or_path.name} is a loaded siglip model, not a CLIP: ConVis and the command "
-            f"line take CLIP and OpenCLIP models only, until their sweeps take an Encoder "
-            f"(model.encoder)")
+            f"{name_or_path.name} is a loaded siglip model, not a CLIP: pass it to ConVis as it "
+            f"is, or use its model.encoder")
     folder, name = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
     if family not in ("clip", "open_clip"):

@@ -15,7 +15,7 @@ from convis_jax.core.batches import pad_to_multiple
 from convis_jax.errors import InputError
 from convis_jax.jax_backend import clip, siglip
 from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
-from convis_jax.jax_backend.encoder import Encoder, FlaxImageEmbedder
+from convis_jax.jax_backend.encoder import Encoder, FlaxImageEmbedder, ImageTokens, WithConfig
 from convis_jax.jax_backend.tokenizer import (
     TokenBatch,
     open_clip_clean,
@@ -101,13 +101,21 @@ class LoadedModel:
     def encoder(self) -> Encoder:
         """This model behind the `Encoder` contract (unit embeddings; see `encoder.py`)."""
         pre = self.preprocess_config
-        return Encoder(embed_images=FlaxImageEmbedder(_architecture(self.config).encode_images,
-                                                      self.config),
+        architecture, vision = _architecture(self.config), self.config.vision
+        siglip_like = architecture is siglip
+        tokens = ImageTokens(
+            tokens=WithConfig(architecture.image_tokens, self.config),
+            features=WithConfig(architecture.image_features_from_tokens, self.config),
+            prefix_tokens=0 if siglip_like else 1, grid_size=vision.grid_size,
+            # CLIP pools the class token, which the last block's patch tokens do not
+            # reach; SigLIP's head attends to every token of the last block.
+            max_layer=max(vision.num_hidden_layers - (1 if siglip_like else 2), 0))
+        return Encoder(embed_images=FlaxImageEmbedder(architecture.encode_images, self.config),
                        params=self.params, image_size=self.image_size,
                        image_mean=pre.image_mean, image_std=pre.image_std,
                        embed_texts=self.embed_texts, embedding_dim=self.embedding_dim,
                        logit_scale=self.logit_scale, logit_bias=self.logit_bias,
-                       name=self.name, fingerprint=self.fingerprint)
+                       name=self.name, fingerprint=self.fingerprint, image_tokens=tokens)
 
     def preprocess(self, images) -> np.ndarray:
         """Images (paths, PIL images, arrays, lists of mixed sizes) -> pixel_values [N, 3, S, S]."""

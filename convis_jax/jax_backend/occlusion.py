@@ -42,7 +42,7 @@ from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cells import accumulate_cells, normalise_maps
 from convis_jax.core.ranks import ranks
 from convis_jax.core.windows import WindowGrid
-from convis_jax.jax_backend import clip, sharding
+from convis_jax.jax_backend import sharding
 
 # How often each jitted function below was traced; tests read it to prove
 # that repeated calls with the same shapes do not trace (or compile) again.
@@ -96,23 +96,25 @@ def dense_similarities(v, bank):
     return v @ bank.T
 
 
-def table_outputs(params, padded, table, bank, finish, *, config, size: int, mean, std,
-                  similarities=dense_similarities):
+def table_outputs(params, padded, table, bank, finish, *, embed, image_size: int, size: int,
+                  mean, std, similarities=dense_similarities):
     """Encodes the windows of one table chunk by chunk and finishes their similarities.
 
     Memory stays bounded by one chunk: `lax.map` runs the chunks in sequence.
 
     Args:
-        params: the CLIP parameter tree.
+        params: the encoder's parameter tree (`Encoder.params`).
         padded: float [N, Hp, Wp, 3] padded images in [0, 255].
         table: int32 [n_chunks, chunk, 3] rows (image, y, x) of windows of side `size`
             (`window_tables`).
         bank: float32 [T, d] unit text embeddings (or this device's share of them, for
             a `similarities` that gathers the rest).
         finish: z [chunk, T] -> what to keep of each window, e.g. subtree-minimum ranks.
-        config: the ClipConfig.
+        embed: the encoder's `embed_images`: (params, pixel_values [chunk, 3, S, S])
+            -> unit embeddings [chunk, d]; hashable (a static jit argument).
+        image_size: S, the encoder's input size.
         size: the window side in pixels.
-        mean, std: the model's normalisation.
+        mean, std: the encoder's normalisation.
         similarities: (v [chunk, d] unit embeddings, bank) -> z [chunk, T].
 
     Returns:
@@ -121,8 +123,8 @@ def table_outputs(params, padded, table, bank, finish, *, config, size: int, mea
     def one_chunk(rows):
         crops = jax.vmap(lambda r: jax.lax.dynamic_slice(
             padded, (r[0], r[1], r[2], 0), (1, size, size, 3))[0])(rows)
-        pixels = window_pixel_values(crops, config.vision.image_size, mean, std)
-        return finish(similarities(clip.encode_images(params, config, pixels), bank))
+        pixels = window_pixel_values(crops, image_size, mean, std)
+        return finish(similarities(embed(params, pixels), bank))
 
     return jax.lax.map(one_chunk, table)
 
@@ -149,13 +151,13 @@ def rank_similarities(z):
     return 1.0 - ranks(z, xp=jnp) / z.shape[-1]
 
 
-def sweep_tables(params, padded, bank, finish, *, config, grid: WindowGrid, chunk: int, mean,
-                 std, mesh=None, split_bank: bool = False):
+def sweep_tables(params, padded, bank, finish, *, embed, image_size: int, grid: WindowGrid,
+                 chunk: int, mean, std, mesh=None, split_bank: bool = False):
     """`table_outputs` over the window table of every window size (`window_tables`).
 
     Args:
-        params, padded, bank, finish, config, mean, std: as `table_outputs` (bank: the
-            whole bank [T, d]).
+        params, padded, bank, finish, embed, image_size, mean, std: as `table_outputs`
+            (bank: the whole bank [T, d]).
         grid: the window grid.
         chunk: windows per chunk.
         mesh: None to run on the current device, or a 1-D mesh (`sharding.local_mesh`)
@@ -176,8 +178,8 @@ def sweep_tables(params, padded, bank, finish, *, config, grid: WindowGrid, chun
     tables = window_tables(grid, padded.shape[0], chunk, parts)
     outputs = []
     for size, table in zip(grid.window_sizes, tables):
-        run = partial(table_outputs, finish=finish, config=config, size=size, mean=mean,
-                      std=std, similarities=similarities)
+        run = partial(table_outputs, finish=finish, embed=embed, image_size=image_size,
+                      size=size, mean=mean, std=std, similarities=similarities)
         if mesh is not None:
             run = sharding.shard_rows(run, mesh, (False, False, True, split_bank))
         outputs.append(run(params, padded, jnp.asarray(table), bank))
@@ -211,13 +213,13 @@ def window_list(per_size):
     return jnp.concatenate([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_size], axis=1)
 
 
-_STATIC = ("config", "grid", "chunk", "mean", "std", "mesh", "split_bank")
+_STATIC = ("embed", "image_size", "grid", "chunk", "mean", "std", "mesh", "split_bank")
 
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
-def occlusion_window_scores(params, padded, bank, members, segment_ids, *, config,
-                            grid: WindowGrid, chunk: int, mean, std, num_concepts: int,
-                            mesh=None, split_bank: bool = False):
+def occlusion_window_scores(params, padded, bank, members, segment_ids, *, embed,
+                            image_size: int, grid: WindowGrid, chunk: int, mean, std,
+                            num_concepts: int, mesh=None, split_bank: bool = False):
     """Every requested concept's subtree-minimum rank in every window.
 
     Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_tables`.
@@ -229,27 +231,30 @@ def occlusion_window_scores(params, padded, bank, members, segment_ids, *, confi
     """
     finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
                      num_concepts=num_concepts)
-    return sweep_tables(params, padded, bank, finish, config=config, grid=grid, chunk=chunk,
-                        mean=mean, std=std, mesh=mesh, split_bank=split_bank)
+    return sweep_tables(params, padded, bank, finish, embed=embed, image_size=image_size,
+                        grid=grid, chunk=chunk, mean=mean, std=std, mesh=mesh,
+                        split_bank=split_bank)
 
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
-def _occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid: WindowGrid,
-                     chunk: int, mean, std, num_concepts: int, mesh, split_bank: bool):
+def _occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_size: int,
+                     grid: WindowGrid, chunk: int, mean, std, num_concepts: int, mesh,
+                     split_bank: bool):
     TRACES["occlusion_cells"] += 1
-    scores = occlusion_window_scores(params, padded, bank, members, segment_ids, config=config,
-                                     grid=grid, chunk=chunk, mean=mean, std=std,
-                                     num_concepts=num_concepts, mesh=mesh,
+    scores = occlusion_window_scores(params, padded, bank, members, segment_ids, embed=embed,
+                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
+                                     std=std, num_concepts=num_concepts, mesh=mesh,
                                      split_bank=split_bank)
     return cells_from_window_scores(lattice_outputs(scores, grid, padded.shape[0]), grid)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, chunk: int,
-                              mean, std, mesh, split_bank: bool):
+def _window_rank_similarities(params, padded, bank, *, embed, image_size: int,
+                              grid: WindowGrid, chunk: int, mean, std, mesh, split_bank: bool):
     TRACES["window_rank_similarities"] += 1
-    outputs = sweep_tables(params, padded, bank, rank_similarities, config=config, grid=grid,
-                           chunk=chunk, mean=mean, std=std, mesh=mesh, split_bank=split_bank)
+    outputs = sweep_tables(params, padded, bank, rank_similarities, embed=embed,
+                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
+                           mesh=mesh, split_bank=split_bank)
     return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
 
 
@@ -263,8 +268,8 @@ def _on_devices(kernel, devices, split_bank, bank, *args, **static):
                   **static)
 
 
-def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid: WindowGrid,
-                    chunk: int, mean, std, num_concepts: int, devices=None,
+def occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_size: int,
+                    grid: WindowGrid, chunk: int, mean, std, num_concepts: int, devices=None,
                     split_bank: bool | None = None):
     """Algorithm 1 for N images and K concepts: normalised cell maps [N, K, cy, cx].
 
@@ -272,17 +277,19 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid:
     split over them, with the single-device result.
 
     Args:
-        params: the CLIP parameter tree (replicate it once with `sharding.replicate`
-            when sweeping on several devices repeatedly).
+        params: the encoder's parameter tree (replicate it once with
+            `sharding.replicate` when sweeping on several devices repeatedly).
         padded: float [N, Hp, Wp, 3] padded images in [0, 255] ((Hp, Wp) = grid.padded_size).
         bank: float32 [T, d] unit text embeddings of the whole vocabulary.
         members: int32 [M] vocabulary indices of the requested concepts' subtrees, concatenated.
         segment_ids: int32 [M] which requested concept each member belongs to, sorted;
             entries equal to `num_concepts` are padding and are dropped.
-        config: the ClipConfig (static).
+        embed: the encoder's `embed_images` (static, hashable: `Encoder.embed_images`),
+            (params, pixel_values [B, 3, S, S]) -> unit embeddings [B, d].
+        image_size: S, the encoder's input size (static): windows are resized to it.
         grid: the window grid (static).
         chunk: windows encoded per step.
-        mean, std: the model's normalisation (static tuples).
+        mean, std: the encoder's normalisation (static tuples).
         num_concepts: K (static), padded to a bucket by the caller (`subtree_request`).
         devices: the devices to use: one runs the plain sweep there, several split the
             windows over them; None means all of this process's local devices.
@@ -293,12 +300,13 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid:
         float32 [N, K, cy, cx] in [0, 1], high where the concept is.
     """
     return _on_devices(_occlusion_cells, devices, split_bank, bank, params, padded, bank,
-                       members, segment_ids, config=config, grid=grid, chunk=chunk, mean=mean,
-                       std=std, num_concepts=num_concepts)
+                       members, segment_ids, embed=embed, image_size=image_size, grid=grid,
+                       chunk=chunk, mean=mean, std=std, num_concepts=num_concepts)
 
 
-def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, chunk: int,
-                             mean, std, devices=None, split_bank: bool | None = None):
+def window_rank_similarities(params, padded, bank, *, embed, image_size: int,
+                             grid: WindowGrid, chunk: int, mean, std, devices=None,
+                             split_bank: bool | None = None):
     """Normalised rank 1 - rank/T of every synset in every window: float32 [N, n_windows, T].
 
     Windows are listed per size, each row-major (the order of
@@ -309,7 +317,8 @@ def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, 
         float32 [N, n_windows, T] in (0, 1].
     """
     return _on_devices(_window_rank_similarities, devices, split_bank, bank, params, padded,
-                       bank, config=config, grid=grid, chunk=chunk, mean=mean, std=std)
+                       bank, embed=embed, image_size=image_size, grid=grid, chunk=chunk,
+                       mean=mean, std=std)
 
 
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,

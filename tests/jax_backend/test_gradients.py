@@ -113,8 +113,8 @@ def pixels():
 
 def raw_maps(model, pixel_values, bank, concepts, score, **kwargs):
     kwargs = dict(dict(kind="gradient", reduce=None, strategy="vmap", chunk=4), **kwargs)
-    return np.asarray(concept_gradient_maps(model.params, model.config, pixel_values, bank,
-                                            np.asarray(concepts), SUBTREE, model.logit_scale,
+    return np.asarray(concept_gradient_maps(model.encoder, pixel_values, bank,
+                                            np.asarray(concepts), SUBTREE,
                                             score=score, **kwargs))
 
 
@@ -195,7 +195,7 @@ def test_concept_counts_do_not_trace_again(tiny, pixels):
         before = gradients.TRACES.count
         # eval_shape traces exactly as a call does, without paying for the compilation.
         shape = jax.eval_shape(lambda: concept_gradient_maps(
-            model.params, model.config, pixels, bank, np.arange(k), None, model.logit_scale,
+            model.encoder, pixels, bank, np.arange(k), None,
             strategy=strategy, chunk=5))
         assert shape.shape == (2, k, 32, 32)
         return gradients.TRACES.count - before
@@ -257,8 +257,8 @@ def test_token_maps_match_pytorch_hooks(three_layers, pixels, strategy):
     model, torch_model = three_layers
     bank = unit_bank(NUM_CONCEPTS, model.embedding_dim)
     # Default layer: num_hidden_layers - 2 = 1, the output of encoder.layers[0].
-    got = concept_gradient_maps(model.params, model.config, pixels, bank, np.asarray(CONCEPTS),
-                                None, model.logit_scale, kind="tokens", strategy=strategy,
+    got = concept_gradient_maps(model.encoder, pixels, bank, np.asarray(CONCEPTS),
+                                None, kind="tokens", strategy=strategy,
                                 chunk=4)
     want, terms = torch_token_maps(torch_model, pixels, bank, CONCEPTS, layer=1)
     assert got.shape == (2, len(CONCEPTS), 32, 32)
@@ -277,8 +277,8 @@ def test_token_maps_refuse_layers_that_give_vanishing_maps(three_layers, pixels)
     bank = unit_bank(NUM_CONCEPTS, model.embedding_dim)
     for layer in (2, 3, -1):
         with pytest.raises(InputError, match="layer"):
-            concept_gradient_maps(model.params, model.config, pixels, bank, np.arange(2), None,
-                                  model.logit_scale, kind="tokens", layer=layer)
+            concept_gradient_maps(model.encoder, pixels, bank, np.arange(2), None,
+                                  kind="tokens", layer=layer)
 
 
 def test_grad_x_input_is_the_gradient_times_the_input(tiny, pixels):
@@ -328,5 +328,5 @@ def test_bad_arguments_raise_input_errors(tiny, pixels, bad, match):
     bad = dict(bad)
     args.update({k: bad.pop(k) for k in list(bad) if k in args})
     with pytest.raises(InputError, match=match):
-        concept_gradient_maps(model.params, model.config, args["pixel_values"], args["bank"],
-                              args["concept_index"], args["subtree"], model.logit_scale, **bad)
+        concept_gradient_maps(model.encoder, args["pixel_values"], args["bank"],
+                              args["concept_index"], args["subtree"], **bad)

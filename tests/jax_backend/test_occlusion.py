@@ -35,8 +35,8 @@ def setup(tiny_checkpoint):
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     offsets, members = plain_subtree_index(N_SYNSETS, EDGES)
     pre = model.preprocess_config
-    static = dict(config=model.config, chunk=64, mean=tuple(pre.image_mean),
-                  std=tuple(pre.image_std))
+    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, chunk=64,
+                  mean=tuple(pre.image_mean), std=tuple(pre.image_std))
 
     to_pixels = jax.jit(window_pixel_values, static_argnums=(1, 2, 3))
 

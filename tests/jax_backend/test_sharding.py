@@ -62,8 +62,8 @@ def child(checkpoint: str, out: str) -> None:
     padded = jnp.asarray(pad_images(images, grid.padding, "noise", seed=5))
     m, seg, k_padded = occlusion.subtree_request(offsets, members, CONCEPTS)
     pre = model.preprocess_config
-    static = dict(config=model.config, grid=grid, chunk=32, mean=tuple(pre.image_mean),
-                  std=tuple(pre.image_std))
+    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, grid=grid,
+                  chunk=32, mean=tuple(pre.image_mean), std=tuple(pre.image_std))
     args = (model.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
     one = jax.local_devices()[:1]
     results["cells_single"] = occlusion.occlusion_cells(*args, num_concepts=k_padded,
@@ -91,20 +91,20 @@ def child(checkpoint: str, out: str) -> None:
     s = model.image_size
     pixels = rng.normal(size=(8, 3, s, s)).astype(np.float32)
     options = dict(score="subtree_probability", kind="gradient", strategy="vmap", chunk=4)
-    grad_args = (bank, np.array([1, 2, 5]), (offsets, members, segment_ids), model.logit_scale)
-    results["grad_single"] = concept_gradient_maps(model.params, model.config, pixels,
+    grad_args = (bank, np.array([1, 2, 5]), (offsets, members, segment_ids))
+    results["grad_single"] = concept_gradient_maps(model.encoder, pixels,
                                                    *grad_args, devices=one, **options)
-    grad8 = concept_gradient_maps(model.params, model.config, pixels, *grad_args, **options)
+    grad8 = concept_gradient_maps(model.encoder, pixels, *grad_args, **options)
     results["grad_auto"] = grad8
     for key, value in sharding_facts(grad8).items():
         results[f"grad_{key}"] = value
-    results["grad_auto5"] = concept_gradient_maps(model.params, model.config, pixels[:5],
+    results["grad_auto5"] = concept_gradient_maps(model.encoder, pixels[:5],
                                                   *grad_args, **options)
     # SmoothGrad draws its noise over the whole batch: it stays on one device.
     smooth = dict(options, kind="smoothgrad", smoothgrad_samples=2, key=jax.random.key(4))
-    results["smooth_single"] = concept_gradient_maps(model.params, model.config, pixels[:3],
+    results["smooth_single"] = concept_gradient_maps(model.encoder, pixels[:3],
                                                      *grad_args, devices=one, **smooth)
-    results["smooth_auto"] = concept_gradient_maps(model.params, model.config, pixels[:3],
+    results["smooth_auto"] = concept_gradient_maps(model.encoder, pixels[:3],
                                                    *grad_args, **smooth)
     np.savez(out, **{k: np.asarray(v) for k, v in results.items()})
 
