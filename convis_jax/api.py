@@ -252,7 +252,8 @@ class ConVis:
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
         from convis_jax.jax_backend.memory import check_chunk, window_bytes
 
-        chunk = check_chunk(chunk, window_bytes(self.model.config), "windows")
+        chunk = check_chunk(chunk, window_bytes(getattr(self.model, "config", None),
+                                                 self.model.image_size), "windows")
         batch = positive_int(batch, "batch")
         grid = _occlusion_grid(window_sizes, stride, aggregation)
         _, index = self._concept_index(concepts)
@@ -343,8 +344,8 @@ class ConVis:
         from convis_jax.core.batches import pad_to_multiple, positive_int
         from convis_jax.jax_backend.gradients import concept_gradient_maps
 
-        _check_gradient_options(self.model.config, kind, chunk, smoothgrad_samples,
-                                smoothgrad_sigma, seed)
+        _check_gradient_options(self.model, kind, chunk, smoothgrad_samples, smoothgrad_sigma,
+                                seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self._pixel_values(images)
@@ -477,7 +478,7 @@ def _image_numbers(image_numbers, count: int) -> list[int]:
     return [int(n) for n in numbers]
 
 
-def _check_gradient_options(config, kind, chunk, samples, sigma, seed) -> None:
+def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
     """Refuses gradient options that would fail or give -inf/NaN maps only after tracing.
 
     Raises:
@@ -488,7 +489,8 @@ def _check_gradient_options(config, kind, chunk, samples, sigma, seed) -> None:
     from convis_jax.jax_backend.memory import check_chunk, pullback_bytes
 
     if chunk is not None:
-        check_chunk(chunk, pullback_bytes(config), "concepts")
+        check_chunk(chunk, pullback_bytes(getattr(model, "config", None), model.image_size),
+                    "concepts")
     if kind == "smoothgrad" and not (
             isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1
             and isinstance(sigma, (int, float)) and not isinstance(sigma, bool)

@@ -30,8 +30,16 @@ def available_bytes() -> int:
         return 1 << 62
 
 
-def window_bytes(config) -> int:
-    """Rough working memory of encoding one window (crop, its tokens, one layer's activations)."""
+def window_bytes(config, image_size: int = 224) -> int:
+    """Rough working memory of encoding one window (crop, its tokens, one layer's activations).
+
+    Args:
+        config: the model's config (a `.vision` tower config), or None for an `Encoder`
+            of unknown architecture: then only its input crop is counted (a lower bound).
+        image_size: the encoder's input size, used when config is None.
+    """
+    if config is None:
+        return 2 * 3 * image_size ** 2 * _FLOAT
     v = config.vision
     tokens = (v.image_size // v.patch_size) ** 2 + 1
     pixels = 2 * 3 * v.image_size ** 2 * _FLOAT
@@ -40,10 +48,14 @@ def window_bytes(config) -> int:
     return pixels + layer + attention
 
 
-def pullback_bytes(config) -> int:
-    """Rough memory of one concept's pullback (the backward pass keeps every layer)."""
-    v = config.vision
-    return window_bytes(config) * (v.num_hidden_layers + 1)
+def pullback_bytes(config, image_size: int = 224) -> int:
+    """Rough memory of one concept's pullback (the backward pass keeps every layer).
+
+    config None (an `Encoder` of unknown architecture): its input alone, a lower bound.
+    """
+    if config is None:
+        return window_bytes(None, image_size)
+    return window_bytes(config) * (config.vision.num_hidden_layers + 1)
 
 
 def check_chunk(chunk, per_item: int, what: str) -> int:
