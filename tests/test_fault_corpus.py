@@ -623,7 +623,8 @@ def test_ctrl_c_at_several_moments_exits_130_with_no_partial_files(tiny_checkpoi
         assert process.returncode in (130, 0), (delay, process.returncode, text)
         assert "Traceback" not in text and "Exception ignored" not in text, text
         if process.returncode == 130:
-            assert text.splitlines()[-1] == "interrupted", text
+            # A progress bar's last redraw may land after the message on a loaded machine.
+            assert "interrupted" in text.replace("\r", "\n").splitlines(), text
         assert_no_partial_files(out)
         codes.append(process.returncode)
     assert 130 in codes
