@@ -12,9 +12,9 @@ IMAGES is a folder (searched recursively for image files) or a text file
 listing image paths, one a line (relative paths are relative to the file).
 Images are numbered in sorted order; process I of P takes images I, I + P,
 I + 2P, ... (`jax.distributed` tells each process its number). Within a
-process every local device works on every batch (`convis_jax.jax_backend.
-sharding`): the windows of the occlusion sweep, or the images of the
-gradient sweep, are split over the devices.
+process every batch goes through the API (`ConVis.occlusion_cells` or
+`ConVis.gradient_maps`), whose sweeps use every local device: the windows of
+the occlusion sweep, or the images of the gradient sweep, are split over them.
 
 Layout of DIR:
     sweep.json                the settings and the image list; a rerun must match it
@@ -276,76 +276,25 @@ def _settings(args, model, convis, names) -> dict:
                 smoothgrad_sigma=args.sigma)
 
 
-def _occlusion_step(args, model, convis, index, params, bank):
-    """A function (image numbers, photos) -> maps [B, K, cy, cx] of one full batch."""
-    import jax.numpy as jnp
+def _sweep_batch(args, convis, concepts, batch: int):
+    """A function (image numbers, photos) -> maps [B, K, ...] of one batch, through the API.
 
-    from convis_jax.api import IMAGE_SIZE
-    from convis_jax.core.cells import webapp_cell_maps
-    from convis_jax.core.windows import pad_images, prepare_image, window_grid
-    from convis_jax.jax_backend.occlusion import subtree_request
-    from convis_jax.jax_backend.sharding import (
-        occlusion_cells_auto,
-        window_rank_similarities_auto,
-    )
-
-    vocab = convis.vocabulary
-    webapp = args.aggregation == "webapp"
-    grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(args.window_sizes), args.stride,
-                       padding=0 if webapp else None)
-    pre = model.preprocess_config
-    static = dict(config=model.config, grid=grid, chunk=args.chunk,
-                  mean=tuple(pre.image_mean), std=tuple(pre.image_std))
-    members, segments, k_padded = subtree_request(vocab.subtree_offsets, vocab.subtree_members,
-                                                  index)
-    members, segments = jnp.asarray(members), jnp.asarray(segments)
-    sub_offsets = np.concatenate([[0], np.cumsum(
-        vocab.subtree_offsets[index + 1] - vocab.subtree_offsets[index])])
-    sub_members = np.concatenate([vocab.subtree_members[
-        vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]] for c in index])
-
-    def step(numbers, photos):
-        # Padding noise from (seed, image number): the same however images are shared out.
-        padded = jnp.asarray(np.concatenate([
-            pad_images(prepare_image(photo, IMAGE_SIZE)[None], grid.padding, args.padding,
-                       seed=[args.seed, number]) for number, photo in zip(numbers, photos)]))
-        if webapp:
-            sims = np.asarray(window_rank_similarities_auto(params, padded, bank, **static))
-            return webapp_cell_maps(sims, grid, sub_offsets, sub_members)
-        cells = occlusion_cells_auto(params, padded, bank, members, segments,
-                                     num_concepts=k_padded, **static)
-        return np.asarray(cells)[:, : len(index)]
-
-    return step
-
-
-def _gradient_step(args, model, convis, index, params, bank):
-    """A function (image numbers, photos) -> maps [B, K, S, S] of one full batch."""
-    import jax
-
-    from convis_jax.jax_backend.preprocessing import preprocess
-    from convis_jax.jax_backend.sharding import gradient_maps_auto
-
-    vocab = convis.vocabulary
-    subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
-    options = dict(score=args.score, kind=args.kind,
-                   reduce=None if args.reduce == "none" else args.reduce,
-                   strategy=args.strategy, chunk=args.chunk, layer=args.layer)
-    run = lambda pixels, **more: np.asarray(gradient_maps_auto(
-        params, model.config, pixels, bank, index, subtree, model.logit_scale, **options,
-        **more))
-
-    def step(numbers, photos):
-        pixels = preprocess(photos, model.preprocess_config)
-        if args.kind != "smoothgrad":
-            return run(pixels)
-        # SmoothGrad's noise from (seed, image number), as ConVis.gradient_maps draws it.
-        return np.concatenate([run(pixels[i:i + 1], smoothgrad_samples=args.samples,
-                                   smoothgrad_sigma=args.sigma,
-                                   key=jax.random.fold_in(jax.random.key(args.seed), number))
-                               for i, number in enumerate(numbers)])
-
-    return step
+    The API draws each image's noise (padding or SmoothGrad) from (seed, image number),
+    so the maps do not depend on how the images are shared out or batched.
+    """
+    if args.method == "occlusion":
+        options = dict(padding=args.padding, aggregation=args.aggregation,
+                       window_sizes=tuple(args.window_sizes), stride=args.stride,
+                       chunk=args.chunk)
+        run = convis.occlusion_cells
+    else:
+        options = dict(score=args.score, kind=args.kind,
+                       reduce=None if args.reduce == "none" else args.reduce,
+                       strategy=args.strategy, chunk=args.chunk, layer=args.layer,
+                       smoothgrad_samples=args.samples, smoothgrad_sigma=args.sigma)
+        run = convis.gradient_maps
+    return lambda numbers, photos: run(photos, concepts, seed=args.seed, batch=batch,
+                                       image_numbers=numbers, **options)
 
 
 def sweep(args) -> None:
@@ -355,7 +304,6 @@ def sweep(args) -> None:
 
     from convis_jax.api import ConVis
     from convis_jax.core.images import load_image
-    from convis_jax.jax_backend import sharding
     from convis_jax.jax_backend.loading import load_clip
 
     process_id, num_processes = init_processes(args)  # before any other JAX work
@@ -366,7 +314,6 @@ def sweep(args) -> None:
     vocab = convis.vocabulary
     names = list(vocab.names) if args.concepts is None else vocab.resolve(
         [c.strip() for c in args.concepts.split(",") if c.strip()])
-    index = np.array([vocab.index(n) for n in names], np.int64)
     claim_folder(out, dict(layout=LAYOUT_VERSION, model=str(args.model),
                            settings=_settings(args, model, convis, names),
                            images=[image_id for image_id, _ in images]))
@@ -377,20 +324,15 @@ def sweep(args) -> None:
           f"device(s), {len(names)} concepts", file=sys.stderr)
     if not todo:
         return
-    params, bank = model.params, jax.numpy.asarray(convis.bank.embeddings)
-    if devices > 1:  # copy the parameters to every device once, not on every call
-        params, bank = sharding.replicate((params, bank), sharding.local_mesh())
-    make_step = _occlusion_step if args.method == "occlusion" else _gradient_step
-    step = make_step(args, model, convis, index, params, bank)
     batch = args.batch or max(8, devices)
+    # Every concept: None spares resolving the whole vocabulary again per batch.
+    step = _sweep_batch(args, convis, None if args.concepts is None else names, batch)
     (out / f"process-{process_id}").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), unit="image", disable=args.quiet)
     for start in range(0, len(todo), batch):
         numbers = todo[start:start + batch]
-        photos = [load_image(images[i][1]) for i in numbers]
-        # Full batches only: a short last batch would compile the sweep again.
-        fill = batch - len(numbers)
-        maps = step(numbers + numbers[-1:] * fill, photos + photos[-1:] * fill)
+        # A short last batch is filled up to `batch` images by the API (one compiled shape).
+        maps = step(numbers, [load_image(images[i][1]) for i in numbers])
         for number, image_maps in zip(numbers, maps):
             write_maps(out, process_id, number, images[number][0], image_maps)
         bar.update(len(numbers))

@@ -172,8 +172,8 @@ def test_two_processes_merge_to_one_process_result_and_rerun_resumes(tiny_checkp
     # One process, through the API: image n's padding noise comes from (seed, n).
     convis = ConVis(load_clip(tiny_checkpoint[0]), str(vocabulary), progress=False)
     ids = list(merged["images"])
-    want = convis.occlusion_maps([photos / i for i in ids], CONCEPTS.split(","),
-                                 window_sizes=(128,), stride=32, resolution="cells")
+    want = convis.occlusion_cells([photos / i for i in ids], CONCEPTS.split(","),
+                                  window_sizes=(128,), stride=32)
     assert merged["maps"].shape == (5, 4, 7, 7)  # 32-pixel cells
     assert list(merged["concepts"]) == CONCEPTS.split(",")
     assert np.abs(merged["maps"] - want).max() < 1e-6

@@ -7,6 +7,7 @@ boxes and maps went through the same crop and resize. OOD scores are checked
 against a plain loop and AUROC against a pairwise count.
 """
 
+import dataclasses
 import json
 import zlib
 from pathlib import Path
@@ -16,42 +17,17 @@ import pytest
 from PIL import Image
 
 from convis_jax import evaluation
-from convis_jax.evaluation import datasets, metrics
 from convis_jax.core.images import load_image
 from convis_jax.core.vocabulary import ConceptVocabulary
 from convis_jax.core.windows import map_to_image, prepare_image
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.evaluation import datasets, metrics
 from convis_jax.evaluation.datasets import OodPair
-
-# (height, width) of each photo and its box (x, y, width, height) in CUB's form.
-# Odd excesses; the second box sticks out of the centre crop on the left.
-CUB_PHOTOS = {
-    "001.Albatross/a_1.jpg": ((121, 90), (20, 40, 45, 30)),
-    "001.Albatross/a 2.png": ((75, 131), (20, 10, 60, 40)),
-    "002.Ani/b_3.png": ((100, 100), (50, 55, 35, 30)),
-}
-
-
-def cub_photo(size, box) -> np.ndarray:
-    height, width = size
-    x, y, w, h = box
-    photo = np.zeros((height, width, 3), np.uint8)
-    photo[y:y + h, x:x + w] = 255
-    return photo
-
-
-def make_cub_folder(root: Path) -> Path:
-    """A CUB-200-2011 layout with white rectangles where the boxes are."""
-    lines, boxes = [], []
-    for i, (rel, (size, box)) in enumerate(CUB_PHOTOS.items(), start=1):
-        path = root / "images" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(cub_photo(size, box)).save(path, quality=100)
-        lines.append(f"{i} {rel}\n")
-        boxes.append(f"{i} {' '.join(map(str, box))}\n")
-    (root / "images.txt").write_text("".join(lines))
-    (root / "bounding_boxes.txt").write_text("".join(boxes))
-    return root
+from convis_jax.testing import (
+    CUB_PHOTOS,
+    write_cub_folder,
+    write_imagenet_folder,
+)
 
 
 def brightness_map(photo, concepts, image_id):
@@ -80,7 +56,7 @@ SETTINGS = {"task": "wsol", "method": "spy", "tolerance": 15}
 
 
 def test_items_of_cub_and_scenes(tmp_path):
-    records = datasets.read_cub(make_cub_folder(tmp_path / "cub"))
+    records = datasets.read_cub(write_cub_folder(tmp_path / "cub"))
     items = evaluation.cub_items(records)
     assert [i.image_id for i in items] == list(CUB_PHOTOS)
     assert {i.concept for i in items} == {"bird.n.01"}
@@ -104,7 +80,7 @@ def test_items_of_cub_and_scenes(tmp_path):
 
 
 def test_perfect_and_inverted_maps(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path)))
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path)))
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     results = evaluation.run_wsol(items, brightness_map, log, progress=False)
     summary = evaluation.summarise_wsol(results)
@@ -131,10 +107,12 @@ def test_summary_equals_the_batch_metrics():
         m[rng.integers(0, 12):, rng.integers(0, 12):] += 1.0
         m /= m.max()
     boxes = [np.array([[4, 6, 20, 18]]), np.array([[0, 0, 10, 10], [12, 12, 24, 24]])] * 3
-    results = [evaluation.localise(m, b) for m, b in zip(maps, boxes)]
+    # Square 24 x 24 photos: the boxes stay as they are on the square.
+    results = [evaluation.localise(m, b, (24, 24)) for m, b in zip(maps, boxes)]
     summary = evaluation.summarise_wsol(results)
     v1 = metrics.max_box_acc(maps, boxes)
-    v2 = metrics.max_box_acc_v2(maps, boxes)
+    v2 = metrics.max_box_acc_v2(maps, boxes, protocol="convis")
+    assert summary.max_box_acc.protocol == summary.max_box_acc_v2.protocol == "convis"
     np.testing.assert_array_equal(summary.max_box_acc.curve, v1.curve)
     assert summary.max_box_acc.best_threshold == v1.best_threshold
     assert summary.max_box_acc_v2.value == v2.value
@@ -143,6 +121,8 @@ def test_summary_equals_the_batch_metrics():
     assert summary.pointing_game == metrics.pointing_game(maps, boxes).value
     report = evaluation.wsol_report(summary)
     assert report["max_box_acc"]["value"] == v1.value
+    assert report["protocol"] == report["max_box_acc"]["protocol"] == "convis"
+    assert report["pointing_game_protocol"] == "torchray"
     assert [r["iou_threshold"] for r in report["max_box_acc_v2"]["per_iou"]] == [0.3, 0.5, 0.7]
     # The JSON form reads back exactly.
     again = [evaluation.Localisation.from_json(json.loads(json.dumps(r.to_json())))
@@ -151,6 +131,10 @@ def test_summary_equals_the_batch_metrics():
         np.testing.assert_array_equal(a.hits_v2, b.hits_v2)
         np.testing.assert_array_equal(a.boxes, b.boxes)
         assert a.pointing == b.pointing
+        assert a.protocol == b.protocol == "convis"
+    mixed = dataclasses.replace(results[0], protocol="wsolevaluation")
+    with pytest.raises(InputError, match="one protocol"):
+        evaluation.summarise_wsol([results[1], mixed])
     with pytest.raises(InputError, match="hits"):
         evaluation.Localisation.from_json({**results[0].to_json(), "hits": [1, 0]})
     with pytest.raises(InputError, match="at least one"):
@@ -174,7 +158,7 @@ def test_boxes_cut_away_count_as_misses(tmp_path):
 
 
 def test_rerun_skips_finished_images_and_redoes_a_cut_one(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path / "cub")))
     path = tmp_path / "log.jsonl"
     spy = Spy(brightness_map)
     first = evaluation.run_wsol(items, spy, evaluation.ResultLog(path, SETTINGS), progress=False)
@@ -219,19 +203,23 @@ def test_result_log_settings_and_damage(tmp_path):
 # wsolevaluation export
 
 
-def test_export_reads_back_at_the_photo_size(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+def test_export_reads_back_at_wsolevaluations_size(tmp_path):
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path / "cub")))
     out = tmp_path / "scoremaps"
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     evaluation.run_wsol(items, brightness_map, log, export_dir=out, progress=False)
     for rel, (size, _) in CUB_PHOTOS.items():
         # wsolevaluation loads os.path.join(scoremap_root, image_id + '.npy').
         saved = np.load(out / (rel + ".npy"))
-        assert saved.dtype == np.float32 and saved.shape == size
-        assert saved.min() >= 0.0 and saved.max() <= 1.0
+        assert saved.dtype == np.float32 and saved.shape == (224, 224)
+        assert saved.min() == 0.0 and saved.max() == 1.0
         photo = load_image(tmp_path / "cub" / "images" / rel)  # the .jpg is lossy
         want = map_to_image(brightness_map(photo, ["c"], rel)[0], size)
-        np.testing.assert_allclose(saved, np.clip(want, 0, 1), atol=1e-6)
+        # The map on the photo, resized as wsolevaluation resizes the photo
+        # (Pillow bilinear to 224 x 224), min-max normalised.
+        resized = np.asarray(Image.fromarray(want).resize((224, 224), Image.BILINEAR), np.float64)
+        resized = (resized - resized.min()) / (resized.max() - resized.min())
+        np.testing.assert_array_equal(saved, resized.astype(np.float32))
 
     # A missing export makes its image pending again, even though the log has it.
     (out / (items[1].image_id + ".npy")).unlink()
@@ -249,15 +237,15 @@ def test_export_by_concept_and_bad_arguments(tmp_path):
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     evaluation.run_wsol([item], brightness_map, log, export_dir=tmp_path / "e",
                         export_by_concept=True, progress=False)
-    assert np.load(tmp_path / "e" / "circle.n.01" / "sub" / "x.png.npy").shape == (9, 13)
+    assert np.load(tmp_path / "e" / "circle.n.01" / "sub" / "x.png.npy").shape == (224, 224)
 
     good = np.zeros((4, 5), np.float32)
     with pytest.raises(InputError, match="relative path"):
         evaluation.export_wsolevaluation(tmp_path, ["../escape.jpg"], [good])
     with pytest.raises(InputError, match="relative path"):
         evaluation.export_wsolevaluation(tmp_path, ["/abs.jpg"], [good])
-    with pytest.raises(InputError, match=r"in \[0, 1\]"):
-        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [good + 2])
+    with pytest.raises(InputError, match="finite"):
+        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [good + np.nan])
     with pytest.raises(InputError, match="2-D"):
         evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [np.zeros(3)])
     with pytest.raises(InputError, match="one map per image id"):
@@ -329,23 +317,6 @@ class FakeModel:
         return np.stack([self.vector("image:" + Path(p).name) for p in paths]).astype(np.float32)
 
 
-CLASSES = {  # WordNet id -> images
-    "n01530575": 3,  # brambling: a bird
-    "n01531178": 2,  # goldfinch.n.02: a bird
-    "n02087394": 2,  # Rhodesian ridgeback: a hunting dog
-    "n02088364": 2,  # beagle: a hunting dog
-    "n03001627": 2,  # chair: in no pair, never embedded
-}
-
-
-def make_imagenet_folder(root: Path) -> Path:
-    for wnid, count in CLASSES.items():
-        (root / wnid).mkdir(parents=True)
-        for j in range(count):
-            Image.new("RGB", (12 + j, 10), (j * 40, 90, 10)).save(root / wnid / f"{wnid}_{j}.JPEG")
-    return root
-
-
 @pytest.fixture(scope="module")
 def wordnet():
     from convis_jax.core.wordnet import load_wordnet
@@ -383,7 +354,7 @@ def test_ood_concepts_and_scores_against_a_plain_loop(wordnet):
 
 
 def test_run_ood_against_a_pairwise_count_and_resume(tmp_path, wordnet):
-    records = datasets.read_imagenet_folders(make_imagenet_folder(tmp_path / "inet"), wordnet)
+    records = datasets.read_imagenet_folders(write_imagenet_folder(tmp_path / "inet"), wordnet)
     pairs = (OodPair("bird.n.01", "hunting_dog.n.01"), OodPair("bird.n.01", "dog.n.01"),
              OodPair("spider.n.01", "butterfly.n.01"))
     vocab = ConceptVocabulary.from_synsets(

@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from checkpoints import TINY
 from safetensors.numpy import load_file, save_file
 
 from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading
 from convis_jax.jax_backend.loading import load_clip
+from convis_jax.testing import TINY
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "data" / "flax_clip_tiny"
