@@ -200,12 +200,7 @@ def load_models(checkpoint: Path, dtype: str):
     """
     from convis_jax.jax_backend.loading import load_clip
 
-    return load_clip(checkpoint, dtype=dtype), torch_model_of(checkpoint, dtype)
-
-
-def torch_model_of(checkpoint: Path, dtype: str):
-    """transformers' CLIPModel of a checkpoint (`torch_reference.torch_model_of`)."""
-    return torch_reference.torch_model_of(checkpoint, dtype)
+    return load_clip(checkpoint, dtype=dtype), torch_reference.torch_model_of(checkpoint, dtype)
 
 
 def _concept_index(setup: Setup, k: int | None) -> np.ndarray:

@@ -15,16 +15,14 @@ often the arg-max cell moves. A quality measurement, not a timing one.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import bench_occlusion, common  # noqa: E402
+# Sibling modules: the script's folder is first on sys.path.
+import bench_occlusion
+import common
 
 
 def run(checkpoint: Path, n_images: int = 3, stride: int = 32, chunk: int = 32,

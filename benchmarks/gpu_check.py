@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,10 +51,10 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import bench_occlusion, common, torch_reference  # noqa: E402
+# Sibling modules: the script's folder is first on sys.path.
+import bench_occlusion
+import common
+import torch_reference
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class CheckSettings:
 
 def small_settings() -> CheckSettings:
     """The settings of `--small`: seconds on a CPU, every code path of the full run."""
-    from checkpoints import TINY  # tests/checkpoints.py, on the path through `common`
+    from convis_jax.testing import TINY
 
     return CheckSettings(spec=TINY, concepts=40, vocabulary="random", image_counts=(1,),
                          stride=32, repeats=1, chunk=16, torch_chunk=16, torch_threads=1,

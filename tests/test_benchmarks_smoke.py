@@ -210,7 +210,7 @@ def test_map_agreement_counts_moved_peaks_and_skips_flat_maps():
 
 def test_gpu_check_runs_small_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.py, ready for a GPU: its small settings run here end to end."""
-    from benchmarks import gpu_check
+    gpu_check = load_benchmark("gpu_check")
 
     out = tmp_path / "check.json"
     gpu_check.main(["--small", "--out", str(out)])
@@ -234,7 +234,7 @@ def test_gpu_check_runs_small_on_the_cpu(tmp_path):
 
 
 def test_random_vocabulary_is_a_rooted_tree():
-    from benchmarks import gpu_check
+    gpu_check = load_benchmark("gpu_check")
 
     vocabulary = gpu_check.random_vocabulary(50, seed=3)
     assert len(vocabulary) == 50 and len(vocabulary.edges) == 49
