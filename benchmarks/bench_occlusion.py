@@ -280,10 +280,9 @@ def cut_and_encode(params, padded, bank, *, config, grid, chunk, mean, std):
     The sweep's table runner with the identity in place of similarities and
     ranks: the same windows, chunks and chunk padding as `occlusion_cells`.
     """
-    keep_embeddings = partial(occlusion.table_outputs, similarities=lambda v, bank: v)
     outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, config=config,
                                      grid=grid, chunk=chunk, mean=mean, std=std,
-                                     run_table=keep_embeddings)
+                                     similarities=lambda v, bank: v)
     return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
 
 
@@ -304,9 +303,10 @@ def rank_chunks(v_chunks, bank, members, segment_ids, *, num_concepts):
 
 
 def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
-    """Crops the sweep encodes (each window size's table filled to whole chunks) and
-    what encoding the windows alone in chunks costs."""
-    sweep = sum(-(-n_images * ny * nx // chunk) * chunk for ny, nx in grid.lattice_shapes)
+    """Crops the sweep encodes (its one window table filled to whole chunks) and what
+    encoding the windows alone in chunks costs: the same count since the sweep keeps one
+    table for all window sizes."""
+    sweep = -(-n_images * grid.n_windows // chunk) * chunk
     alone = -(-n_images * grid.n_windows // chunk) * chunk
     return {"windows": n_images * grid.n_windows, "sweep": sweep, "encode_alone": alone}
 
