@@ -372,6 +372,75 @@ def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, 
                        bank, config=config, grid=grid, chunk=chunk, mean=mean, std=std)
 
 
+# Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, rounds of
+# 64 crops interleaved; benchmarks/README.md "Sweep sizes"): 8 to 32 windows per step
+# encode equally fast per crop, 64 are slower (more memory traffic per step), so 32.
+# Several images per call gain nothing there (the work grows with them, and a short
+# last batch would encode copies), so one; the next image is prepared meanwhile.
+CPU_CHUNK = 32
+CPU_IMAGES_PER_CALL = 1
+# Accelerators: windows per step are sized from the device's memory (`sweep_sizes`),
+# between these bounds, and each call holds enough images for GPU_STEPS_PER_CALL steps
+# per device, at most GPU_MAX_IMAGES_PER_CALL.
+GPU_CHUNK_BOUNDS = (64, 1024)
+GPU_STEPS_PER_CALL = 4
+GPU_MAX_IMAGES_PER_CALL = 64
+# Memory assumed when a device does not report it (bytes).
+UNKNOWN_DEVICE_MEMORY = 16 << 30
+
+
+def window_bytes(config, grid: WindowGrid, num_synsets: int) -> int:
+    """Device memory one window of a chunk needs at its peak, roughly (float32 bytes).
+
+    Its block of pixels and the resized crop, the activations live in one vision
+    layer (tokens x (3 hidden for q, k, v + the MLP's width + hidden) plus the
+    attention weights), and its row of similarities with the ranks' temporaries
+    (about 4 per synset); doubled for what XLA keeps live between ops.
+    """
+    v = config.vision
+    tokens = (v.image_size // v.patch_size) ** 2 + 1
+    layer = tokens * (4 * v.hidden_size + v.intermediate_size) + v.num_attention_heads * tokens ** 2
+    pixels = 3 * (max(grid.window_sizes) ** 2 + 2 * v.image_size ** 2)
+    return 2 * 4 * (layer + pixels + 4 * num_synsets)
+
+
+def sweep_sizes(config, grid: WindowGrid, num_synsets: int, devices=None) -> tuple[int, int]:
+    """The default (chunk, images per call) of the occlusion sweep on these devices.
+
+    CPUs: the measured `CPU_CHUNK` and `CPU_IMAGES_PER_CALL`. GPUs and TPUs: the
+    largest power-of-two chunk whose windows (`window_bytes`) fit in an eighth of
+    one device's memory, within `GPU_CHUNK_BOUNDS`; then enough images per call
+    that every device runs `GPU_STEPS_PER_CALL` steps per call (more images per
+    call mean fewer round trips to the host), at most `GPU_MAX_IMAGES_PER_CALL`
+    and never more than an eighth of the memory holds in window scores. These
+    accelerator rules are derived, not yet timed (no GPU was available);
+    `benchmarks/gpu_check.py` times 1, 8 and 64 images per call to check them.
+
+    Args:
+        config: the ClipConfig.
+        grid: the window grid.
+        num_synsets: T, the bank's rows.
+        devices: the devices the sweep runs on; None means the local devices.
+
+    Returns:
+        (chunk >= 1, images per call >= 1).
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    if devices[0].platform == "cpu":
+        return CPU_CHUNK, CPU_IMAGES_PER_CALL
+    try:
+        memory = int((devices[0].memory_stats() or {}).get("bytes_limit", 0))
+    except Exception:  # backends without memory statistics
+        memory = 0
+    budget = (memory or UNKNOWN_DEVICE_MEMORY) // 8
+    low, high = GPU_CHUNK_BOUNDS
+    fits = max(budget // window_bytes(config, grid, num_synsets), 1)
+    chunk = int(min(max(1 << (int(fits).bit_length() - 1), low), high))
+    wanted = -(-GPU_STEPS_PER_CALL * chunk * len(devices) // grid.n_windows)
+    scores_fit = max(budget // (grid.n_windows * num_synsets * 4), 1)
+    return chunk, int(max(1, min(wanted, GPU_MAX_IMAGES_PER_CALL, scores_fit)))
+
+
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,
                     bucket: int = 8) -> tuple[np.ndarray, np.ndarray, int]:
     """The CSR of the requested concepts' subtrees, padded to static sizes.
