@@ -55,7 +55,8 @@ class Settings:
         stride: window lattice step (the paper's 16; `QUICK` uses 32: 164 crops
             instead of 730, every ratio still comparing like with like).
         window_sizes: window sides.
-        chunk: convis_jax windows per compiled step (the API default).
+        chunk: convis_jax windows per compiled step; None: the library's default on
+            this device (`occlusion.sweep_sizes`), resolved by `make_setup`.
         torch_chunk: PyTorch crops per forward batch (64, the best batch measured
             in issue 9).
         repeats: timed rounds of the one-image contenders.
@@ -75,7 +76,7 @@ class Settings:
 
     stride: int = 16
     window_sizes: tuple = (128, 64)
-    chunk: int = 32
+    chunk: int | None = None
     torch_chunk: int = 64
     repeats: int = 5
     scaling_repeats: int = 1
@@ -90,8 +91,8 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(stride=32, repeats=1, image_counts=(1,), concept_counts=(1, None),
-                 authors_sample=6, parts=False, api=False)
+QUICK = Settings(stride=32, repeats=1, image_counts=(1, 4), concept_counts=(1, None),
+                 authors_sample=6, parts=True, api=False)
 
 # Largest distance between the unit window embeddings of convis_jax and of
 # PyTorch that the cross-check accepts. float32: two implementations of the
@@ -187,6 +188,9 @@ def make_setup(model, torch_model, concepts: Concepts, settings: Settings, dtype
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
 
     grid = window_grid((224, 224), tuple(settings.window_sizes), settings.stride)
+    if settings.chunk is None:
+        settings = replace(settings, chunk=occlusion.sweep_sizes(model.config, grid,
+                                                                 concepts.count)[0])
     photos = benchmark_images(n_images)
     prepared = np.stack([prepare_image(p, 224) for p in photos])
     padded = pad_images(prepared, grid.padding, "constant")
@@ -739,6 +743,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     concepts = concepts_from(vocabulary, bank)
     n_max = max(s.image_counts)
     setup = make_setup(model, torch_model, concepts, s, dtype, n_max)
+    s = setup.settings  # the chunk resolved on this device
     everything, one = _concept_index(setup, None), _concept_index(setup, 1)
     geometry = check_geometry(setup)
     log(f"occlusion: {geometry['sweep_windows']} crops per image "
@@ -894,6 +899,11 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
         "ratios_of_medians": {name: timings[a].median_s / timings[b].median_s
                               for name, (a, b) in pairs.items()},
         "images_curve_s": {str(n): t.median_s for n, t in sorted(images_curve.items())},
+        "images_per_s_by_images_per_call": {str(n): n / t.median_s
+                                            for n, t in sorted(images_curve.items())},
+        "chunk": s.chunk,
+        "library_defaults": dict(zip(("chunk", "images_per_call"), occlusion.sweep_sizes(
+            setup.model.config, setup.grid, setup.concepts.count))),
         "concepts_curve_s": {str(k): t.median_s for k, t in sorted(concepts_curve.items())},
         "cells_bytes_one_image_all_concepts": int(cells[0].nbytes),
         "checks": checks,

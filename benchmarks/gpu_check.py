@@ -70,7 +70,8 @@ class CheckSettings:
         dtypes: compute dtypes, timed in this order.
         stride: the window lattice's step.
         repeats: timed rounds per point (after the warm-up).
-        chunk: convis_jax windows per compiled step; None: the library's default.
+        chunk: convis_jax windows per compiled step; None: the library's default on the
+            device (`occlusion.sweep_sizes`; the JSON records it as "chunk").
         torch_chunk: PyTorch crops per forward batch; None: 256 on a GPU, 64 on a CPU.
         torch_threads: PyTorch CPU threads; None: the faster of 1 and all cores.
         budget_s: seconds after which the remaining timings are skipped.
@@ -239,6 +240,7 @@ def run(settings: CheckSettings, checkpoint: Path | None = None, log=print) -> d
     import jax
     import torch
 
+    from convis_jax.jax_backend import occlusion
     from convis_jax.jax_backend.bank import build_bank
     from convis_jax.jax_backend.loading import load_clip
 
@@ -265,11 +267,15 @@ def run(settings: CheckSettings, checkpoint: Path | None = None, log=print) -> d
         for dtype in settings.dtypes:
             model = load_clip(checkpoint, dtype=dtype)
             torch_model = torch_reference.torch_model_of(checkpoint, dtype)
-            chunk = settings.chunk or bench_occlusion.Settings().chunk
-            bench_settings = bench_occlusion.Settings(stride=settings.stride, chunk=chunk,
+            # chunk None: make_setup takes the library's default on this device.
+            bench_settings = bench_occlusion.Settings(stride=settings.stride, chunk=settings.chunk,
                                                       torch_chunk=torch_chunk)
             setup = bench_occlusion.make_setup(model, torch_model, concepts, bench_settings,
                                                dtype, max(settings.image_counts))
+            result["library_defaults"] = dict(zip(("chunk", "images_per_call"),
+                                                  occlusion.sweep_sizes(model.config, setup.grid,
+                                                                        concepts.count)))
+            result["chunk"] = setup.settings.chunk
             threads = settings.torch_threads
             if threads is None and not on_gpu:
                 threads = bench_occlusion.pick_torch_threads(setup, 8, log)
