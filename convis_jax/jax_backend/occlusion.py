@@ -372,9 +372,9 @@ def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, 
                        bank, config=config, grid=grid, chunk=chunk, mean=mean, std=std)
 
 
-# Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, rounds of
-# 64 crops interleaved; benchmarks/README.md "Sweep sizes"): 8 to 32 windows per step
-# encode equally fast per crop, 64 are slower (more memory traffic per step), so 32.
+# Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, 64 crops per
+# round, two runs of 3 and 4 interleaved rounds; README "Performance"): chunks of 8, 16
+# and 64 windows took 1.00-1.22x, 1.03-1.10x and 1.17-1.29x the time of 32, so 32.
 # Several images per call gain nothing there (the work grows with them, and a short
 # last batch would encode copies), so one; the next image is prepared meanwhile.
 CPU_CHUNK = 32
