@@ -113,7 +113,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
         A JSON-able dict with "timings", per-vocabulary figures, reload, PyTorch figures
         and the cross-check.
     """
-    from bench_occlusion import torch_model_of
+    from torch_reference import torch_model_of
     from convis_jax.core.cache import save_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.bank import (

@@ -10,11 +10,15 @@
   crop stays float (PIL mode "F", one channel at a time) so that the result
   can be compared with convis_jax, which resizes in float. The cost is the
   same kind: one PIL resize and one batch-of-one forward per window.
-* The batched 730-crop algorithm (`batched_sweep`): only the windows that
-  overlap the image, cut and resized as tensors (the PIL bicubic weights as
-  two matrices), encoded in batches, ranks and the subtree minimum of every
-  requested concept at once (`scatter_reduce`), per-cell sums through a 0/1
-  coverage matrix; one pass serves all concepts.
+* The batched 730-crop algorithm (`batched_sweep`), as lean as a careful
+  PyTorch user would write it: only the windows that overlap the image, cut
+  as strided views and resized as two matrix products (PIL's bicubic
+  weights), encoded in batches under `inference_mode` with SDPA attention,
+  ranks from one sort, the subtree minimum of every requested concept at
+  once (`scatter_reduce`), per-cell sums through a 0/1 coverage matrix; one
+  pass serves all concepts.
+* PyTorch's bare encoding of the same crops (`encode_pixels` on
+  `window_pixel_values`): the floor under any PyTorch version of the sweep.
 
 The window geometry, resize weights, ranks, subtree minima and accumulation
 are written here from the definitions (METHOD.md section 3), not imported
@@ -100,29 +104,6 @@ def cell_coverage(image_size: int, cell: int, windows: list[tuple], padding: int
     return coverage
 
 
-def torch_ranks(similarities):
-    """Ranks of a torch [..., T] similarity tensor: 0 = most similar, ties by index."""
-    import torch
-
-    order = torch.argsort(-similarities, dim=-1, stable=True)
-    return torch.argsort(order, dim=-1, stable=True)
-
-
-def unit_image_features(model, pixel_values):
-    """Unit image embeddings, float32 [B, d], of a torch pixel tensor [B, 3, S, S].
-
-    The pixels are moved to the model's device and dtype; the result stays there.
-    """
-    import torch
-
-    parameter = next(model.parameters())
-    with torch.inference_mode():
-        out = model.get_image_features(pixel_values=pixel_values.to(parameter.device,
-                                                                    parameter.dtype))
-        out = getattr(out, "pooler_output", out).float()
-    return out / out.norm(dim=-1, keepdim=True)
-
-
 def authors_window(model, padded: np.ndarray, window: tuple, bank, subtree, size: int,
                    mean, std):
     """One window of the authors' loop for one concept: (score, unit embedding [d]).
@@ -141,8 +122,8 @@ def authors_window(model, padded: np.ndarray, window: tuple, bank, subtree, size
     side, y0, x0 = window
     crop = padded[y0:y0 + side, x0:x0 + side]
     pixels = torch.from_numpy(authors_preprocess(crop, size, mean, std))[None]
-    embedding = unit_image_features(model, pixels)[0]
-    rank = torch_ranks(bank @ embedding)
+    embedding = encode_pixels(model, pixels)[0]
+    rank = ranks_one_sort((bank @ embedding)[None])[0]
     return int(rank[subtree].min()), embedding.cpu().numpy()
 
 
@@ -190,7 +171,8 @@ class TorchSweep:
         cells: float32 [N, K, cy, cx] maps in [0, 1], high where the concept is.
         sums: float32 [N, K, cy * cx] per-cell sums of window scores (before step 5).
         embeddings: float32 [N, W, d] unit embeddings of the windows.
-        similarities: float32 [N, W, T] window-synset cosine similarities.
+        similarities: float32 [N, W, T] window-synset cosine similarities (empty [0]
+            unless asked for).
         windows: the W windows, (side, y0, x0) in padded pixels, sizes in the
             given order, each row-major.
         coverage: float32 [cy * cx, W] which window covers which cell.
@@ -213,13 +195,118 @@ def sweep_windows(image_size: int, window_sizes, stride: int, padding: int) -> l
     return windows
 
 
+def torch_model_of(checkpoint, dtype: str = "float32", device: str | None = None):
+    """transformers' CLIPModel of a checkpoint folder, eval mode, SDPA attention, in `dtype`.
+
+    Args:
+        checkpoint: a transformers CLIP folder.
+        dtype: "float32" or "bfloat16" (parameters and compute).
+        device: default "cuda" when torch sees a GPU, else "cpu".
+    """
+    import torch
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(checkpoint), attn_implementation="sdpa").eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+
+
+def encode_pixels(model, pixel_values, chunk: int = 64):
+    """PyTorch's bare encoding: unit embeddings float32 [B, d] of pixel_values [B, 3, S, S].
+
+    Only the vision tower and its projection, in batches of `chunk`, under
+    `inference_mode`: the floor under any PyTorch version of the sweep, which
+    must at least encode its crops. The pixels should already be on the
+    model's device and in its dtype (the conversion is then free).
+    """
+    import torch
+
+    parameter = next(model.parameters())
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(pixel_values), chunk):
+            batch = pixel_values[start:start + chunk].to(parameter.device, parameter.dtype)
+            pooled = model.vision_model(pixel_values=batch).pooler_output
+            features = model.visual_projection(pooled).float()
+            out.append(features / features.norm(dim=-1, keepdim=True))
+    return torch.cat(out)
+
+
+def window_pixel_values(padded: np.ndarray, windows: list[tuple], *, size: int, mean,
+                        std) -> np.ndarray:
+    """The preprocessed crops of windows of one image, float32 [W, 3, size, size] (CPU).
+
+    The input of `encode_pixels` when the bare encoding is timed: the same
+    crops, resized and normalised as `batched_sweep` does.
+
+    Args:
+        padded: float [Hp, Wp, 3] padded image in [0, 255].
+        windows: (side, y0, x0) in padded pixels.
+        size, mean, std: the model's preprocessing.
+    """
+    import torch
+
+    out = []
+    image = torch.from_numpy(np.ascontiguousarray(padded, np.float32)).permute(2, 0, 1)
+    with torch.inference_mode():
+        for side, y, x in windows:
+            left, right = _resize_operators(side, size, mean, std, torch.device("cpu"))
+            crop = image[:, y:y + side, x:x + side]
+            out.append((left @ crop @ right - _offset(mean, std, torch.device("cpu")))[None])
+    return torch.cat(out).numpy()
+
+
+def _resize_operators(side: int, size: int, mean, std, device):
+    """(left [3, size, side], right [side, size]): crop [3, side, side] in [0, 255] ->
+    left @ crop @ right = the resized crop already scaled by 1 / (255 std) per channel.
+
+    PIL's bicubic weights of each row sum to one, so the per-channel scale of
+    the normalisation can ride on the left matrix and only the offset
+    mean / std remains to subtract (`_offset`).
+    """
+    import torch
+
+    weights = torch.from_numpy(pil_resize_matrix(side, size)).to(device)
+    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32, device=device))
+    return scale[:, None, None] * weights, weights.T.contiguous()
+
+
+def _offset(mean, std, device):
+    """float32 [3, 1, 1]: mean / std, what normalisation subtracts after scaling."""
+    import torch
+
+    return (torch.tensor(mean, dtype=torch.float32, device=device)
+            / torch.tensor(std, dtype=torch.float32, device=device))[:, None, None]
+
+
+def ranks_one_sort(similarities):
+    """Ranks of torch similarities [B, T] with one sort: 0 = most similar, ties by index.
+
+    The stable descending sort gives each position's synset; scattering the
+    positions back to the synsets inverts the permutation without a second sort.
+    """
+    import torch
+
+    order = torch.sort(similarities, dim=-1, descending=True, stable=True).indices
+    positions = torch.arange(similarities.shape[-1], device=similarities.device)
+    return torch.empty_like(order).scatter_(-1, order, positions.expand_as(order))
+
+
 def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarray,
                   segment_ids: np.ndarray, num_concepts: int, *, window_sizes=(128, 64),
                   stride: int = 16, cell: int = 16, size: int, mean, std,
                   chunk: int = 64, keep_similarities: bool = False) -> TorchSweep:
     """Algorithm 1 for N images and K concepts in one batched PyTorch pass.
 
-    Everything runs on the model's device (a GPU when the model is there).
+    Written as a careful PyTorch user would: the crops are strided views of
+    the padded images (`unfold`), gathered a batch at a time; the bicubic
+    resize is two matrix products with PIL's weights (the normalisation's
+    scale folded in); the model runs under `inference_mode` with SDPA
+    attention (`torch_model_of`); each batch's ranks come from one sort
+    (`ranks_one_sort`), every requested concept's subtree minimum from one
+    `scatter_reduce`; cells are sums through a 0/1 coverage matrix.
+    Everything runs on the model's device (a GPU when the model is there);
+    similarities, ranks and sums stay float32 whatever the model's dtype.
 
     Args:
         model: transformers' CLIPModel (eval mode; float32 or bfloat16).
@@ -230,7 +317,7 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
         num_concepts: K.
         window_sizes, stride, cell: the lattice and the map's cell side.
         size, mean, std: the model's preprocessing.
-        chunk: windows per forward batch.
+        chunk: windows per forward batch (batches never mix window sizes).
         keep_similarities: also return the [N, W, T] similarities (for cross-checks).
 
     Returns:
@@ -241,45 +328,49 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
     pad = max(window_sizes)
     image_size = padded.shape[1] - 2 * pad
     windows = sweep_windows(image_size, window_sizes, stride, pad)
-    device = next(model.parameters()).device
-    to_device = lambda a, dtype=np.float32: torch.from_numpy(np.asarray(a, dtype)).to(device)
-    images = to_device(padded)
-    bank_t = to_device(bank)
-    members_t = to_device(members, np.int64)
-    segments_t = to_device(segment_ids, np.int64)
-    mean_t, std_t = to_device(mean), to_device(std)
-    resize = {side: to_device(pil_resize_matrix(side, size)) for side in window_sizes}
+    parameter = next(model.parameters())
+    device = parameter.device
+    to_device = lambda a, dtype=np.float32: torch.from_numpy(
+        np.ascontiguousarray(a, dtype)).to(device)
     n_images = len(padded)
-    scores = torch.empty((n_images, len(windows), num_concepts), device=device)
-    embeddings = torch.empty((n_images, len(windows), bank.shape[1]), device=device)
-    sims_all = [] if keep_similarities else None
     with torch.inference_mode():
-        jobs = [(n, w) for n in range(n_images) for w in range(len(windows))]
-        # Batches never mix window sizes (a crop batch needs one shape).
-        start = 0
-        while start < len(jobs):
-            side = windows[jobs[start][1]][0]
-            stop = start
-            while stop < len(jobs) and stop - start < chunk and windows[jobs[stop][1]][0] == side:
-                stop += 1
-            batch = jobs[start:stop]
-            crops = torch.stack([images[n, y:y + side, x:x + side]
-                                 for n, (_, y, x) in ((n, windows[w]) for n, w in batch)])
-            resized = torch.einsum("ij,bjkc,lk->bilc", resize[side], crops, resize[side])
-            pixels = ((resized / 255.0 - mean_t) / std_t).permute(0, 3, 1, 2)
-            v = unit_image_features(model, pixels)
-            sims = v @ bank_t.T
-            rank = torch_ranks(sims).float()
-            best = torch.full((len(batch), num_concepts), float("inf"), device=device)
-            best.scatter_reduce_(1, segments_t.expand(len(batch), -1), rank[:, members_t],
-                                 "amin", include_self=True)
-            rows_n = torch.tensor([n for n, _ in batch], device=device)
-            rows_w = torch.tensor([w for _, w in batch], device=device)
-            scores[rows_n, rows_w] = best
-            embeddings[rows_n, rows_w] = v
-            if keep_similarities:
-                sims_all.append(sims)
-            start = stop
+        images = to_device(padded).permute(0, 3, 1, 2)  # [N, 3, Hp, Wp], a view
+        bank_t = to_device(bank)
+        members_t = to_device(members, np.int64)
+        segments_t = to_device(segment_ids, np.int64)
+        offset = _offset(mean, std, device)
+        scores = torch.empty((n_images, len(windows), num_concepts), device=device)
+        embeddings = torch.empty((n_images, len(windows), bank.shape[1]), device=device)
+        similarities = (torch.empty((n_images, len(windows), len(bank)), device=device)
+                        if keep_similarities else None)
+        first = 0  # index of this size's first window in `windows`
+        for side in window_sizes:
+            origins = overlapping_origins(image_size, side, stride, pad)
+            # [N, 3, ny_all, nx_all, side, side], strided views; origins are multiples of stride.
+            views = images.unfold(2, side, stride).unfold(3, side, stride)
+            lattice = torch.tensor([o // stride for o in origins], device=device)
+            count = len(origins) ** 2
+            jobs_n = torch.arange(n_images, device=device).repeat_interleave(count)
+            jobs_w = torch.arange(count, device=device).repeat(n_images)
+            left, right = _resize_operators(side, size, mean, std, device)
+            for start in range(0, len(jobs_n), chunk):
+                n, w = jobs_n[start:start + chunk], jobs_w[start:start + chunk]
+                iy, ix = lattice[w // len(origins)], lattice[w % len(origins)]
+                crops = views[n, :, iy, ix]  # [B, 3, side, side]
+                pixels = (left @ crops @ right - offset).to(parameter.dtype)
+                pooled = model.vision_model(pixel_values=pixels).pooler_output
+                v = model.visual_projection(pooled).float()
+                v = v / v.norm(dim=-1, keepdim=True)
+                sims = v @ bank_t.T
+                rank = ranks_one_sort(sims).float()
+                best = torch.full((len(n), num_concepts), float("inf"), device=device)
+                best.scatter_reduce_(1, segments_t.expand(len(n), -1), rank[:, members_t],
+                                     "amin", include_self=True)
+                scores[n, first + w] = best
+                embeddings[n, first + w] = v
+                if keep_similarities:
+                    similarities[n, first + w] = sims
+            first += count
         coverage = to_device(cell_coverage(image_size, cell, windows, pad))
         sums = torch.einsum("cw,nwk->nkc", coverage, scores)
         low = sums.min(dim=-1, keepdim=True).values
@@ -288,8 +379,8 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
         maps = torch.where(span > 0, 1 - (sums - low) / torch.where(span > 0, span, 1), 1.0)
     side_cells = -(-image_size // cell)
     host = lambda t: t.cpu().numpy()
-    similarities = (host(torch.cat(sims_all).reshape(n_images, len(windows), -1))
-                    if keep_similarities else np.zeros((0,), np.float32))
     return TorchSweep(cells=host(maps.reshape(n_images, num_concepts, side_cells, side_cells)),
-                      sums=host(sums), embeddings=host(embeddings), similarities=similarities,
+                      sums=host(sums), embeddings=host(embeddings),
+                      similarities=(host(similarities) if keep_similarities
+                                    else np.zeros((0,), np.float32)),
                       windows=windows, coverage=host(coverage))

@@ -169,7 +169,8 @@ class ConVis:
 
     def occlusion_maps(self, images, concepts, *, padding: str = "noise", seed: int = 0,
                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
-                       aggregation: str = "window", chunk: int = 32) -> np.ndarray:
+                       aggregation: str = "window", chunk: int | None = None,
+                       batch: int | None = None) -> np.ndarray:
         """ConVis occlusion maps (the paper's Algorithm 1) of named concepts, in pixels.
 
         `occlusion_cells` repeated over each cell's pixels: every map is constant on
@@ -181,7 +182,8 @@ class ConVis:
             images: a path, PIL image, array (HWC or NHWC, uint8 or float in [0, 1]), or a list.
             concepts: synset names or words (see `ConceptVocabulary.resolve`), at least one.
                 For every concept of the vocabulary, use `occlusion_cells`.
-            padding, seed, window_sizes, stride, aggregation, chunk: as `occlusion_cells`.
+            padding, seed, window_sizes, stride, aggregation, chunk, batch: as
+                `occlusion_cells`.
 
         Returns:
             float32 [N, K, 224, 224] in [0, 1], high where the concept is.
@@ -197,20 +199,21 @@ class ConVis:
                              "occlusion_cells maps every concept of the vocabulary")
         cells = self.occlusion_cells(images, concepts, padding=padding, seed=seed,
                                      window_sizes=window_sizes, stride=stride,
-                                     aggregation=aggregation, chunk=chunk)
+                                     aggregation=aggregation, chunk=chunk, batch=batch)
         return cells_to_pixels(cells, _occlusion_grid(window_sizes, stride, aggregation))
 
     def occlusion_cells(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
                         window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
-                        aggregation: str = "window", chunk: int = 32, batch: int = 1,
-                        image_numbers=None) -> np.ndarray:
+                        aggregation: str = "window", chunk: int | None = None,
+                        batch: int | None = None, image_numbers=None) -> np.ndarray:
         """ConVis occlusion maps (the paper's Algorithm 1) as cell maps, for every image and concept.
 
         The one pipeline from photos to maps: each image is centre-cropped to a
         square and resized to 224 x 224 (the maps refer to that square), padded
         with noise from (seed, its number), and swept in batches of `batch` images
-        on every local device (`jax_backend.occlusion`). One sweep of the windows
-        serves every concept.
+        on every local device (`jax_backend.occlusion`); a background thread decodes
+        and pads the next batch while the device sweeps the current one. One sweep
+        of the windows serves every concept.
 
         Args:
             images: a path, PIL image, array (HWC or NHWC, uint8 or float in [0, 1]), or a list.
@@ -223,10 +226,13 @@ class ConVis:
             aggregation: "window" (Algorithm 1: sum of window scores, min-max normalised,
                 inverted) or "webapp" (the authors' web app: per cell mean of rank
                 similarities, subtree maximum, exp(-10 (1 - x)); unpadded image).
-            chunk: windows encoded per compiled step (memory grows with it).
+            chunk: windows encoded per compiled step (memory grows with it); default
+                from the device (`occlusion.sweep_sizes`: 32 on CPUs, sized to the
+                memory of GPUs and TPUs).
             batch: images per sweep call, >= 1; the last batch is filled with copies of
-                its last image, so one compiled sweep serves every call. Larger batches
-                share the windows better over many devices.
+                its last image, so one compiled sweep serves every call. Default from the
+                device (`occlusion.sweep_sizes`: 1 on CPUs; on accelerators enough images
+                to keep every device busy for several steps per call).
             image_numbers: each image's number in a larger collection, N ints >= 0: image i's
                 padding noise comes from (seed, image_numbers[i]). Default: the images'
                 positions 0 .. N-1.
@@ -242,23 +248,27 @@ class ConVis:
         """
         import jax.numpy as jnp
 
-        from convis_jax.core.batches import pad_to_multiple, positive_int
+        from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
         from convis_jax.core.cells import webapp_cell_maps
-        from convis_jax.core.images import load_images
-        from convis_jax.core.windows import pad_images, prepare_image
+        from convis_jax.core.images import image_sources, load_source
+        from convis_jax.core.windows import prepare_image
         from convis_jax.jax_backend import occlusion
 
         if padding not in ("noise", "constant"):
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
         from convis_jax.jax_backend.memory import check_chunk, window_bytes
 
-        chunk = check_chunk(chunk, window_bytes(getattr(self.model, "config", None),
-                                                 self.model.image_size), "windows")
-        batch = positive_int(batch, "batch")
         grid = _occlusion_grid(window_sizes, stride, aggregation)
+        config = getattr(self.model, "config", None)  # None: a bare Encoder
+        default_chunk, default_batch = occlusion.sweep_sizes(config, grid, len(self.vocabulary))
+        per_window = window_bytes(config, image_size=self.model.image_size,
+                                  window_side=max(grid.window_sizes),
+                                  num_synsets=len(self.vocabulary))
+        chunk = default_chunk if chunk is None else check_chunk(chunk, per_window, "windows")
+        batch = default_batch if batch is None else positive_int(batch, "batch")
         _, index = self._concept_index(concepts)
-        photos = load_images(images)
-        numbers = _image_numbers(image_numbers, len(photos))
+        sources = image_sources(images)
+        numbers = _image_numbers(image_numbers, len(sources))
         vocab = self.vocabulary
         params, bank = self._device_arrays()
         enc = self.encoder
@@ -283,18 +293,23 @@ class ConVis:
                 sims = occlusion.window_rank_similarities(params, padded, bank, **static)
                 return webapp_cell_maps(np.asarray(sims)[:n], grid, sub_offsets, sub_members)
 
-        cells = []
-        for start in tqdm(range(0, len(photos), batch), desc="occlusion maps", unit="batch",
-                          disable=not self.progress or len(photos) <= batch):
-            # One noise draw per image, from (seed, its number): the same however the
-            # images are batched or shared out.
+        def prepare(number: int) -> tuple[np.ndarray, int]:
+            # Decode, square crop and pad batch `number`: one noise draw per image, from
+            # (seed, its number), the same however the images are batched or shared out.
+            # Looked up here, not imported above, so that tests can patch pad_images.
+            from convis_jax.core.windows import pad_images
+
+            part = slice(number * batch, (number + 1) * batch)
             padded = np.concatenate([
-                pad_images(prepare_image(photo, IMAGE_SIZE)[None], grid.padding, padding,
-                           seed=[seed, number])
-                for photo, number in zip(photos[start:start + batch],
-                                         numbers[start:start + batch])])
-            full, n = pad_to_multiple(padded, batch)
-            cells.append(sweep(jnp.asarray(full), n))
+                pad_images(prepare_image(load_source(entry), IMAGE_SIZE)[None], grid.padding,
+                           padding, seed=[seed, image])
+                for entry, image in zip(sources[part], numbers[part])])
+            return pad_to_multiple(padded, batch)
+
+        count = -(-len(sources) // batch)
+        cells = [sweep(jnp.asarray(full), n) for full, n in tqdm(
+            prefetched(prepare, count), total=count, desc="occlusion maps", unit="batch",
+            disable=not self.progress or count < 2)]
         return np.concatenate(cells).astype(np.float32)
 
     def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
@@ -330,7 +345,8 @@ class ConVis:
             smoothgrad_samples, smoothgrad_sigma: SmoothGrad's noise.
             seed: seed of SmoothGrad's noise: image i's comes from (seed, its number).
             batch: images per call, >= 1 (the last batch filled with copies of its last
-                image); default the local device count. SmoothGrad, whose noise is drawn
+                image; the next batch is decoded and preprocessed in a background thread
+                meanwhile); default the local device count. SmoothGrad, whose noise is drawn
                 per call, always goes one image at a time.
             image_numbers: each image's number in a larger collection (N ints >= 0), for
                 SmoothGrad's noise; default the images' positions 0 .. N-1.
@@ -341,31 +357,39 @@ class ConVis:
         """
         import jax
 
-        from convis_jax.core.batches import pad_to_multiple, positive_int
+        from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
+        from convis_jax.core.images import image_sources, load_source
         from convis_jax.jax_backend.gradients import concept_gradient_maps
 
         _check_gradient_options(self.model, kind, chunk, smoothgrad_samples, smoothgrad_sigma,
                                 seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
-        pixel_values = self._pixel_values(images)
-        numbers = _image_numbers(image_numbers, len(pixel_values))
+        sources = image_sources(images)
+        numbers = _image_numbers(image_numbers, len(sources))
         subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
         if kind == "smoothgrad":
             batch = 1
         else:
             batch = jax.local_device_count() if batch is None else positive_int(batch, "batch")
         params, bank = self._device_arrays()
+
+        def prepare(number: int) -> tuple[np.ndarray, int]:
+            # Decoded and preprocessed in a background thread while the device works.
+            part = sources[number * batch:(number + 1) * batch]
+            return pad_to_multiple(self._pixel_values([load_source(e) for e in part]), batch)
+
         maps = []
-        for start in tqdm(range(0, len(pixel_values), batch), desc="gradient maps", unit="batch",
-                          disable=not self.progress or len(pixel_values) <= batch):
-            part, n = pad_to_multiple(pixel_values[start:start + batch], batch)
+        count = -(-len(sources) // batch)
+        for number, (part, n) in enumerate(tqdm(
+                prefetched(prepare, count), total=count, desc="gradient maps", unit="batch",
+                disable=not self.progress or count < 2)):
             out = concept_gradient_maps(
                 self.encoder, part, bank, index, subtree, params=params, score=score,
                 kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
                 layer=layer, smoothgrad_samples=smoothgrad_samples,
                 smoothgrad_sigma=smoothgrad_sigma,
-                key=jax.random.fold_in(jax.random.key(seed), numbers[start]))
+                key=jax.random.fold_in(jax.random.key(seed), numbers[number * batch]))
             maps.append(np.asarray(out)[:n])
         return np.concatenate(maps).astype(np.float32)
 

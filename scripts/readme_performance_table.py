@@ -54,15 +54,25 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"Occlusion maps, all {k:,} concepts, 1 image", _seconds(everything),
                      f"{_seconds(torch_s)} (b: batched, same {crops} crops)",
                      _ratio(occ["ratios"]["torch_batched_over_convis_all"])))
+        if "torch_encode_alone" in t:
+            rows.append((f"Occlusion maps, all {k:,} concepts, 1 image, vs the floor",
+                         _seconds(everything),
+                         f"{_seconds(t['torch_encode_alone']['median_s'])} (PyTorch only "
+                         f"encoding the same {crops} crops)",
+                         _ratio(occ["ratios"]["torch_encode_alone_over_convis_all"])))
         if "authors" in occ:
             rows.append((f"Occlusion maps, all {k:,} concepts, 1 image, vs (a)",
                          _seconds(everything),
                          f"{_seconds(occ['authors']['per_image_all_concepts_s'])} (a)",
                          _ratio(occ["ratios"]["authors_all_over_convis_all"])))
         for n, seconds in occ["images_curve_s"].items():
-            if n != "1":
-                rows.append((f"Occlusion maps, all concepts, {n} images in one call",
-                             f"{_seconds(seconds)} ({int(n) / seconds:.3f} images/s)", "", ""))
+            rows.append((f"Occlusion maps, all concepts, {n} image{'s' if n != '1' else ''} "
+                         f"per call", f"{_seconds(seconds)} ({int(n) / seconds:.3f} images/s)",
+                         "", ""))
+        if "chunk" in occ:
+            defaults = occ["library_defaults"]
+            rows.append(("Windows per compiled step (chunk) / images per call, this device's "
+                         "defaults", f"{occ['chunk']} / {defaults['images_per_call']}", "", ""))
         if "compile_s" in t["convis_all"]:
             rows.append(("Sweep compilation (first call minus median), all concepts",
                          _seconds(t["convis_all"]["compile_s"]), "", ""))
@@ -76,8 +86,7 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append((f"Sweep parts: encoding {encoded['windows']} crops alone "
                          f"(in {encoded['encode_alone']} chunk slots)", _seconds(p["encode_alone"]),
                          "", ""))
-            rows.append((f"Sweep parts: cutting and resizing, chunks per window size "
-                         f"({encoded['sweep']} slots)",
+            rows.append((f"Sweep parts: cutting and resizing ({encoded['sweep']} slots)",
                          _seconds(p["cut_resize_and_chunk_padding"]), "", ""))
             rows.append(("Sweep parts: similarities, ranks, subtree minima (measured alone)",
                          _seconds(p["similarities_ranks_subtree_min_alone"]), "", ""))

@@ -303,6 +303,7 @@ def sweep(args) -> None:
     from tqdm.auto import tqdm
 
     from convis_jax.api import ConVis
+    from convis_jax.core.batches import prefetched
     from convis_jax.core.images import load_image
     from convis_jax.jax_backend.loading import load_clip
 
@@ -329,10 +330,12 @@ def sweep(args) -> None:
     step = _sweep_batch(args, convis, None if args.concepts is None else names, batch)
     (out / f"process-{process_id}").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), unit="image", disable=args.quiet)
-    for start in range(0, len(todo), batch):
-        numbers = todo[start:start + batch]
+    parts = [todo[start:start + batch] for start in range(0, len(todo), batch)]
+    # The next batch's files are decoded in a background thread while this one is swept.
+    decoded = prefetched(lambda b: [load_image(images[i][1]) for i in parts[b]], len(parts))
+    for numbers, photos in zip(parts, decoded):
         # A short last batch is filled up to `batch` images by the API (one compiled shape).
-        maps = step(numbers, [load_image(images[i][1]) for i in numbers])
+        maps = step(numbers, photos)
         for number, image_maps in zip(numbers, maps):
             write_maps(out, process_id, number, images[number][0], image_maps)
         bar.update(len(numbers))
@@ -365,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion")
     run.add_argument("--seed", type=SEED, default=0,
                      help="seed of the padding noise (occlusion) or SmoothGrad, per image")
-    run.add_argument("--chunk", type=POSITIVE_INT, default=32,
-                     help="windows (occlusion) or concepts (gradient) per compiled step")
+    run.add_argument("--chunk", type=POSITIVE_INT, default=None,
+                     help="windows (occlusion) or concepts (gradient) per compiled step "
+                          "(default: the library's choice for the device and the request)")
     run.add_argument("--batch", type=POSITIVE_INT, default=None,
                      help="images per call (default: 8, or the local device count if larger)")
     occlusion = run.add_argument_group("occlusion")

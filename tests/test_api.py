@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.jax_backend.memory import window_bytes
 from convis_jax.testing import write_words_file
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]  # the same request as test_cli: one compiled sweep
@@ -165,6 +166,63 @@ def test_batches_and_image_numbers_keep_each_images_noise(convis, photos, noise_
     alone = convis.occlusion_cells(photos[1], CONCEPTS, seed=0, image_numbers=[1])
     np.testing.assert_array_equal(alone, cells[1:])
     assert not np.array_equal(convis.occlusion_cells(photos[1], CONCEPTS, seed=0), cells[1:])
+
+
+def test_every_sweep_gives_batched_calls_the_one_image_maps(convis, photos, tmp_path):
+    """Batches of images per compiled call (the last one filled), decoded and padded a
+    batch ahead in a background thread, give each image the maps of a one-image call."""
+    paths = []
+    for i, photo in enumerate(photos + [photos[0]]):
+        paths.append(tmp_path / f"photo{i}.png")
+        Image.fromarray(photo).save(paths[-1])
+    numbers = [0, 1, 2]
+    for aggregation in ("window", "webapp"):
+        alone = np.concatenate([convis.occlusion_cells(
+            paths[i], CONCEPTS, seed=3, aggregation=aggregation, batch=1, image_numbers=[i])
+            for i in numbers])
+        batched = convis.occlusion_cells(paths, CONCEPTS, seed=3, aggregation=aggregation,
+                                         batch=2, image_numbers=numbers)
+        np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-6)
+        if aggregation == "window":
+            # Image 2 is image 0 again with other noise: a difference the batching keeps.
+            assert np.abs(alone[2] - alone[0]).max() > 1e-3
+    alone = np.concatenate([convis.gradient_maps(paths[i], CONCEPTS, batch=1) for i in numbers])
+    batched = convis.gradient_maps(paths, CONCEPTS, batch=2)
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-6)
+
+
+def test_default_sweep_sizes_come_from_the_device(convis):
+    """CPUs take the measured sizes; accelerators size the chunk to their memory."""
+    from convis_jax.api import _occlusion_grid
+    from convis_jax.jax_backend import occlusion
+
+    grid = _occlusion_grid((128, 64), 16, "window")
+    config = convis.model.config
+    assert occlusion.sweep_sizes(config, grid, 7080) == (occlusion.CPU_CHUNK,
+                                                         occlusion.CPU_IMAGES_PER_CALL)
+
+    class Accelerator:
+        platform = "gpu"
+
+        def __init__(self, memory):
+            self.memory = memory
+
+        def memory_stats(self):
+            return {"bytes_limit": self.memory}
+
+    for memory, devices in ((80 << 30, 1), (16 << 30, 1), (80 << 30, 4), (1 << 20, 1)):
+        chunk, images = occlusion.sweep_sizes(config, grid, 7080, [Accelerator(memory)] * devices)
+        per_window = window_bytes(config, window_side=max(grid.window_sizes), num_synsets=7080)
+        fits = (memory // 8) // per_window
+        # Written out: the largest power of two that fits in an eighth of the memory, in bounds.
+        want = 1
+        while want * 2 <= fits:
+            want *= 2
+        low, high = occlusion.GPU_CHUNK_BOUNDS
+        assert chunk == min(max(want, low), high)
+        steps = -(-occlusion.GPU_STEPS_PER_CALL * chunk * devices // grid.n_windows)
+        scores = max((memory // 8) // (grid.n_windows * 7080 * 4), 1)
+        assert images == max(1, min(steps, occlusion.GPU_MAX_IMAGES_PER_CALL, scores))
 
 
 def test_webapp_aggregation(convis, photos):

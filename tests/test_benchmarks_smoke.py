@@ -187,3 +187,58 @@ def test_map_correlations_of_known_pairs():
     other = maps.copy()
     other[2] = rng.uniform(size=(7, 7))
     assert bench_occlusion.map_correlations(maps, other)[2] == 0.0
+
+
+def test_map_agreement_counts_moved_peaks_and_skips_flat_maps():
+    rng = np.random.default_rng(2)
+    reference = rng.uniform(size=(2, 3, 4, 4))
+    reference[1, 2] = 1.0  # flat in both: left out
+    other = reference.copy()
+    same = bench_occlusion.map_agreement(reference, other)
+    assert same["maps"] == 5 and same["flat_maps_left_out"] == 1
+    assert same["correlation_min"] == pytest.approx(1.0) and same["argmax_moved_fraction"] == 0
+    # One map's peak moves from cell (0, 0) to cell (3, 3): 1 of 5 maps, sqrt(18) cells away.
+    reference[0, 0] = 0.0
+    reference[0, 0, 0, 0] = 1.0
+    other[0, 0] = 0.0
+    other[0, 0, 3, 3] = 1.0
+    moved = bench_occlusion.map_agreement(reference, other)
+    assert moved["argmax_moved_fraction"] == pytest.approx(0.2)
+    assert moved["argmax_moved_cells_median"] == pytest.approx(np.sqrt(18))
+    assert moved["correlation_min"] < 0
+
+
+def test_gpu_check_runs_small_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py, ready for a GPU: its small settings run here end to end."""
+    gpu_check = load_benchmark("gpu_check")
+
+    out = tmp_path / "check.json"
+    gpu_check.main(["--small", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["vocabulary"] == "random hierarchy of 40" and result["concepts"] == 40
+    for dtype in ("float32", "bfloat16"):
+        check = result["checks"][dtype]
+        assert check["concepts"] == 40
+        assert check["embedding_max_distance"] <= check["embedding_tolerance"]
+    assert result["checks"]["float32"]["maps_checked"] >= 20
+    points = {(r["framework"], r["dtype"], r["images_per_call"]) for r in result["rows"]}
+    assert points == {(f, d, 1) for f in ("convis_jax", "pytorch")
+                      for d in ("float32", "bfloat16")}
+    assert all(r["ms_per_image"] > 0 for r in result["rows"])
+    agreement = result["bfloat16_vs_float32"]
+    assert agreement["images"] == 1 and -1 <= agreement["correlation_median"] <= 1
+    assert {t["name"] for t in result["targets"]} == {
+        "convis_jax bfloat16 ms per image, all concepts",
+        "PyTorch batched / convis_jax, bfloat16, best of each"}
+    assert result["skipped"] == []
+
+
+def test_random_vocabulary_is_a_rooted_tree():
+    gpu_check = load_benchmark("gpu_check")
+
+    vocabulary = gpu_check.random_vocabulary(50, seed=3)
+    assert len(vocabulary) == 50 and len(vocabulary.edges) == 49
+    sizes = np.diff(vocabulary.subtree_offsets)
+    assert sizes.max() == 50  # the root's subtree holds every concept
+    root = vocabulary.index("concept00000.n.01")
+    assert sizes[root] == 50

@@ -1,4 +1,5 @@
-"""Fixed-size batches: the one rule for padding a short last batch, and for positive counts.
+"""Fixed-size batches: the one rule for padding a short last batch, for positive counts,
+and for preparing the next batch while the current one is swept.
 
 Compiled sweeps keep one shape per batch size, so a batch that comes up short
 is filled with copies of its last row and the results of those copies are cut
@@ -7,6 +8,10 @@ the domain of every kernel: a valid image, window or token sequence.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -54,3 +59,35 @@ def pad_to_multiple(array, multiple: int) -> tuple[np.ndarray, int]:
     if fill == 0:
         return array, n
     return np.concatenate([array, np.repeat(array[-1:], fill, axis=0)]), n
+
+
+T = TypeVar("T")
+
+
+def prefetched(make: Callable[[int], T], count: int) -> Iterator[T]:
+    """make(0), make(1), ..., make(count - 1), each made in a background thread while the
+    caller works on the one before.
+
+    The host's part of a sweep (decoding, square crops, padding) then runs while
+    the device sweeps the previous batch; compiled calls release Python's lock
+    while they run, so the two overlap even on one core's worth of Python.
+    Batches come in order; an exception raised by `make` is raised here, at the
+    batch that failed.
+
+    Args:
+        make: batch number -> batch; called once per number, in order, from one
+            background thread.
+        count: how many batches, >= 0.
+
+    Yields:
+        The batches, in order.
+    """
+    if count <= 0:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convis-batches") as pool:
+        pending = pool.submit(make, 0)
+        for number in range(count):
+            ready = pending.result()
+            if number + 1 < count:
+                pending = pool.submit(make, number + 1)
+            yield ready

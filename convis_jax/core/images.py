@@ -90,15 +90,41 @@ def load_images(sources: ImageSource | list[ImageSource] | tuple[ImageSource, ..
         InputError: the batch is empty, or an image is unreadable (the message
             says which, by position).
     """
+    return [load_source(entry) for entry in image_sources(sources)]
+
+
+def image_sources(sources: ImageSource | list[ImageSource] | tuple[ImageSource, ...]
+                  ) -> list[tuple[str, Any]]:
+    """The images of a batch, not yet decoded: (name for messages, source) per image.
+
+    Lets a caller decode a long list of files a batch at a time
+    (`load_source`), with the messages `load_images` would give.
+
+    Args:
+        sources: anything `load_images` accepts.
+
+    Returns:
+        N pairs (name, source); names say the position ("images[3] (...)") when there
+        are several.
+
+    Raises:
+        InputError: the batch is empty.
+    """
     if isinstance(sources, (list, tuple)):
         items = list(sources)
     elif _is_array(sources) and np.ndim(sources) == 4:
         items = list(np.asarray(sources))
     else:
-        return [load_image(sources)]
+        return [(_describe(sources), sources)]
     if not items:
         raise InputError("expected at least one image, found an empty batch")
-    return [_load(item, f"images[{i}] ({_describe(item)})") for i, item in enumerate(items)]
+    return [(f"images[{i}] ({_describe(item)})", item) for i, item in enumerate(items)]
+
+
+def load_source(entry: tuple[str, Any]) -> np.ndarray:
+    """Decodes one `image_sources` entry: uint8 [H, W, 3] (errors as `load_image`'s)."""
+    name, source = entry
+    return _load(source, name)
 
 
 def _load(source: Any, name: str) -> np.ndarray:

@@ -30,22 +30,31 @@ def available_bytes() -> int:
         return 1 << 62
 
 
-def window_bytes(config, image_size: int = 224) -> int:
-    """Rough working memory of encoding one window (crop, its tokens, one layer's activations).
+def window_bytes(config, *, image_size: int = 224, window_side: int = 128,
+                 num_synsets: int = 0) -> int:
+    """Device memory one window of a chunk needs at its peak, roughly (float32 bytes).
+
+    Its block of pixels and the resized crop, the activations live in one vision
+    layer (tokens x (3 hidden for q, k, v + the MLP's width + hidden) plus the
+    attention weights), and its row of similarities with the ranks' temporaries
+    (about 4 per synset); doubled for what XLA keeps live between ops.
 
     Args:
-        config: the model's config (a `.vision` tower config), or None for an `Encoder`
-            of unknown architecture: then only its input crop is counted (a lower bound).
+        config: the model's config (with a `.vision` tower), or None for an `Encoder`
+            of unknown architecture: then its layers are not counted (a lower bound).
         image_size: the encoder's input size, used when config is None.
+        window_side: the largest window side in pixels.
+        num_synsets: T, the bank's rows (0: similarities not counted).
     """
-    if config is None:
-        return 2 * 3 * image_size ** 2 * _FLOAT
-    v = config.vision
-    tokens = (v.image_size // v.patch_size) ** 2 + 1
-    pixels = 2 * 3 * v.image_size ** 2 * _FLOAT
-    layer = tokens * (4 * v.hidden_size + v.intermediate_size) * _FLOAT
-    attention = v.num_attention_heads * tokens ** 2 * _FLOAT
-    return pixels + layer + attention
+    layer = 0
+    if config is not None:
+        v = config.vision
+        image_size = v.image_size
+        tokens = (v.image_size // v.patch_size) ** 2 + 1
+        layer = (tokens * (4 * v.hidden_size + v.intermediate_size)
+                 + v.num_attention_heads * tokens ** 2)
+    pixels = 3 * (window_side ** 2 + 2 * image_size ** 2)
+    return 2 * _FLOAT * (layer + pixels + 4 * num_synsets)
 
 
 def pullback_bytes(config, image_size: int = 224) -> int:
@@ -53,9 +62,8 @@ def pullback_bytes(config, image_size: int = 224) -> int:
 
     config None (an `Encoder` of unknown architecture): its input alone, a lower bound.
     """
-    if config is None:
-        return window_bytes(None, image_size)
-    return window_bytes(config) * (config.vision.num_hidden_layers + 1)
+    layers = 1 if config is None else config.vision.num_hidden_layers + 1
+    return window_bytes(config, image_size=image_size) * layers
 
 
 def check_chunk(chunk, per_item: int, what: str) -> int:

@@ -1,9 +1,10 @@
 """The ConVis occlusion sweep (Algorithm 1) for many images and every concept, in one jitted call.
 
-Per window size, the windows of all images are cut with `dynamic_slice`
-(static shapes, no Python loop over windows), resized (bicubic) to the
-model's input size, normalised and encoded in fixed-size chunks under
-`lax.map`, so memory stays bounded by the chunk. Each window's similarity
+The windows of all images and sizes form one table; they are cut with
+`dynamic_slice` (static shapes, no Python loop over windows), resized
+(bicubic, as two matrix products) to the model's input size, normalised and
+encoded in fixed-size chunks under `lax.map`, so memory stays bounded by the
+chunk. Each window's similarity
 to the whole concept bank gives the rank of every synset; the subtree
 minimum gives every requested concept's score at once; summed-area tables
 over the window lattice (`core.cells.accumulate_cells`) turn window scores
@@ -12,8 +13,8 @@ maps for all of a vocabulary cost one sweep (METHOD.md section 3).
 
 Two entry points, each on one device or on all local devices:
 `occlusion_cells` (Algorithm 1's cell maps) and `window_rank_similarities`
-(the web app's per-window ranks). With several devices, each window size's
-table of chunks (`window_tables`) is split over a mesh (`sharding.shard_rows`);
+(the web app's per-window ranks). With several devices, the table of chunks
+(`window_tables`) is split over a mesh (`sharding.shard_rows`);
 each device cuts, encodes and ranks its own chunks with the same `lax.map`, so
 every window is computed exactly as on one device. The padded images are
 replicated (one is 2.8 MB; the windows are the work), so even a single image
@@ -24,8 +25,8 @@ similarity rows of its own windows (`sharding.gathered_similarities`).
 
 The pieces: `window_tables` lists the windows, `table_outputs` encodes one
 table and finishes each window's similarities (`subtree_min_ranks` or
-`rank_similarities`), `sweep_tables` runs it per window size (on one device or
-split over the mesh), `lattice_outputs` and `cells_from_window_scores`
+`rank_similarities`), `sweep_tables` runs it (on one device or split over the
+mesh), `lattice_outputs` and `cells_from_window_scores`
 accumulate.
 """
 
@@ -43,29 +44,80 @@ from convis_jax.core.cells import accumulate_cells, normalise_maps
 from convis_jax.core.ranks import ranks
 from convis_jax.core.windows import WindowGrid
 from convis_jax.jax_backend import sharding
+from convis_jax.jax_backend.memory import window_bytes
 
 # How often each jitted function below was traced; tests read it to prove
 # that repeated calls with the same shapes do not trace (or compile) again.
 TRACES: collections.Counter = collections.Counter()
 
 
+def resize_matrix(source: int, target: int, width: int | None = None) -> np.ndarray:
+    """The bicubic resize of one axis from `source` to `target` pixels as a matrix.
+
+    `jax.image.resize` (bicubic, antialiased when shrinking) is separable and
+    linear, so resizing the identity gives its weights: resize(x) = R @ x
+    along an axis. Columns past `source` (up to `width`) are zero, so that a
+    window smaller than `width` can be cut as a `width`-sided block and still
+    resized exactly (`table_outputs`).
+
+    Args:
+        source: the input side in pixels.
+        target: the output side in pixels.
+        width: columns of the result, >= source; default source.
+
+    Returns:
+        float32 [target, width].
+    """
+    with jax.ensure_compile_time_eval():
+        weights = np.asarray(jax.image.resize(jnp.eye(source, dtype=jnp.float32),
+                                              (target, source), method="bicubic"))
+    out = np.zeros((target, width or source), np.float32)
+    out[:, :source] = weights
+    return out
+
+
+def resized_pixel_values(crops, rows, columns, mean, std):
+    """Crops [B, h, w, 3] in [0, 255] and resize matrices rows [B, S, h], columns [B, S, w]
+    -> pixel_values [B, 3, S, S]: rows @ crop @ columns.T per channel, rescaled to
+    [0, 1] and normalised.
+
+    Two matrix products per crop (the resize's weights are `resize_matrix`), in
+    float32 whatever the model's dtype; the channel axis moves to the front here,
+    once, where the resize writes its output anyway.
+    """
+    mean = jnp.asarray(mean, jnp.float32)[:, None, None]
+    std = jnp.asarray(std, jnp.float32)[:, None, None]
+    # Highest precision: on GPUs the default would round the pixels through TF32 (this is
+    # 1% of the encoder's arithmetic, as jax.image.resize does it).
+    exact = jax.lax.Precision.HIGHEST
+    tall = jnp.einsum("bis,bstc->bitc", rows, crops.astype(jnp.float32), precision=exact)
+    resized = jnp.einsum("bitc,bjt->bcij", tall, columns, precision=exact)
+    return (resized / 255.0 - mean) / std
+
+
 def window_pixel_values(crops, size: int, mean, std):
-    """Crops [..., w, w, 3] in [0, 255] -> the model's pixel_values [..., 3, size, size].
+    """Crops [..., h, w, 3] in [0, 255] -> the model's pixel_values [..., 3, size, size].
 
     A square crop only needs resizing (bicubic, antialiased when shrinking),
     rescaling to [0, 1] and normalising with the model's mean and std: the
     standard CLIP preprocessing of a square image, done in float (the
-    reference code's PIL path rounds to uint8 in between).
+    reference code's PIL path rounds to uint8 in between). The arithmetic of
+    the sweep (`resized_pixel_values`); a crop that is not square is
+    stretched to the square.
     """
-    lead = crops.shape[:-3]
-    resized = jax.image.resize(crops, lead + (size, size, 3), method="bicubic")
-    pixels = (resized / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-    return jnp.moveaxis(pixels, -1, -3)
+    lead, (height, width) = crops.shape[:-3], crops.shape[-3:-1]
+    flat = crops.reshape((-1,) + crops.shape[-3:])
+    rows = jnp.broadcast_to(resize_matrix(height, size), (len(flat), size, height))
+    columns = jnp.broadcast_to(resize_matrix(width, size), (len(flat), size, width))
+    return resized_pixel_values(flat, rows, columns, mean, std).reshape(lead + (3, size, size))
 
 
-def window_tables(grid: WindowGrid, n_images: int, chunk: int,
-                  parts: int = 1) -> tuple[np.ndarray, ...]:
-    """Every window of every image, per window size, as a table cut into chunks.
+def window_tables(grid: WindowGrid, n_images: int, chunk: int, parts: int = 1) -> np.ndarray:
+    """Every window of every image, of every size, as one table cut into chunks.
+
+    One table for all window sizes: only the last chunk of the whole sweep is
+    filled with repeats (one table per size would fill the last chunk of each,
+    38 extra crops of 730 at chunk 32).
 
     Args:
         grid: the window grid.
@@ -75,20 +127,20 @@ def window_tables(grid: WindowGrid, n_images: int, chunk: int,
             devices that will share the table), >= 1.
 
     Returns:
-        One int32 [n_chunks, chunk, 3] table per window size, in grid order: rows
-        (image, y origin, x origin) in padded pixels, image-major, then row-major
+        int32 [n_chunks, chunk, 4]: rows (image, y origin, x origin, size index) in
+        padded pixels, size-major in grid order, then image-major, then row-major
         over that size's lattice; the last row is repeated to fill the table, and
         `lattice_outputs` cuts those repeats away again.
     """
-    tables = []
-    for oy, ox in grid.origins:
+    rows = []
+    for size_index, (oy, ox) in enumerate(grid.origins):
         yy, xx = np.meshgrid(oy, ox, indexing="ij")
         per_image = np.stack([yy.ravel(), xx.ravel()], axis=1)
-        table = np.concatenate([np.concatenate([np.full((len(per_image), 1), n), per_image],
-                                               axis=1) for n in range(n_images)])
-        table, _ = pad_to_multiple(table, chunk * parts)
-        tables.append(table.reshape(-1, chunk, 3).astype(np.int32))
-    return tuple(tables)
+        for n in range(n_images):
+            rows.append(np.concatenate([np.full((len(per_image), 1), n), per_image,
+                                        np.full((len(per_image), 1), size_index)], axis=1))
+    table, _ = pad_to_multiple(np.concatenate(rows), chunk * parts)
+    return table.reshape(-1, chunk, 4).astype(np.int32)
 
 
 def dense_similarities(v, bank):
@@ -96,34 +148,41 @@ def dense_similarities(v, bank):
     return v @ bank.T
 
 
-def table_outputs(params, padded, table, bank, finish, *, embed, image_size: int, size: int,
-                  mean, std, similarities=dense_similarities):
+def table_outputs(params, padded, table, bank, finish, *, embed, image_size: int,
+                  window_sizes: tuple, mean, std, similarities=dense_similarities):
     """Encodes the windows of one table chunk by chunk and finishes their similarities.
 
     Memory stays bounded by one chunk: `lax.map` runs the chunks in sequence.
+    Every window is cut as a block of the largest window side and resized with
+    its own size's matrix, whose columns past its side are zero
+    (`resize_matrix`), so that chunks may mix window sizes.
 
     Args:
         params: the encoder's parameter tree (`Encoder.params`).
-        padded: float [N, Hp, Wp, 3] padded images in [0, 255].
-        table: int32 [n_chunks, chunk, 3] rows (image, y, x) of windows of side `size`
-            (`window_tables`).
+        padded: float [N, Hp, Wp, 3] padded images in [0, 255], with room for a block
+            of the largest window side at every window's origin (`sweep_tables`).
+        table: int32 [n_chunks, chunk, 4] rows (image, y, x, size index) (`window_tables`).
         bank: float32 [T, d] unit text embeddings (or this device's share of them, for
             a `similarities` that gathers the rest).
         finish: z [chunk, T] -> what to keep of each window, e.g. subtree-minimum ranks.
         embed: the encoder's `embed_images`: (params, pixel_values [chunk, 3, S, S])
             -> unit embeddings [chunk, d]; hashable (a static jit argument).
         image_size: S, the encoder's input size.
-        size: the window side in pixels.
+        window_sizes: the window sides in pixels, indexed by the table's size column.
         mean, std: the encoder's normalisation.
         similarities: (v [chunk, d] unit embeddings, bank) -> z [chunk, T].
 
     Returns:
         finish's outputs stacked over chunks: [n_chunks, chunk, ...].
     """
+    side, size = max(window_sizes), image_size
+    operators = jnp.asarray(np.stack([resize_matrix(w, size, side) for w in window_sizes]))
+
     def one_chunk(rows):
         crops = jax.vmap(lambda r: jax.lax.dynamic_slice(
-            padded, (r[0], r[1], r[2], 0), (1, size, size, 3))[0])(rows)
-        pixels = window_pixel_values(crops, image_size, mean, std)
+            padded, (r[0], r[1], r[2], 0), (1, side, side, 3))[0])(rows)
+        resize = operators[rows[:, 3]]
+        pixels = resized_pixel_values(crops, resize, resize, mean, std)
         return finish(similarities(embed(params, pixels), bank))
 
     return jax.lax.map(one_chunk, table)
@@ -152,49 +211,52 @@ def rank_similarities(z):
 
 
 def sweep_tables(params, padded, bank, finish, *, embed, image_size: int, grid: WindowGrid,
-                 chunk: int, mean, std, mesh=None, split_bank: bool = False):
-    """`table_outputs` over the window table of every window size (`window_tables`).
+                 chunk: int, mean, std, mesh=None, split_bank: bool = False,
+                 similarities=dense_similarities):
+    """`table_outputs` over the one window table of the grid (`window_tables`).
 
     Args:
-        params, padded, bank, finish, embed, image_size, mean, std: as `table_outputs`
-            (bank: the whole bank [T, d]).
+        params, padded, bank, finish, embed, image_size, mean, std, similarities: as
+            `table_outputs` (bank: the whole bank [T, d]).
         grid: the window grid.
         chunk: windows per chunk.
         mesh: None to run on the current device, or a 1-D mesh (`sharding.local_mesh`)
-            whose devices each take a block of every table's chunks.
+            whose devices each take a block of the table's chunks.
         split_bank: with a mesh, split the bank's rows over its devices instead of
             replicating it.
 
     Returns:
-        Per window size, [n_chunks, chunk, ...] outputs of `finish` (sharded along the
-        chunk axis over the mesh, if any; n_chunks then a multiple of its size).
+        [n_chunks, chunk, ...] outputs of `finish` (sharded along the chunk axis over
+        the mesh, if any; n_chunks then a multiple of its size).
     """
     parts = 1 if mesh is None else mesh.size
-    similarities = dense_similarities
     if mesh is not None and split_bank:
         num_synsets = bank.shape[0]
         bank = jnp.pad(bank, ((0, -num_synsets % parts), (0, 0)))
         similarities = partial(sharding.gathered_similarities, num_synsets=num_synsets)
-    tables = window_tables(grid, padded.shape[0], chunk, parts)
-    outputs = []
-    for size, table in zip(grid.window_sizes, tables):
-        run = partial(table_outputs, finish=finish, embed=embed, image_size=image_size,
-                      size=size, mean=mean, std=std, similarities=similarities)
-        if mesh is not None:
-            run = sharding.shard_rows(run, mesh, (False, False, True, split_bank))
-        outputs.append(run(params, padded, jnp.asarray(table), bank))
-    return tuple(outputs)
+    # Room for a block of the largest side at a smaller window's origin (the extra
+    # rows and columns meet only the zero columns of its resize matrix).
+    extra = max(grid.window_sizes) - min(grid.window_sizes)
+    padded = jnp.pad(padded, ((0, 0), (0, extra), (0, extra), (0, 0)))
+    table = window_tables(grid, padded.shape[0], chunk, parts)
+    run = partial(table_outputs, finish=finish, embed=embed, image_size=image_size,
+                  window_sizes=grid.window_sizes, mean=mean, std=std, similarities=similarities)
+    if mesh is not None:
+        run = sharding.shard_rows(run, mesh, (False, False, True, split_bank))
+    return run(params, padded, jnp.asarray(table), bank)
 
 
 def lattice_outputs(outputs, grid: WindowGrid, n_images: int):
-    """Per-size `sweep_tables` outputs [n_chunks, chunk, ...] -> per size [N, ny, nx, ...].
+    """`sweep_tables` outputs [n_chunks, chunk, ...] -> per window size [N, ny, nx, ...].
 
-    Drops the rows that only fill the tables (`window_tables`).
+    Drops the rows that only fill the table (`window_tables`).
     """
-    per_size = []
-    for out, (ny, nx) in zip(outputs, grid.lattice_shapes):
-        flat = out.reshape((-1,) + out.shape[2:])
-        per_size.append(flat[: n_images * ny * nx].reshape((n_images, ny, nx) + flat.shape[1:]))
+    flat = outputs.reshape((-1,) + outputs.shape[2:])
+    per_size, start = [], 0
+    for ny, nx in grid.lattice_shapes:
+        count = n_images * ny * nx
+        per_size.append(flat[start:start + count].reshape((n_images, ny, nx) + flat.shape[1:]))
+        start += count
     return tuple(per_size)
 
 
@@ -225,9 +287,9 @@ def occlusion_window_scores(params, padded, bank, members, segment_ids, *, embed
     Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_tables`.
 
     Returns:
-        Per window size, int32 [n_chunks, chunk, K] in [0, T) (rows as `window_tables`,
-        whose filler rows `lattice_outputs` drops), sharded along the chunk axis over
-        the mesh, if any.
+        int32 [n_chunks, chunk, K] in [0, T) (rows as `window_tables`, whose filler
+        rows `lattice_outputs` drops), sharded along the chunk axis over the mesh, if
+        any.
     """
     finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
                      num_concepts=num_concepts)
@@ -319,6 +381,62 @@ def window_rank_similarities(params, padded, bank, *, embed, image_size: int,
     return _on_devices(_window_rank_similarities, devices, split_bank, bank, params, padded,
                        bank, embed=embed, image_size=image_size, grid=grid, chunk=chunk,
                        mean=mean, std=std)
+
+
+# Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, 64 crops per
+# round, two runs of 3 and 4 interleaved rounds; README "Performance"): chunks of 8, 16
+# and 64 windows took 1.00-1.22x, 1.03-1.10x and 1.17-1.29x the time of 32, so 32.
+# Several images per call gain nothing there (the work grows with them, and a short
+# last batch would encode copies), so one; the next image is prepared meanwhile.
+CPU_CHUNK = 32
+CPU_IMAGES_PER_CALL = 1
+# Accelerators: windows per step are sized from the device's memory (`sweep_sizes`),
+# between these bounds, and each call holds enough images for GPU_STEPS_PER_CALL steps
+# per device, at most GPU_MAX_IMAGES_PER_CALL.
+GPU_CHUNK_BOUNDS = (64, 1024)
+GPU_STEPS_PER_CALL = 4
+GPU_MAX_IMAGES_PER_CALL = 64
+# Memory assumed when a device does not report it (bytes).
+UNKNOWN_DEVICE_MEMORY = 16 << 30
+
+
+def sweep_sizes(config, grid: WindowGrid, num_synsets: int, devices=None) -> tuple[int, int]:
+    """The default (chunk, images per call) of the occlusion sweep on these devices.
+
+    CPUs: the measured `CPU_CHUNK` and `CPU_IMAGES_PER_CALL`. GPUs and TPUs: the
+    largest power-of-two chunk whose windows (`memory.window_bytes`) fit in an eighth of
+    one device's memory, within `GPU_CHUNK_BOUNDS`; then enough images per call
+    that every device runs `GPU_STEPS_PER_CALL` steps per call (more images per
+    call mean fewer round trips to the host), at most `GPU_MAX_IMAGES_PER_CALL`
+    and never more than an eighth of the memory holds in window scores. These
+    accelerator rules are derived, not yet timed (no GPU was available);
+    `benchmarks/gpu_check.py` times 1, 8 and 64 images per call to check them.
+
+    Args:
+        config: the ClipConfig.
+        grid: the window grid.
+        num_synsets: T, the bank's rows.
+        devices: the devices the sweep runs on; None means the local devices.
+
+    Returns:
+        (chunk >= 1, images per call >= 1).
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    if devices[0].platform == "cpu":
+        return CPU_CHUNK, CPU_IMAGES_PER_CALL
+    try:
+        memory = int((devices[0].memory_stats() or {}).get("bytes_limit", 0))
+    except Exception:  # backends without memory statistics
+        memory = 0
+    budget = (memory or UNKNOWN_DEVICE_MEMORY) // 8
+    low, high = GPU_CHUNK_BOUNDS
+    per_window = window_bytes(config, window_side=max(grid.window_sizes),
+                              num_synsets=num_synsets)
+    fits = max(budget // per_window, 1)
+    chunk = int(min(max(1 << (int(fits).bit_length() - 1), low), high))
+    wanted = -(-GPU_STEPS_PER_CALL * chunk * len(devices) // grid.n_windows)
+    scores_fit = max(budget // (grid.n_windows * num_synsets * 4), 1)
+    return chunk, int(max(1, min(wanted, GPU_MAX_IMAGES_PER_CALL, scores_fit)))
 
 
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convis_jax.core.batches import pad_to_multiple, positive_int
+from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
 from convis_jax.errors import InputError
 
 
@@ -33,3 +33,38 @@ def test_positive_int():
     for bad in (0, -2, 2.0, "3", True, None):
         with pytest.raises(InputError, match=f"^chunk must be a positive integer, found {bad!r}$"):
             positive_int(bad, "chunk")
+
+
+def test_prefetched_yields_in_order_and_makes_the_next_batch_meanwhile():
+    import threading
+
+    made, second_started = [], threading.Event()
+
+    def make(number):
+        made.append(number)
+        if number == 1:
+            second_started.set()
+        return number * 10
+
+    out = []
+    for batch in prefetched(make, 3):
+        if batch == 0:
+            # Batch 1 is made while the caller still holds batch 0 (a sequential loop
+            # would wait here forever; the timeout turns that into a failure).
+            assert second_started.wait(timeout=10)
+        out.append(batch)
+    assert out == [0, 10, 20] and made == [0, 1, 2]
+    assert list(prefetched(make, 0)) == []
+
+
+def test_prefetched_raises_at_the_batch_that_failed():
+    def make(number):
+        if number == 2:
+            raise ValueError("batch 2 is broken")
+        return number
+
+    got = []
+    with pytest.raises(ValueError, match="batch 2 is broken"):
+        for batch in prefetched(make, 4):
+            got.append(batch)
+    assert got == [0, 1]

@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 
 from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
-from convis_jax.jax_backend import checkpoints, clip, loading
+from convis_jax.jax_backend import checkpoints, clip
 from convis_jax.jax_backend.loading import load_clip
 from convis_jax.testing import TINY, make_clip_checkpoint
 from tests.checkpoints import lay_out_hub_cache

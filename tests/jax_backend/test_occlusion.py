@@ -107,3 +107,46 @@ def test_same_shapes_do_not_trace_again(setup):
     run([6, 7, 9])  # same bucket of K and of subtree members
     run([9, 10, 11])
     assert TRACES["occlusion_cells"] == before
+
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in it (jit, scan, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def test_bfloat16_encodes_in_bfloat16_and_ranks_in_float32(setup, tiny_checkpoint):
+    """The precision policy: a bfloat16 model's sweep runs the encoder in bfloat16, and its
+    similarities, ranks and cell sums in float32."""
+    model, bank, offsets, members, static, encode = setup
+    low = load_clip(tiny_checkpoint[0], dtype="bfloat16")
+    grid = window_grid((224, 224), (128, 64), 32)
+    padded = jnp.asarray(pad_images(prepare_image(photo(224, 224, 5), 224)[None], grid.padding,
+                                    "constant"))
+    m, seg, k_padded = subtree_request(offsets, members, np.array([0, 1, 5, 7]))
+    args = (low.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
+    kwargs = dict(static, config=low.config, grid=grid, num_concepts=k_padded)
+    jaxpr = jax.make_jaxpr(lambda *a: occlusion_cells(*a, **kwargs))(*args).jaxpr
+    equations = list(_equations(jaxpr))
+    dtypes = lambda eqn: {v.aval.dtype for v in eqn.invars if hasattr(v, "aval")}
+    dots = [eqn for eqn in equations if eqn.primitive.name == "dot_general"]
+    # The encoder's matrix products run in bfloat16 ...
+    assert sum(dtypes(eqn) == {jnp.dtype(jnp.bfloat16)} for eqn in dots) >= 8
+    # ... the one against the bank (rhs [T, d] or [d, T]) in float32, as do the sorts behind
+    # the ranks.
+    against_bank = [eqn for eqn in dots
+                    if eqn.invars[1].aval.shape in (bank.shape, bank.shape[::-1])]
+    assert against_bank and all(dtypes(eqn) == {jnp.dtype(jnp.float32)} for eqn in against_bank)
+    sorts = [eqn for eqn in equations if eqn.primitive.name == "sort"]
+    assert sorts and all(eqn.invars[0].aval.dtype == jnp.float32 for eqn in sorts)
+    cells = np.asarray(occlusion_cells(*args, **kwargs))
+    assert cells.dtype == np.float32
+    # And the maps are those of the float32 model up to bfloat16's rounding.
+    high = np.asarray(occlusion_cells(model.params, *args[1:], **dict(kwargs, config=model.config)))
+    assert np.corrcoef(cells.ravel(), high.ravel())[0, 1] > 0.9

@@ -79,9 +79,8 @@ def child(checkpoint: str, out: str) -> None:
     scores = occlusion.occlusion_window_scores(*args, num_concepts=k_padded,
                                                mesh=sharding.local_mesh(), split_bank=True,
                                                **static)
-    for size_index, s in enumerate(scores):
-        for key, value in sharding_facts(s).items():
-            results[f"scores{size_index}_{key}"] = value
+    for key, value in sharding_facts(scores).items():
+        results[f"scores_{key}"] = value
     results["sims_single"] = occlusion.window_rank_similarities(
         model.params, padded, jnp.asarray(bank), devices=one, **static)
     results["sims_auto"] = occlusion.window_rank_similarities(
@@ -136,13 +135,13 @@ def test_sharded_occlusion_equals_single_device(eight_devices):
 
 def test_occlusion_windows_span_eight_devices(eight_devices):
     r = eight_devices
-    for size_index, chunks in enumerate((32, 24)):  # ceil(2 * 441 / 32), ceil(2 * 289 / 32)
-        facts = {k: r[f"scores{size_index}_{k}"] for k in ("devices", "starts", "rows", "axis")}
-        assert str(facts["axis"]) == "devices"  # the chunk axis is split over the mesh
-        np.testing.assert_array_equal(facts["devices"], np.arange(DEVICES))
-        # Every device holds (so computed, under shard_map) its own block of chunks.
-        np.testing.assert_array_equal(facts["rows"], np.full(DEVICES, chunks // DEVICES))
-        np.testing.assert_array_equal(facts["starts"], np.arange(DEVICES) * chunks // DEVICES)
+    chunks = 48  # ceil(2 * 730 / 32) = 46 chunks of one table, rounded up to 8 devices
+    facts = {k: r[f"scores_{k}"] for k in ("devices", "starts", "rows", "axis")}
+    assert str(facts["axis"]) == "devices"  # the chunk axis is split over the mesh
+    np.testing.assert_array_equal(facts["devices"], np.arange(DEVICES))
+    # Every device holds (so computed, under shard_map) its own block of chunks.
+    np.testing.assert_array_equal(facts["rows"], np.full(DEVICES, chunks // DEVICES))
+    np.testing.assert_array_equal(facts["starts"], np.arange(DEVICES) * chunks // DEVICES)
 
 
 def test_sharded_gradients_equal_single_device(eight_devices):
