@@ -131,7 +131,8 @@ def test_bfloat16_encodes_in_bfloat16_and_ranks_in_float32(setup, tiny_checkpoin
                                     "constant"))
     m, seg, k_padded = subtree_request(offsets, members, np.array([0, 1, 5, 7]))
     args = (low.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
-    kwargs = dict(static, config=low.config, grid=grid, num_concepts=k_padded)
+    kwargs = dict(static, embed=low.encoder.embed_images, image_size=low.image_size,
+                  grid=grid, num_concepts=k_padded)
     jaxpr = jax.make_jaxpr(lambda *a: occlusion_cells(*a, **kwargs))(*args).jaxpr
     equations = list(_equations(jaxpr))
     dtypes = lambda eqn: {v.aval.dtype for v in eqn.invars if hasattr(v, "aval")}
@@ -148,5 +149,6 @@ def test_bfloat16_encodes_in_bfloat16_and_ranks_in_float32(setup, tiny_checkpoin
     cells = np.asarray(occlusion_cells(*args, **kwargs))
     assert cells.dtype == np.float32
     # And the maps are those of the float32 model up to bfloat16's rounding.
-    high = np.asarray(occlusion_cells(model.params, *args[1:], **dict(kwargs, config=model.config)))
+    high = np.asarray(occlusion_cells(model.params, *args[1:],
+                                      **dict(kwargs, embed=model.encoder.embed_images)))
     assert np.corrcoef(cells.ravel(), high.ravel())[0, 1] > 0.9
