@@ -227,6 +227,33 @@ def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, 
     return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
 
 
+def keep_embeddings(v, bank):
+    """The `similarities` of `table_outputs` that keeps the unit embeddings v [chunk, d] as they are."""
+    return v
+
+
+@partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std"))
+def window_embeddings(params, padded, *, config, grid: WindowGrid, chunk: int, mean, std):
+    """The unit embedding of every window (Algorithm 1 steps 1-3, no concepts): the atlas's input.
+
+    The windows are cut and encoded exactly as by `occlusion_cells`; only the
+    finish differs: the embeddings are kept instead of ranked, so that ranks
+    against any concept bank can be taken later (`convis_jax.atlas`).
+
+    Args:
+        params, padded, config, grid, chunk, mean, std: as `occlusion_cells`.
+
+    Returns:
+        float32 [N, n_windows, d] unit vectors, windows listed per size, each row-major
+        (the order of `window_list` and `core.cells.coverage_matrix`).
+    """
+    TRACES["window_embeddings"] += 1
+    outputs = sweep_tables(params, padded, None, lambda v: v, config=config, grid=grid,
+                           chunk=chunk, mean=mean, std=std,
+                           run_table=partial(table_outputs, similarities=keep_embeddings))
+    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+
+
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,
                     bucket: int = 8) -> tuple[np.ndarray, np.ndarray, int]:
     """The CSR of the requested concepts' subtrees, padded to static sizes.
