@@ -145,7 +145,7 @@ def _listing(images) -> list[tuple[str, Path]]:
 def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str = "noise",
                 seed: int = 0, window_sizes: tuple[int, ...] = WINDOW_SIZES,
                 stride: int = STRIDE, batch: int = 8, chunk: int = 32,
-                progress: bool = True) -> BuildSummary:
+                progress: bool = True, source: str | None = None) -> BuildSummary:
     """Encodes every window of every image once into the atlas at `out` (this process's share).
 
     Call `init_processes` first when several processes share the work; each
@@ -165,6 +165,8 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         batch: images per compiled call (the last batch is filled with repeats).
         chunk: windows encoded per step.
         progress: show a progress bar (images/s).
+        source: where `model` was loaded from, recorded for `Atlas.open` (default: `model`
+            itself when it is a folder or hub id; None means the bundled model).
 
     Returns:
         The `BuildSummary` of this process.
@@ -193,7 +195,8 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"the atlas must be a folder, found a file at {str(out)!r}")
-    source = None if isinstance(model, ClipModel) or model is None else str(model)
+    if source is None and not isinstance(model, ClipModel) and model is not None:
+        source = str(model)
     model = model if isinstance(model, ClipModel) else load_clip(model)
     grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride)
     process_id, num_processes = jax.process_index(), jax.process_count()
@@ -205,7 +208,9 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         "grid": {"image_size": list(grid.image_size), "window_sizes": list(grid.window_sizes),
                  "stride": grid.stride, "padding": grid.padding, "n_windows": grid.n_windows},
         "padding": padding, "seed": int(seed), "dtype": dtype,
-        "images": [image_id for image_id, _ in listing]})
+        "images": [image_id for image_id, _ in listing],
+        # Where the photos were, for pages that show them (`Atlas.explore`).
+        "sources": [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []})
     number = {image_id: n for n, image_id in enumerate(manifest["images"])}
     paths = {number[image_id]: path for image_id, path in listing}
     done = read_records(out, manifest)

@@ -74,7 +74,8 @@ class Atlas:
             interrupted, or runs now); they are not read.
     """
 
-    def __init__(self, root, manifest, records, model, vocabulary, bank, batch: int):
+    def __init__(self, root, manifest, records, model, vocabulary, bank, batch: int,
+                 progress: bool = True):
         from convis_jax.core.windows import window_grid
 
         self.root = Path(root)
@@ -96,6 +97,7 @@ class Atlas:
                                  if i not in records)
         self._number = {records[i].image_id: i for i in order}
         self._batch = int(batch)
+        self.progress = progress
 
     @classmethod
     def open(cls, root, *, model=None, vocabulary=None, text: str = "definition",
@@ -139,7 +141,7 @@ class Atlas:
                              f"the model it was built with")
         vocabulary = resolve_vocabulary(vocabulary, model)
         bank = build_bank(model, vocabulary, text=text, cache=cache, progress=progress)
-        return cls(root, manifest, records, model, vocabulary, bank, batch)
+        return cls(root, manifest, records, model, vocabulary, bank, batch, progress)
 
     def __repr__(self) -> str:
         return (f"Atlas({str(self.root)!r}, images={len(self.image_ids)}, "
@@ -296,3 +298,93 @@ class Atlas:
         order = np.argsort(-scores, kind="stable")[: int(k)]
         return TopImages(names[0], by, tuple(self._records[numbers[i]].image_id for i in order),
                          scores[order].astype(np.float32), cells[order].astype(np.int32))
+
+    # ------------------------------------------------------------------ page
+
+    def photo_paths(self, images=None) -> dict[str, Path]:
+        """Where each built image's photo is: {id: path}, from `images` or the build's sources.
+
+        Args:
+            images: a folder or list file (`list_images`) holding the photos now; None
+                looks where the atlas was built from.
+
+        Raises:
+            InputError: a built image found in none of them.
+        """
+        from convis_jax.atlas.build import list_images
+
+        sources = [images] if images is not None else self.manifest.get("sources", [])
+        found: dict[str, Path] = {}
+        for source in sources:
+            if Path(source).exists():
+                for image_id, path in list_images(source):
+                    found.setdefault(image_id, path)
+        missing = [i for i in self.image_ids if i not in found]
+        if missing:
+            where = ", ".join(repr(str(s)) for s in sources) or "nowhere (built from a list)"
+            raise InputError(f"expected the atlas's photos in {where}, found {len(missing)} "
+                             f"missing (first: {missing[0]!r}); pass the folder that holds "
+                             f"them now (--images)")
+        return {i: found[i] for i in self.image_ids}
+
+    def explore(self, out_dir, *, k: int = 8, images=None) -> Path:
+        """Writes the atlas page: search a concept, see the k images that show it most.
+
+        Images are ranked by the concept's hierarchical whole-image score
+        (`top_images(by="image")`); each is shown with the concept's map, and
+        opens the concept explorer of all its maps. Every shown image's maps of
+        every concept are computed once (one sort per window).
+
+        Args:
+            out_dir: the page's folder.
+            k: images per concept.
+            images: where the photos are now (default: where the atlas was built from).
+
+        Returns:
+            The path of the page's index.html.
+        """
+        from tqdm.auto import tqdm
+
+        from convis_jax.api import _display_square
+        from convis_jax.core.images import load_image
+        from convis_jax.core.windows import center_crop_square
+        from convis_jax.pictures.atlas_page import EXPLORER_FOLDER, write_atlas_page
+        from convis_jax.pictures.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
+
+        if int(k) < 1:
+            raise InputError(f"k must be a positive number of images, found {k}")
+        if not self.image_ids:
+            raise InputError(f"{str(self.root)!r} holds no built image yet")
+        paths = self.photo_paths(images)
+        scores = self.concept_scores()
+        hierarchical = scores.hierarchical  # [N, T]
+        k = min(int(k), len(self.image_ids))
+        # Best first; ties in atlas order.
+        top = np.argsort(-hierarchical, axis=0, kind="stable")[:k].T  # [T, k]
+        top_scores = np.take_along_axis(hierarchical.T, top, axis=1)
+        top_cells = np.zeros(top.shape + self.grid.cells_shape, np.float32)
+        squares, pages = {}, []
+        shown = sorted(set(top.ravel().tolist()))
+        for position in tqdm(shown, desc="atlas page", unit="image",
+                             disable=not self.progress):
+            image_id = self.image_ids[position]
+            cells = self.cells(image_id)[0]  # [T, cy, cx]
+            concepts, slots = np.nonzero(top == position)
+            top_cells[concepts, slots] = cells[concepts]
+            square = _display_square(center_crop_square(load_image(paths[image_id])))
+            squares[position] = square
+            pages.append(ExplorerImage(image_id, square, cells.astype(np.float16),
+                                       scores.flat[position], hierarchical[position]))
+        vocab = self.vocabulary
+        note = (f"{self.model.name} · {len(self.image_ids)} images · {len(vocab)} concepts · "
+                f"text: {self.bank.text}")
+        write_explorer(Path(out_dir) / EXPLORER_FOLDER, pages,
+                       ExplorerVocabulary.from_mapping(vocab.to_dict()), note=note,
+                       single_file=False)
+        # Open on the concept whose best image scores highest.
+        start = int(np.argmax(top_scores[:, 0]))
+        return write_atlas_page(out_dir, names=list(vocab.names),
+                                definitions=[vocab.definition(n) for n in vocab.names],
+                                image_names=list(self.image_ids), squares=squares,
+                                top_images=top, top_scores=top_scores, top_cells=top_cells,
+                                start=start, note=note)

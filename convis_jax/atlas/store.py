@@ -137,7 +137,10 @@ def claim(root: Path, manifest: dict) -> dict:
                                  f"folder, or build with the atlas's settings")
         known = set(found["images"])
         merged = dict(found, images=found["images"] + [i for i in manifest["images"]
-                                                         if i not in known])
+                                                         if i not in known],
+                      sources=found.get("sources", []) + [
+                          s for s in manifest.get("sources", [])
+                          if s not in found.get("sources", [])])
         if merged == found:
             return found
     atomic_write_bytes(root / MANIFEST, json.dumps(merged, indent=1).encode())
