@@ -169,9 +169,14 @@ def cmd_atlas(args) -> None:
         process_id, count = init_processes(coordinator=args.coordinator,
                                            num_processes=args.num_processes,
                                            process_id=args.process_id, cluster=args.cluster)
-        summary = build_atlas(args.images, args.out, model=_model(args), dtype=args.store,
-                              padding=args.padding, seed=args.seed, batch=args.batch,
-                              chunk=args.chunk, progress=not args.quiet, source=args.model)
+        try:
+            summary = build_atlas(args.images, args.out, model=_model(args), dtype=args.store,
+                                  padding=args.padding, seed=args.seed, batch=args.batch,
+                                  chunk=args.chunk, progress=not args.quiet, source=args.model)
+        except KeyboardInterrupt:
+            print("the images finished so far are kept; run the same command again to resume",
+                  file=sys.stderr)
+            raise
         print(f"atlas {summary.out}: process {process_id} of {count} encoded {summary.built} "
               f"image(s) ({summary.skipped} already there)")
         return
