@@ -6,7 +6,7 @@ vocabulary (7,080 concepts). Reported:
 
 * bytes per image of a float16 atlas (and float32), measured on disk;
 * build images/s (`build_atlas`: encode every window, store it) against the
-  all-concept sweep's images/s (`ConVis.occlusion_maps(..., None)`, ranks of
+  all-concept sweep's images/s (`ConVis.occlusion_cells(images, None)`, ranks of
   every concept in every window included), in interleaved rounds after a
   warm-up; the issue's target is build time <= 1.1 x sweep time;
 * the time for all 7,080 maps (cell form) of one stored image from a warm
@@ -102,7 +102,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
 
         # Build against sweep, interleaved, after one warm-up image each.
         def sweep():
-            return convis.occlusion_maps(timed_paths, None, resolution="cells")
+            return convis.occlusion_cells(timed_paths, None)
 
         builds = iter(range(10_000))
 
@@ -112,7 +112,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
             return out
 
         log("warm-up: one image through the sweep and the build")
-        first_sweep, _ = common.timed(convis.occlusion_maps, warm, None, resolution="cells")
+        first_sweep, _ = common.timed(convis.occlusion_cells, warm, None)
         first_build, _ = common.timed(build_atlas, warm, tmp / "warm", model=model, batch=1,
                                       progress=False)
         timings = {"sweep": common.Timing(first_sweep), "build": common.Timing(first_build)}

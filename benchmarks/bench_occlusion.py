@@ -7,7 +7,7 @@ checkpoint read by both frameworks), 224 x 224 images, every concept of
 * convis_jax: the jitted sweep `occlusion_cells` (730 crops, all concepts at
   once), for one concept and for all; its parts (the 730 crops encoded
   alone, the same crops cut and resized and encoded) to see where time goes;
-  the `ConVis.occlusion_maps` API around it;
+  the `ConVis.occlusion_cells` API around it;
 * (a) the authors' approach re-created in PyTorch (`torch_reference`):
   1,800 crops encoded one at a time and ranked, per concept; a sample of
   windows is timed one by one and extrapolated to 1,800 per image per
@@ -42,6 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_hardware, common, torch_reference
+from convis_jax.core.batches import pad_to_multiple
 from convis_jax.jax_backend import clip, occlusion
 
 __all__ = ["Settings", "FULL", "QUICK", "replace", "run", "main"]
@@ -67,7 +68,7 @@ class Settings:
         matmul_n: side of the reference matmul; None: 4096 on CPUs (a few seconds,
             long enough to time on a shared machine), 16384 on accelerators.
         parts: also time the sweep's crops cut, resized and encoded without ranking.
-        api: also time `ConVis.occlusion_maps` around the sweep.
+        api: also time `ConVis.occlusion_cells` around the sweep.
         torch_threads: PyTorch intra-op threads for (a) and (b); None tries 1 and all
             cores and keeps the faster for each (on a loaded machine, PyTorch's
             threads waiting for each other can cost more than they bring).
@@ -230,8 +231,10 @@ def jax_sweep(setup: Setup, index: np.ndarray, n_images: int):
     pre = setup.preprocessing
     args = (setup.model.params, jnp.asarray(setup.padded[:n_images]), jnp.asarray(c.bank),
             jnp.asarray(members), jnp.asarray(segments))
+    # One device, as the PyTorch contenders run.
     static = dict(config=setup.model.config, grid=setup.grid, chunk=setup.settings.chunk,
-                  mean=pre["mean"], std=pre["std"], num_concepts=k_padded)
+                  mean=pre["mean"], std=pre["std"], num_concepts=k_padded,
+                  devices=jax.local_devices()[:1])
 
     def run():
         return np.asarray(occlusion.occlusion_cells(*args, **static))[:, :len(index)]
@@ -271,8 +274,7 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     alone" costs.
     """
     chunk = setup.settings.chunk
-    count = len(pixels)
-    padded = np.concatenate([pixels, np.repeat(pixels[-1:], -count % chunk, axis=0)])
+    padded, count = pad_to_multiple(pixels, chunk)
     chunks = jnp.asarray(padded.reshape((-1, chunk) + pixels.shape[1:]))
 
     def run():
@@ -381,13 +383,13 @@ def torch_batched(setup: Setup, index: np.ndarray, n_images: int, threads: int):
 
 
 def api_sweep(setup: Setup, convis):
-    """`ConVis.occlusion_maps` for the first image and every concept, as cells."""
+    """`ConVis.occlusion_cells` for the first image and every concept."""
     s = setup.settings
 
     def run():
-        return convis.occlusion_maps(setup.photos[0], None, padding="constant",
-                                     window_sizes=tuple(s.window_sizes), stride=s.stride,
-                                     resolution="cells", chunk=s.chunk)
+        return convis.occlusion_cells(setup.photos[0], None, padding="constant",
+                                      window_sizes=tuple(s.window_sizes), stride=s.stride,
+                                      chunk=s.chunk)
 
     return run
 
@@ -650,7 +652,8 @@ def _probe(args) -> None:
     cells = np.asarray(occlusion.occlusion_cells(
         model.params, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),
         jnp.asarray(segments), config=model.config, grid=grid, chunk=args.chunk,
-        mean=tuple(pre.image_mean), std=tuple(pre.image_std), num_concepts=k_padded))
+        mean=tuple(pre.image_mean), std=tuple(pre.image_std), num_concepts=k_padded,
+        devices=jax.local_devices()[:1]))
     cells = cells[:, :len(index)]
     print(json.dumps({
         "images": args.images, "concepts": len(index), "stride": args.stride,
@@ -750,7 +753,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
         api = {"api_all": api_sweep(setup, convis)}
         t, api_out = common.warm_up(api, log=log)
         assert np.abs(api_out["api_all"] - outputs["convis_all"]).max() < 1e-6, \
-            "ConVis.occlusion_maps differs from the sweep it wraps"
+            "ConVis.occlusion_cells differs from the sweep it wraps"
         common.rounds(api, t, 1, log=log)
         timings.update(t)
 

@@ -113,17 +113,20 @@ class ConVis:
         return (f"ConVis(model={self.model.name!r}, concepts={len(self.vocabulary)}, "
                 f"text={self.bank.text!r})")
 
-    def _params(self):
-        """The parameters, replicated once over the local devices when there are several."""
-        import jax
+    def _device_arrays(self):
+        """(params, bank) on the devices, copied once: replicated over every local device
+        when there are several, so that no sweep copies them again."""
+        if getattr(self, "_placed", None) is None:
+            import jax
+            import jax.numpy as jnp
 
-        if jax.local_device_count() == 1:
-            return self.model.params
-        if getattr(self, "_replicated", None) is None:
-            from convis_jax.jax_backend.sharding import local_mesh, replicate
+            placed = (self.model.params, jnp.asarray(self.bank.embeddings))
+            if jax.local_device_count() > 1:
+                from convis_jax.jax_backend.sharding import local_mesh, replicate
 
-            self._replicated = replicate(self.model.params, local_mesh())
-        return self._replicated
+                placed = replicate(placed, local_mesh())
+            self._placed = placed
+        return self._placed
 
     def _concept_index(self, concepts) -> tuple[list[str], np.ndarray]:
         if concepts is None:
@@ -134,107 +137,142 @@ class ConVis:
             names = self.vocabulary.resolve(list(concepts))
         return names, np.array([self.vocabulary.index(n) for n in names], np.int64)
 
-    def occlusion_maps(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
+    def occlusion_maps(self, images, concepts, *, padding: str = "noise", seed: int = 0,
                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
-                       aggregation: str = "window", resolution: str | None = None,
-                       chunk: int = 32) -> np.ndarray:
-        """ConVis occlusion maps (the paper's Algorithm 1) for every image and concept.
+                       aggregation: str = "window", chunk: int = 32) -> np.ndarray:
+        """ConVis occlusion maps (the paper's Algorithm 1) of named concepts, in pixels.
 
-        Each image is centre-cropped to a square and resized to 224 x 224; the
-        maps refer to that square (`convis_jax.map_to_image` puts them back on
-        the photo). One sweep of the windows serves every concept.
+        `occlusion_cells` repeated over each cell's pixels: every map is constant on
+        the cells of the window lattice (16-pixel cells for the default windows).
+        Each image is centre-cropped to a square and resized to 224 x 224; the maps
+        refer to that square (`convis_jax.map_to_image` puts them back on the photo).
+
+        Args:
+            images: a path, PIL image, array (HWC or NHWC, uint8 or float in [0, 1]), or a list.
+            concepts: synset names or words (see `ConceptVocabulary.resolve`), at least one.
+                For every concept of the vocabulary, use `occlusion_cells`.
+            padding, seed, window_sizes, stride, aggregation, chunk: as `occlusion_cells`.
+
+        Returns:
+            float32 [N, K, 224, 224] in [0, 1], high where the concept is.
+
+        Raises:
+            InputError: bad images or options, or concepts=None. ConceptError: unknown
+                concepts.
+        """
+        from convis_jax.core.cells import cells_to_pixels
+
+        if concepts is None:
+            raise InputError("occlusion_maps needs named concepts, found None; "
+                             "occlusion_cells maps every concept of the vocabulary")
+        cells = self.occlusion_cells(images, concepts, padding=padding, seed=seed,
+                                     window_sizes=window_sizes, stride=stride,
+                                     aggregation=aggregation, chunk=chunk)
+        return cells_to_pixels(cells, _occlusion_grid(window_sizes, stride, aggregation))
+
+    def occlusion_cells(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
+                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
+                        aggregation: str = "window", chunk: int = 32, batch: int = 1,
+                        image_numbers=None) -> np.ndarray:
+        """ConVis occlusion maps (the paper's Algorithm 1) as cell maps, for every image and concept.
+
+        The one pipeline from photos to maps: each image is centre-cropped to a
+        square and resized to 224 x 224 (the maps refer to that square), padded
+        with noise from (seed, its number), and swept in batches of `batch` images
+        on every local device (`jax_backend.occlusion`). One sweep of the windows
+        serves every concept.
 
         Args:
             images: a path, PIL image, array (HWC or NHWC, uint8 or float in [0, 1]), or a list.
             concepts: synset names or words (see `ConceptVocabulary.resolve`); None means
                 every concept of the vocabulary.
-            padding: "noise" (the paper: uniform noise drawn from `seed`) or "constant" (black).
-            seed: seed of the padding noise.
+            padding: "noise" (the paper: uniform noise) or "constant" (black).
+            seed: seed of the padding noise, >= 0.
             window_sizes: window sides in pixels.
             stride: window lattice step in pixels.
             aggregation: "window" (Algorithm 1: sum of window scores, min-max normalised,
                 inverted) or "webapp" (the authors' web app: per cell mean of rank
                 similarities, subtree maximum, exp(-10 (1 - x)); unpadded image).
-            resolution: "pixels" ([N, K, 224, 224]) or "cells" ([N, K, 14, 14], every
-                map being constant on 16-pixel cells); default "pixels" when concepts are
-                named and "cells" when concepts is None.
             chunk: windows encoded per compiled step (memory grows with it).
+            batch: images per sweep call, >= 1; the last batch is filled with copies of
+                its last image, so one compiled sweep serves every call. Larger batches
+                share the windows better over many devices.
+            image_numbers: each image's number in a larger collection, N ints >= 0: image i's
+                padding noise comes from (seed, image_numbers[i]). Default: the images'
+                positions 0 .. N-1.
 
         Returns:
-            float32 [N, K, 224, 224] or [N, K, cy, cx] in [0, 1], high where the concept
-            is. A concept scoring the same in every window (the root, say) has nothing to
-            normalise: its Algorithm-1 map is all ones.
+            float32 [N, K, cy, cx] in [0, 1] ((cy, cx) = (14, 14) for the default
+            windows), high where the concept is. A concept scoring the same in every
+            window (the root, say) has nothing to normalise: its Algorithm-1 map is all
+            ones.
 
         Raises:
             InputError: bad images or options. ConceptError: unknown concepts.
         """
         import jax.numpy as jnp
 
-        from convis_jax.core.cells import cells_to_pixels, webapp_cell_maps
+        from convis_jax.core.batches import pad_to_multiple, positive_int
+        from convis_jax.core.cells import webapp_cell_maps
         from convis_jax.core.images import load_images
-        from convis_jax.core.windows import pad_images, prepare_image, window_grid
-        from convis_jax.jax_backend.occlusion import subtree_request
-        from convis_jax.jax_backend.sharding import (
-            occlusion_cells_auto,
-            window_rank_similarities_auto,
-        )
+        from convis_jax.core.windows import pad_squares
+        from convis_jax.jax_backend import occlusion
 
-        if aggregation not in ("window", "webapp"):
-            raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
-        if resolution is None:
-            resolution = "cells" if concepts is None else "pixels"
-        if resolution not in ("pixels", "cells"):
-            raise InputError(f"resolution must be 'pixels' or 'cells', found {resolution!r}")
         if padding not in ("noise", "constant"):
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-        if int(chunk) < 1:
-            raise InputError(f"chunk must be a positive number of windows, found {chunk}")
-        names, index = self._concept_index(concepts)
+        chunk, batch = positive_int(chunk, "chunk"), positive_int(batch, "batch")
+        grid = _occlusion_grid(window_sizes, stride, aggregation)
+        _, index = self._concept_index(concepts)
         photos = load_images(images)
-        grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride,
-                           padding=0 if aggregation == "webapp" else None)
+        numbers = _image_numbers(image_numbers, len(photos))
         vocab = self.vocabulary
+        params, bank = self._device_arrays()
         pre = self.model.preprocess_config
-        static = dict(config=self.model.config, grid=grid, chunk=int(chunk),
+        static = dict(config=self.model.config, grid=grid, chunk=chunk,
                       mean=tuple(pre.image_mean), std=tuple(pre.image_std))
-        bank = jnp.asarray(self.bank.embeddings)
         if aggregation == "window":
-            members, segments, k_padded = subtree_request(vocab.subtree_offsets,
-                                                          vocab.subtree_members, index)
+            members, segments, k_padded = occlusion.subtree_request(
+                vocab.subtree_offsets, vocab.subtree_members, index)
+            members, segments = jnp.asarray(members), jnp.asarray(segments)
+
+            def sweep(padded, n):
+                cells = occlusion.occlusion_cells(params, padded, bank, members, segments,
+                                                  num_concepts=k_padded, **static)
+                return np.asarray(cells)[:n, : len(index)]
         else:
             sub_offsets = np.concatenate([[0], np.cumsum(
                 vocab.subtree_offsets[index + 1] - vocab.subtree_offsets[index])])
             sub_members = np.concatenate([vocab.subtree_members[
                 vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]] for c in index])
-        maps = []
-        for n, photo in enumerate(tqdm(photos, desc="occlusion maps", unit="image",
-                                       disable=not self.progress or len(photos) < 2)):
-            prepared = prepare_image(photo, IMAGE_SIZE)[None]
-            # One noise draw per image, from (seed, image position): reproducible per image.
-            padded = pad_images(prepared, grid.padding, padding, seed=[seed, n])
-            if aggregation == "window":
-                cells = occlusion_cells_auto(self._params(), jnp.asarray(padded), bank,
-                                             jnp.asarray(members), jnp.asarray(segments),
-                                             num_concepts=k_padded, **static)
-                cells = np.asarray(cells)[:, : len(names)]
-            else:
-                sims = np.asarray(window_rank_similarities_auto(
-                    self._params(), jnp.asarray(padded), bank, **static))
-                cells = webapp_cell_maps(sims, grid, sub_offsets, sub_members)
-            maps.append(cells_to_pixels(cells, grid) if resolution == "pixels" else cells)
-        return np.concatenate(maps).astype(np.float32)
+
+            def sweep(padded, n):
+                sims = occlusion.window_rank_similarities(params, padded, bank, **static)
+                return webapp_cell_maps(np.asarray(sims)[:n], grid, sub_offsets, sub_members)
+
+        cells = []
+        for start in tqdm(range(0, len(photos), batch), desc="occlusion maps", unit="batch",
+                          disable=not self.progress or len(photos) <= batch):
+            # One noise draw per image, from (seed, its number): the same however the
+            # images are batched or shared out.
+            padded = pad_squares(photos[start:start + batch], numbers[start:start + batch],
+                                 grid.padding, padding, seed, IMAGE_SIZE)
+            full, n = pad_to_multiple(padded, batch)
+            cells.append(sweep(jnp.asarray(full), n))
+        return np.concatenate(cells).astype(np.float32)
 
     def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
                       reduce: str | None = "absmax", strategy: str = "auto",
                       chunk: int | None = None,
                       layer: int | None = None, smoothgrad_samples: int = 16,
-                      smoothgrad_sigma: float = 0.15, seed: int = 0) -> np.ndarray:
+                      smoothgrad_sigma: float = 0.15, seed: int = 0, batch: int | None = None,
+                      image_numbers=None) -> np.ndarray:
         """Gradient maps of concept scores w.r.t. the model input, many concepts per backward sweep.
 
         Every score is a function of the unit image embedding, so one forward
         pass per image serves every concept: the pullback is vmapped over the
         concepts' cotangents, or (K >= d) the embedding's Jacobian is pulled
         back once and each concept's map is a matrix product (METHOD.md section 4).
+        The images of a batch are split over every local device.
 
         Args:
             images: anything `load_images` accepts; each is preprocessed as the model's
@@ -251,38 +289,43 @@ class ConVis:
             chunk: concepts per vectorised pullback (default: the backend's choice for K).
             layer: the vision layer of the token maps (default: the last useful one).
             smoothgrad_samples, smoothgrad_sigma: SmoothGrad's noise.
-            seed: seed of SmoothGrad's noise.
+            seed: seed of SmoothGrad's noise: image i's comes from (seed, its number).
+            batch: images per call, >= 1 (the last batch filled with copies of its last
+                image); default the local device count. SmoothGrad, whose noise is drawn
+                per call, always goes one image at a time.
+            image_numbers: each image's number in a larger collection (N ints >= 0), for
+                SmoothGrad's noise; default the images' positions 0 .. N-1.
 
         Returns:
             float32 [N, K, S, S] (S = the model's input size), or [N, K, 3, S, S] with
             reduce=None; raw gradients, not normalised.
         """
         import jax
-        import jax.numpy as jnp
 
-        from convis_jax.jax_backend.sharding import gradient_maps_auto
+        from convis_jax.core.batches import pad_to_multiple, positive_int
+        from convis_jax.jax_backend.gradients import concept_gradient_maps
 
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self.model.preprocess(images)
+        numbers = _image_numbers(image_numbers, len(pixel_values))
         subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
-        # Images go to the devices in batches of one per device; SmoothGrad draws its noise
-        # per image (from seed and the image's position), so it runs one image at a time.
-        batch = 1 if kind == "smoothgrad" else jax.local_device_count()
+        if kind == "smoothgrad":
+            batch = 1
+        else:
+            batch = jax.local_device_count() if batch is None else positive_int(batch, "batch")
+        params, bank = self._device_arrays()
         maps = []
         for start in tqdm(range(0, len(pixel_values), batch), desc="gradient maps", unit="batch",
                           disable=not self.progress or len(pixel_values) <= batch):
-            part = pixel_values[start:start + batch]
-            count = len(part)
-            if count < batch:  # a full batch keeps one compiled shape
-                part = np.concatenate([part, np.repeat(part[-1:], batch - count, axis=0)])
-            out = gradient_maps_auto(
-                self._params(), self.model.config, part, jnp.asarray(self.bank.embeddings),
-                index, subtree, self.model.logit_scale, score=score, kind=kind, reduce=reduce,
-                strategy=strategy, chunk=chunk, layer=layer,
-                smoothgrad_samples=smoothgrad_samples, smoothgrad_sigma=smoothgrad_sigma,
-                key=jax.random.fold_in(jax.random.key(seed), start))
-            maps.append(np.asarray(out)[:count])
+            part, n = pad_to_multiple(pixel_values[start:start + batch], batch)
+            out = concept_gradient_maps(
+                params, self.model.config, part, bank, index, subtree, self.model.logit_scale,
+                score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
+                layer=layer, smoothgrad_samples=smoothgrad_samples,
+                smoothgrad_sigma=smoothgrad_sigma,
+                key=jax.random.fold_in(jax.random.key(seed), numbers[start]))
+            maps.append(np.asarray(out)[:n])
         return np.concatenate(maps).astype(np.float32)
 
     def similarity(self, images, concepts=None) -> np.ndarray:
@@ -309,10 +352,10 @@ class ConVis:
         Returns:
             One `TopConcepts` per image.
         """
+        from convis_jax.core.batches import positive_int
         from convis_jax.core.ranks import subtree_max
 
-        if int(k) < 1:
-            raise InputError(f"k must be a positive number of concepts, found {k}")
+        k = positive_int(k, "k")
         vocab = self.vocabulary
         flat = self.similarity(images)
         hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
@@ -340,7 +383,7 @@ class ConVis:
             images: anything `load_images` accepts.
             out_dir: folder to write `index.html` into.
             names: a display name per image (default: file names, or "image N").
-            padding, seed: as in `occlusion_maps`.
+            padding, seed: as in `occlusion_cells`.
             single_file: inline every image's data (else one data file per image beside it).
 
         Returns:
@@ -360,7 +403,7 @@ class ConVis:
         if names is None:
             names = [Path(s).name if isinstance(s, (str, Path)) else f"image {i + 1}"
                      for i, s in enumerate(sources)]
-        cells = self.occlusion_maps(photos, None, padding=padding, seed=seed, resolution="cells")
+        cells = self.occlusion_cells(photos, None, padding=padding, seed=seed)
         flat = self.similarity(photos)
         vocab = self.vocabulary
         hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
@@ -369,6 +412,29 @@ class ConVis:
         note = f"{self.model.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
         return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
                               note=note, single_file=single_file)
+
+
+def _occlusion_grid(window_sizes, stride: int, aggregation: str):
+    """The window grid of an occlusion sweep on the 224 square (the web app pads nothing)."""
+    from convis_jax.core.windows import window_grid
+
+    if aggregation not in ("window", "webapp"):
+        raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
+    return window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride,
+                       padding=0 if aggregation == "webapp" else None)
+
+
+def _image_numbers(image_numbers, count: int) -> list[int]:
+    """Each image's number (noise seeds): the given N ints >= 0, or the positions 0 .. N-1."""
+    if image_numbers is None:
+        return list(range(count))
+    numbers = list(image_numbers)
+    if len(numbers) != count or any(isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                                    or n < 0 for n in numbers):
+        raise InputError(f"expected one image number (an integer >= 0) per image, {count} in "
+                         f"all, found {len(numbers)}: {numbers[:5]}"
+                         f"{' ...' if len(numbers) > 5 else ''}")
+    return [int(n) for n in numbers]
 
 
 def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.core.batches import positive_int
 from convis_jax.errors import ConvisError
 
 # The exit codes of the command line and of every script (`run_command`).
@@ -45,7 +46,14 @@ def _number(kind, minimum, what: str):
     return parse
 
 
-POSITIVE_INT = _number(int, 1, "a positive integer")
+def POSITIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like the others)
+    """An argparse type: a positive integer, by the library's one rule (`positive_int`)."""
+    try:
+        return positive_int(int(text), "value")
+    except ValueError:  # not an integer, or InputError (a ValueError): not positive
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+
+
 SEED = _number(int, 0, "a non-negative integer seed")
 POSITIVE_FLOAT = _number(float, 0.0, "a positive number")
 
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--seed", type=SEED, default=0)
     add_gradient_options(explain)
     explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0, help="overlay exponent")
+    explain.add_argument("--export-wsol", default=None, metavar="DIR",
+                         help="also write every map for wsolevaluation's evaluator: "
+                              "DIR/<concept>/<image file name>.npy, 224 x 224, maximum 1 "
+                              "(docs/protocols.md)")
     add_model_options(explain)
 
     top = commands.add_parser("top", help="the concepts CLIP sees in whole images")
@@ -231,7 +243,8 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
                        method: str = "occlusion", gamma: float = 1.0, padding: str = "noise",
                        seed: int = 0, score: str = "cosine", kind: str = "gradient",
                        strategy: str = "auto",
-                       sources: list[str] | None = None) -> dict:
+                       sources: list[str] | None = None,
+                       export_wsol: Path | None = None) -> dict:
     """Maps, overlays, grids, maps.npz and summary.json for images and concepts.
 
     Args:
@@ -247,6 +260,10 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
         padding, seed: the occlusion padding and its noise seed (SmoothGrad's seed too).
         score, kind: the gradient method's score and kind of map.
         sources: how summary.json names the images (default: `names`).
+        export_wsol: also write each map as wsolevaluation scores it
+            (`convis_jax.evaluation.export_wsolevaluation`) to
+            `<export_wsol>/<concept>/<image id>.npy`, the image id being the file
+            name of its source (None: nothing).
 
     Returns:
         The summary written to summary.json.
@@ -274,6 +291,12 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
         for concept, m in zip(resolved, on_photo):
             files[concept] = save_png(white_overlay(photo, m, gamma),
                                       out / name / concept_file_name(concept)).name
+        if export_wsol is not None:
+            from convis_jax.evaluation.export import export_wsolevaluation
+
+            for concept, m in zip(resolved, on_photo):
+                folder = export_wsol / concept_file_name(concept).removesuffix(".png")
+                export_wsolevaluation(folder, [Path((sources or names)[n]).name], [m])
         grid = concept_grid(photo, on_photo, resolved, out / name / "grid.png", gamma=gamma)
         peaks = {c: [int(v) for v in np.unravel_index(np.argmax(m), m.shape)[::-1]]
                  for c, m in zip(resolved, on_photo)}
@@ -291,6 +314,10 @@ def cmd_explain(args) -> None:
 
     photos = _load_images(args.images)
     out = _output_folder(args.out)
+    export_wsol = None if args.export_wsol is None else Path(args.export_wsol)
+    if export_wsol is not None and len({Path(p).name for p in args.images}) < len(args.images):
+        raise ConvisError("--export-wsol: expected images with distinct file names (the "
+                          "wsolevaluation image ids), found the same name twice")
     model = _model(args)
     vocabulary = resolve_vocabulary(args.vocabulary, model)
     concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
@@ -298,7 +325,8 @@ def cmd_explain(args) -> None:
     names = [_stem(i, p) for i, p in enumerate(args.images)]
     write_explanations(convis, photos, names, concepts, out, method=args.method,
                        gamma=args.gamma, padding=args.padding, seed=args.seed, score=args.score,
-                       kind=args.kind, strategy=args.strategy, sources=args.images)
+                       kind=args.kind, strategy=args.strategy, sources=args.images,
+                       export_wsol=export_wsol)
     print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
 
 

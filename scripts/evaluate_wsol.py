@@ -4,7 +4,8 @@ The paper's experiment (METHOD.md section 5) on any checkpoint:
 
     python -m scripts.evaluate_wsol DATA --out results.json \
         [--model FOLDER_OR_HUB_ID] [--method occlusion|gradient] [--concept bird.n.01] \
-        [--limit N] [--padding noise|constant] [--aggregation window|webapp] [--export DIR]
+        [--limit N] [--padding noise|constant] [--aggregation window|webapp] \
+        [--protocol convis|wsolevaluation] [--export-wsol DIR]
 
 DATA is a CUB-200-2011 folder (`images.txt`, `bounding_boxes.txt`, `images/`)
 or a folder of synthetic scenes (`scenes.json`, written by
@@ -13,10 +14,19 @@ default; scenes map every drawn object with its own concept unless
 `--concept` names one. Each image is centre-cropped and resized to 224, its
 boxes moved the same way.
 
+`--protocol` picks whose rules score the boxes (docs/protocols.md):
+"convis" (default) reproduces the ConVis authors' `wsol_evaluation.py`, the
+paper's number, on the 224 square; "wsolevaluation" reproduces Choe et al.'s
+`BoxEvaluator` on the map as `--export-wsol` writes it (photo resized to
+224 x 224, boxes resized the same way) and needs OpenCV
+(`pip install "convis_jax[wsol]"`). MaxBoxAccV2 follows the same protocol;
+the pointing game is TorchRay's. The JSON report names the protocols.
+
 Per-image results go to `<out>.images.jsonl` as they are done; running the
 same command again skips them (`--restart` starts afresh). The summary goes
-to `--out` as JSON and a short table to stdout. `--export DIR` also writes
-every map on its photo in wsolevaluation's layout (`DIR/<image id>.npy`, or
+to `--out` as JSON and a short table to stdout. `--export-wsol DIR` also
+writes every map as wsolevaluation's `evaluation.py --scoremap_root DIR`
+scores it: 224 x 224, maximum 1, `DIR/<image id>.npy` (or
 `DIR/<concept>/<image id>.npy` when several concepts are evaluated).
 
 User mistakes end with one line on stderr and exit code 2.
@@ -58,8 +68,13 @@ def build_parser():
                         help="gradient: channel reduction")
     parser.add_argument("--tolerance", type=float, default=15.0,
                         help="pointing-game tolerance in pixels of the 224 square")
-    parser.add_argument("--export", default=None, metavar="DIR",
-                        help="also write the maps in wsolevaluation's .npy layout")
+    parser.add_argument("--protocol", choices=["convis", "wsolevaluation"], default="convis",
+                        help="rules of MaxBoxAcc and MaxBoxAccV2: the ConVis authors' script "
+                             "(the paper's number) or wsolevaluation's BoxEvaluator (needs "
+                             "OpenCV: the wsol extra); see docs/protocols.md")
+    parser.add_argument("--export-wsol", "--export", dest="export", default=None, metavar="DIR",
+                        help="also write every map for wsolevaluation's evaluator: "
+                             "DIR/<image id>.npy, 224 x 224, maximum 1")
     return parser
 
 
@@ -109,6 +124,7 @@ def resolve_concepts(vocabulary, items: list) -> list:
 def run(args) -> dict:
     from convis_jax.api import ConVis
     from convis_jax.evaluation import (
+        POINTING_PROTOCOL,
         ResultLog,
         default_log_path,
         format_wsol_table,
@@ -125,6 +141,13 @@ def run(args) -> dict:
         raise InputError(f"--seed: expected an integer >= 0, found {args.seed}")
     if not args.tolerance >= 0:
         raise InputError(f"--tolerance: expected a number of pixels >= 0, found {args.tolerance}")
+    if args.protocol == "wsolevaluation":
+        from convis_jax.evaluation.metrics import require_opencv
+
+        try:
+            require_opencv()
+        except ImportError as err:
+            raise InputError(f"--protocol wsolevaluation: {err}") from None
     kind, items = read_items(args)
     model = load_clip(args.model, dtype=args.dtype)
     convis = ConVis(model, args.vocabulary, text=args.text, progress=not args.quiet)
@@ -140,10 +163,12 @@ def run(args) -> dict:
         map_fn = gradient_map_fn(convis, **options)
     settings = {"task": "wsol", "model_fingerprint": model.fingerprint, "dtype": args.dtype,
                 "vocabulary": convis.vocabulary.fingerprint(), "text": args.text,
-                "method": args.method, **options, "tolerance": args.tolerance}
+                "method": args.method, **options, "tolerance": args.tolerance,
+                "protocol": args.protocol}
     log_path = Path(args.log) if args.log else default_log_path(args.out)
     log = ResultLog(log_path, settings, restart=args.restart)
-    results = run_wsol(items, map_fn, log, tolerance=args.tolerance, export_dir=args.export,
+    results = run_wsol(items, map_fn, log, protocol=args.protocol, tolerance=args.tolerance,
+                       export_dir=args.export,
                        export_by_concept=len(concepts) > 1, progress=not args.quiet)
 
     summaries = {"all": summarise_wsol(results)}
@@ -159,10 +184,14 @@ def run(args) -> dict:
         "concepts": concepts,
         "images": len({item.image_id for item in items}),
         "log": str(log_path),
+        "protocol": args.protocol,
+        "pointing_protocol": POINTING_PROTOCOL,
         "export": args.export,
         "results": {label: wsol_report(s) for label, s in summaries.items()},
     }
     write_json(args.out, document)
+    print(f"protocol: {args.protocol} (MaxBoxAcc, MaxBoxAccV2); pointing game: "
+          f"{POINTING_PROTOCOL}")
     print(format_wsol_table(summaries))
     print(f"results in {args.out}; per-image results in {log_path}")
     return document

@@ -142,27 +142,41 @@ def test_constant_padding_ignores_the_seed(convis, photos):
 
 
 def test_cells_are_the_pixel_maps_on_16_pixel_cells(convis, photos, noise_maps):
-    cells = convis.occlusion_maps(photos, CONCEPTS, seed=0, resolution="cells")
-    assert cells.shape == (2, 2, 14, 14)
+    cells = convis.occlusion_cells(photos, CONCEPTS, seed=0)
+    assert cells.shape == (2, 2, 14, 14) and cells.dtype == np.float32
     np.testing.assert_array_equal(cells.repeat(16, axis=-2).repeat(16, axis=-1), noise_maps)
 
 
 def test_every_concept_at_once_equals_the_named_ones(convis, photos):
-    every = convis.occlusion_maps(photos[0], None, seed=0)  # cells by default
+    every = convis.occlusion_cells(photos[0], seed=0)  # None: every concept
     assert every.shape == (1, len(convis.vocabulary), 14, 14)
     index = [convis.vocabulary.index(n) for n in CONCEPTS]
-    named = convis.occlusion_maps(photos[0], CONCEPTS, seed=0, resolution="cells")
+    named = convis.occlusion_cells(photos[0], CONCEPTS, seed=0)
     np.testing.assert_allclose(every[:, index], named, rtol=0, atol=1e-6)
 
 
+def test_batches_and_image_numbers_keep_each_images_noise(convis, photos, noise_maps):
+    cells = convis.occlusion_cells(photos, CONCEPTS, seed=0)
+    # Three images in batches of two (the last batch filled with a copy): the same maps.
+    batched = convis.occlusion_cells([photos[0], photos[1], photos[0]], CONCEPTS, seed=0,
+                                     batch=2, image_numbers=[0, 1, 0])
+    np.testing.assert_allclose(batched, cells[[0, 1, 0]], rtol=0, atol=1e-6)
+    # Image 1 alone, numbered 1, gets the noise it had as the second image.
+    alone = convis.occlusion_cells(photos[1], CONCEPTS, seed=0, image_numbers=[1])
+    np.testing.assert_array_equal(alone, cells[1:])
+    assert not np.array_equal(convis.occlusion_cells(photos[1], CONCEPTS, seed=0), cells[1:])
+
+
 def test_webapp_aggregation(convis, photos):
-    maps = convis.occlusion_maps(photos[0], CONCEPTS, aggregation="webapp", resolution="cells")
+    maps = convis.occlusion_cells(photos[0], CONCEPTS, aggregation="webapp")
     assert maps.shape == (1, 2, 14, 14)
     # exp(-10 (1 - x)) of a mean rank similarity x in [0, 1].
     assert np.all(maps >= np.float32(np.exp(-10.0)) - 1e-7) and np.all(maps <= 1)
     # The web app never pads: the seed of the (absent) noise changes nothing.
     np.testing.assert_array_equal(
-        convis.occlusion_maps(photos[0], CONCEPTS, aggregation="webapp", resolution="cells", seed=9), maps)
+        convis.occlusion_cells(photos[0], CONCEPTS, aggregation="webapp", seed=9), maps)
+    pixels = convis.occlusion_maps(photos[0], CONCEPTS, aggregation="webapp")
+    np.testing.assert_array_equal(pixels, maps.repeat(16, axis=-2).repeat(16, axis=-1))
 
 
 def test_gradient_maps_shapes_and_channels(convis, photos):
@@ -178,11 +192,15 @@ def test_gradient_maps_shapes_and_channels(convis, photos):
 @pytest.mark.parametrize("call, error, message", [
     (lambda c, p: c.occlusion_maps(p, CONCEPTS, aggregation="mean"), InputError,
      "aggregation must be 'window' or 'webapp', found 'mean'"),
-    (lambda c, p: c.occlusion_maps(p, CONCEPTS, resolution="tiles"), InputError,
-     "resolution must be 'pixels' or 'cells', found 'tiles'"),
+    (lambda c, p: c.occlusion_maps(p, None), InputError,
+     "occlusion_maps needs named concepts, found None; occlusion_cells maps every concept"),
+    (lambda c, p: c.occlusion_cells(p, CONCEPTS, batch=0), InputError,
+     "batch must be a positive integer, found 0"),
+    (lambda c, p: c.occlusion_cells(p, CONCEPTS, image_numbers=[0, 1]), InputError,
+     r"one image number \(an integer >= 0\) per image, 1 in all, found 2: \[0, 1\]"),
     (lambda c, p: c.occlusion_maps(p, CONCEPTS, padding="zeros"), InputError,
      "padding must be 'noise' or 'constant', found 'zeros'"),
-    (lambda c, p: c.occlusion_maps(p, CONCEPTS, chunk=0), InputError, "chunk must be a positive .*found 0"),
+    (lambda c, p: c.occlusion_maps(p, CONCEPTS, chunk=0), InputError, "chunk must be a positive integer, found 0"),
     (lambda c, p: c.occlusion_maps(p, CONCEPTS, stride=0), InputError, "stride must be a positive integer, found 0"),
     (lambda c, p: c.occlusion_maps(p, CONCEPTS, window_sizes=(0,)), InputError, "window size .* found 0"),
     (lambda c, p: c.gradient_maps(p, CONCEPTS, score="logit"), InputError, "score must be one of .* found 'logit'"),
@@ -191,7 +209,7 @@ def test_gradient_maps_shapes_and_channels(convis, photos):
     (lambda c, p: c.gradient_maps(p, CONCEPTS, strategy="fast"), InputError, "strategy must be one of .*'fast'"),
     (lambda c, p: c.gradient_maps(p, CONCEPTS, kind="smoothgrad", smoothgrad_samples=0), InputError,
      "samples >= 1 .* found 0"),
-    (lambda c, p: c.top_concepts(p, k=0), InputError, "k must be a positive number of concepts, found 0"),
+    (lambda c, p: c.top_concepts(p, k=0), InputError, "k must be a positive integer, found 0"),
     (lambda c, p: c.similarity(p, []), ConceptError, "expected at least one concept, found an empty list"),
     (lambda c, p: c.occlusion_maps(p, ["dog.n.01", "dog"]), ConceptError, r"dog\.n\.01 is requested 2 times"),
 ])

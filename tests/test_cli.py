@@ -130,9 +130,12 @@ def test_explain_occlusion_writes_every_file(setup, real_top, convis, capsys, tm
 
 
 def test_explain_gradient_writes_min_max_normalised_maps(setup, convis, capsys, tmp_path):
+    from convis_jax.core.windows import map_to_image
+    from convis_jax.evaluation import wsolevaluation_map
+
     out = tmp_path / "gradient"
     code, _, err = run(capsys, "explain", *setup.images, "--concepts", "dog", "--method", "gradient",
-                       "--out", out, *setup.options())
+                       "--out", out, "--export-wsol", tmp_path / "wsol", *setup.options())
     assert (code, err) == (0, "")
     dogs = convis.vocabulary.resolve("dog")  # a word stands for all its noun synsets
     maps = check_outputs(out, setup, dogs, convis.model.image_size, "gradient")
@@ -140,6 +143,14 @@ def test_explain_gradient_writes_min_max_normalised_maps(setup, convis, capsys, 
     low = raw.min(axis=(-2, -1), keepdims=True)
     high = raw.max(axis=(-2, -1), keepdims=True)
     np.testing.assert_allclose(maps, (raw - low) / (high - low), rtol=0, atol=1e-6)
+    # --export-wsol: <DIR>/<concept>/<image file name>.npy, the map on its photo as
+    # wsolevaluation scores it (224 x 224, maximum 1).
+    for n, source in enumerate(setup.images):
+        size = photo(source).shape[:2]
+        for k, concept in enumerate(dogs):
+            saved = np.load(tmp_path / "wsol" / concept / (Path(source).name + ".npy"))
+            assert saved.shape == (224, 224) and saved.max() == 1.0
+            np.testing.assert_array_equal(saved, wsolevaluation_map(map_to_image(maps[n, k], size)))
 
 
 def top_reference(convis, images, k):
@@ -274,6 +285,10 @@ def mistakes(setup: Setup, tmp: Path) -> dict[str, tuple[list, str]]:
         "negative gamma": (explain + ["dog", "--gamma", "-1"], r"--gamma: expected a positive number"),
         "nan gamma": (explain + ["dog", "--gamma", "nan"], r"--gamma: expected a positive number, found 'nan'"),
         "negative seed": (explain + ["dog", "--seed", "-2"], r"--seed: expected a non-negative integer"),
+        "export-wsol with one file name twice": (
+            ["explain", image, image, "--concepts", "dog", "--out", str(tmp / "out"),
+             "--export-wsol", str(tmp / "wsol"), *setup.options()],
+            r"--export-wsol: expected images with distinct file names"),
         "unknown method": (explain + ["dog", "--method", "lime"], r"--method: invalid choice: 'lime'"),
         "unknown dtype": (["bank", "--dtype", "float16"], r"--dtype: invalid choice"),
         "unknown option": (["top", image, "--colour", "red"], r"unrecognized arguments: --colour red"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluation.test_protocols import wsolevaluation_reference
 from evaluation.test_runners import CUB_PHOTOS, make_cub_folder, make_imagenet_folder
 
 from convis_jax import evaluation
@@ -87,12 +88,15 @@ def test_wsol_on_cub_with_export_and_resume(data, tiny_checkpoint, tmp_path, mon
         return original(self, images, concepts, **kwargs)
 
     monkeypatch.setattr(ConVis, "occlusion_maps", spy)
-    args = wsol_args(data, tiny_checkpoint[0], out, "--export", str(export))
+    args = wsol_args(data, tiny_checkpoint[0], out, "--export-wsol", str(export))
     assert WSOL.main(args) == 0
     assert "MaxBoxAcc" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["dataset"] == "cub" and doc["concepts"] == ["bird.n.01"]
     assert doc["settings"]["method"] == "occlusion" and doc["settings"]["padding"] == "noise"
+    assert doc["protocol"] == doc["settings"]["protocol"] == "convis"
+    assert doc["pointing_protocol"] == "torchray"
+    assert doc["results"]["all"]["max_box_acc"]["protocol"] == "convis"
     assert set(doc["results"]) == {"all"}
     check_report(doc["results"]["all"], len(CUB_PHOTOS))
     # One map per image, each with its own padding noise.
@@ -105,11 +109,11 @@ def test_wsol_on_cub_with_export_and_resume(data, tiny_checkpoint, tmp_path, mon
         [evaluation.Localisation.from_json(r) for r in records]))
     assert again == doc["results"]["all"]
 
-    # wsolevaluation layout: <root>/<image id>.npy at the photo's size, in [0, 1].
-    for rel, (size, _) in CUB_PHOTOS.items():
+    # wsolevaluation layout: <root>/<image id>.npy, 224 x 224, in [0, 1], maximum 1.
+    for rel in CUB_PHOTOS:
         saved = np.load(export / (rel + ".npy"))
-        assert saved.shape == size and saved.dtype == np.float32
-        assert 0.0 <= saved.min() and saved.max() <= 1.0 and saved.max() > 0.0
+        assert saved.shape == (224, 224) and saved.dtype == np.float32
+        assert 0.0 <= saved.min() and saved.max() == 1.0
 
     # The same command again maps nothing and reports the same numbers.
     calls.clear()
@@ -120,6 +124,26 @@ def test_wsol_on_cub_with_export_and_resume(data, tiny_checkpoint, tmp_path, mon
     # Other options do not mix with the old results.
     assert WSOL.main(wsol_args(data, tiny_checkpoint[0], out, "--padding", "constant")) == 2
     assert "--restart" in capsys.readouterr().err
+    assert WSOL.main(wsol_args(data, tiny_checkpoint[0], out, "--protocol", "wsolevaluation")) == 2
+    assert "--restart" in capsys.readouterr().err
+
+    # --protocol wsolevaluation scores what BoxEvaluator computes on the export:
+    # the exported maps (stacked as its loader stacks them) against its resized boxes.
+    out_w = tmp_path / "cub_wsol.json"
+    export_w = tmp_path / "scoremaps_wsol"
+    assert WSOL.main(wsol_args(data, tiny_checkpoint[0], out_w, "--protocol", "wsolevaluation",
+                               "--export-wsol", str(export_w))) == 0
+    doc_w = json.loads(out_w.read_text())
+    assert doc_w["protocol"] == doc_w["results"]["all"]["max_box_acc_v2"]["protocol"] == "wsolevaluation"
+    cams = np.stack([np.load(export_w / (rel + ".npy")) for rel in CUB_PHOTOS]).astype(np.float64)
+    gts = [evaluation.wsolevaluation_boxes(np.array([[x, y, x + w, y + h]]), size)
+           for size, (x, y, w, h) in CUB_PHOTOS.values()]
+    thresholds = np.arange(0, 1, 0.01)
+    counts = wsolevaluation_reference(list(cams), gts, thresholds, [50], multi_contour=False)[0]
+    assert doc_w["results"]["all"]["max_box_acc"]["curve"] == (counts / len(CUB_PHOTOS)).tolist()
+    counts = wsolevaluation_reference(list(cams), gts, thresholds, [30, 50, 70], multi_contour=True)
+    assert [r["value"] for r in doc_w["results"]["all"]["max_box_acc_v2"]["per_iou"]] == \
+        (counts.max(axis=1) / len(CUB_PHOTOS)).tolist()
 
 
 def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monkeypatch):
@@ -129,7 +153,7 @@ def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monk
     export = tmp_path / "scoremaps"
     args = [str(data / "scenes"), "--out", str(out), "--model", str(tiny_checkpoint[0]),
             "--vocabulary", str(data / "vocabulary.json"), "--method", "gradient",
-            "--export", str(export), "--quiet"]
+            "--export", str(export), "--quiet"]  # --export: the old spelling still works
     assert WSOL.main(args) == 0
     doc = json.loads(out.read_text())
     records = datasets.read_scene_folder(data / "scenes")
@@ -144,7 +168,7 @@ def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monk
     for r in records:
         for concept in r.concepts:
             saved = np.load(export / concept / (r.image_id + ".npy"))
-            assert saved.shape == (64, 64) and 0.0 <= saved.min() and saved.max() <= 1.0
+            assert saved.shape == (224, 224) and 0.0 <= saved.min() and saved.max() <= 1.0
 
     # One concept: only the scenes that hold it, their results taken from the same log.
     one = records[0].concepts[0]
@@ -208,6 +232,8 @@ def test_user_mistakes_end_with_one_line(data, tiny_checkpoint, tmp_path, capsys
         (WSOL, wsol_args(data, tiny_checkpoint[0], tmp_path / "c.json", "--limit", "x"),
          "invalid int"),
         (WSOL, [str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.json")], "no folder"),
+        (WSOL, wsol_args(data, tiny_checkpoint[0], tmp_path / "h.json", "--protocol", "cam"),
+         "--protocol: invalid choice"),
         (OOD, [str(data / "inet"), "--out", str(tmp_path / "e.json"), "--pairs", "bird.n.01"],
          "--pairs"),
         (OOD, [str(data / "cub"), "--out", str(tmp_path / "f.json")], "WordNet id"),
@@ -233,3 +259,16 @@ def test_command_line_exit_code_and_stderr(tmp_path):
     assert done.stderr.strip().startswith("error: ") and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+def test_help_documents_protocol_and_export(capsys):
+    """`--help` of the WSOL script and of `convis-jax explain` names the options of issue 21."""
+    from convis_jax.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        WSOL.build_parser().parse_args(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--protocol {convis,wsolevaluation}" in text and "--export-wsol DIR" in text
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]
+    assert "--export-wsol DIR" in explain.format_help()

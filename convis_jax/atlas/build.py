@@ -179,7 +179,8 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     from tqdm.auto import tqdm
 
     from convis_jax.core.images import load_image
-    from convis_jax.core.windows import pad_images, prepare_image, square_crop_box, window_grid
+    from convis_jax.core.batches import pad_to_multiple, positive_int
+    from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
     from convis_jax.jax_backend.loading import load_clip
     from convis_jax.jax_backend.model import ClipModel
     from convis_jax.jax_backend.occlusion import window_embeddings
@@ -189,8 +190,7 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         raise InputError(f"dtype must be 'float16' or 'float32', found {dtype!r}")
     if padding not in ("noise", "constant"):
         raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-    if int(batch) < 1 or int(chunk) < 1:
-        raise InputError(f"batch and chunk must be positive, found {batch} and {chunk}")
+    batch, chunk = positive_int(batch, "batch"), positive_int(chunk, "chunk")
     listing = _listing(images)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -224,9 +224,13 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     part = Part(out, process_id, n_images=len(manifest["images"]), n_windows=grid.n_windows,
                 dim=model.embedding_dim, dtype=dtype)
     pre = model.preprocess_config
-    static = dict(config=model.config, grid=grid, chunk=int(chunk),
+    static = dict(config=model.config, grid=grid, chunk=chunk,
                   mean=tuple(pre.image_mean), std=tuple(pre.image_std))
-    batch = int(batch)
+    params = model.params
+    if devices > 1:  # copied to every local device once, not at every call
+        from convis_jax.jax_backend.sharding import local_mesh, replicate
+
+        params = replicate(params, local_mesh())
     bar = tqdm(total=len(todo), unit="image", desc=f"atlas build (process {process_id})",
                disable=not progress)
     start = time.perf_counter()
@@ -234,13 +238,11 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         numbers = todo[first:first + batch]
         photos = [load_image(paths[n]) for n in numbers]
         # Full batches only: a short last batch would compile the encoder again.
-        fill = batch - len(numbers)
-        filled, filled_numbers = photos + photos[-1:] * fill, numbers + numbers[-1:] * fill
-        padded = np.concatenate([
-            pad_images(prepare_image(photo, IMAGE_SIZE)[None], grid.padding, padding,
-                       seed=[int(seed), n]) for n, photo in zip(filled_numbers, filled)])
-        windows = np.asarray(window_embeddings(model.params, jnp.asarray(padded), **static))
-        whole = model.embed_pixel_values(preprocess(filled, pre), batch_size=batch)
+        padded, _ = pad_to_multiple(pad_squares(photos, numbers, grid.padding, padding,
+                                                int(seed), IMAGE_SIZE), batch)
+        windows = np.asarray(window_embeddings(params, jnp.asarray(padded), **static))
+        pixels, _ = pad_to_multiple(preprocess(photos, pre), batch)
+        whole = model.embed_pixel_values(pixels, batch_size=batch)
         records = []
         for n, photo in zip(numbers, photos):
             crop = square_crop_box(*photo.shape[:2])

@@ -217,9 +217,10 @@ class Atlas:
     def cells(self, image_ids=None, concepts=None) -> np.ndarray:
         """Algorithm 1's maps in cell form, from the stored embeddings.
 
-        Equal to `ConVis.occlusion_maps(..., resolution="cells")` on the atlas's images
-        in atlas order (image i padded with noise from (seed, i)): exactly for a float32
-        atlas, to float16 rounding of the embeddings for a float16 one.
+        Equal to `ConVis.occlusion_cells(photos, concepts, image_numbers=numbers)` on
+        the same photos (image i padded with noise from (seed, i), i its atlas number:
+        the atlas's images in its order): exactly for a float32 atlas, to float16
+        rounding of the embeddings for a float16 one.
 
         Args:
             image_ids: ids (`image_ids`), one id, or None for every built image.
@@ -236,7 +237,8 @@ class Atlas:
         return self._per_image(stored_cells, numbers, index)[0]
 
     def maps(self, image_ids=None, concepts=None) -> np.ndarray:
-        """`cells` repeated over their pixels: float32 [N, K, 224, 224] in [0, 1]."""
+        """`cells` repeated over their pixels: float32 [N, K, 224, 224] in [0, 1], as
+        `ConVis.occlusion_maps`."""
         from convis_jax.core.cells import cells_to_pixels
 
         return cells_to_pixels(self.cells(image_ids, concepts), self.grid)

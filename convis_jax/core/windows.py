@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.batches import positive_int
 from convis_jax.errors import InputError
 
 
@@ -99,12 +100,6 @@ class WindowGrid:
         return (height + 2 * self.padding, width + 2 * self.padding)
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InputError(f"{name} must be a positive integer, found {value!r}")
-    return int(value)
-
-
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
@@ -153,14 +148,14 @@ def window_grid(
         height, width = image_size
     except (TypeError, ValueError):
         raise InputError(f"image_size must be (height, width), found {image_size!r}") from None
-    height = _positive_int(height, "image height")
-    width = _positive_int(width, "image width")
-    sizes = tuple(_positive_int(size, "window size") for size in window_sizes)
+    height = positive_int(height, "image height")
+    width = positive_int(width, "image width")
+    sizes = tuple(positive_int(size, "window size") for size in window_sizes)
     if not sizes:
         raise InputError("window_sizes must name at least one window size, found none")
     if len(set(sizes)) != len(sizes):
         raise InputError(f"window_sizes must be distinct, found {sizes}")
-    stride = _positive_int(stride, "stride")
+    stride = positive_int(stride, "stride")
     if padding is None:
         padding = max(sizes)
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
@@ -255,6 +250,30 @@ def pad_images(
     return padded
 
 
+def pad_squares(photos: Sequence[np.ndarray], numbers: Sequence[int], padding: int,
+                mode: str = "noise", seed: int = 0, size: int = 224) -> np.ndarray:
+    """Algorithm 1 steps 1-2 for photos numbered in a collection.
+
+    Each photo is centre-cropped and resized (`prepare_image`), then padded
+    (`pad_images`) with noise drawn from (seed, its number), so that an image's
+    padding does not depend on how images are batched or shared out.
+
+    Args:
+        photos: N uint8 [H, W, 3] photos.
+        numbers: N ints >= 0, each photo's number in its collection.
+        padding: pixels added on every side.
+        mode: "noise" or "constant" (`pad_images`).
+        seed: seed of the noise.
+        size: side of the square.
+
+    Returns:
+        float32 [N, size + 2 padding, size + 2 padding, 3] in [0, 255].
+    """
+    return np.concatenate([pad_images(prepare_image(photo, size)[None], padding, mode,
+                                      seed=[seed, int(number)])
+                           for photo, number in zip(photos, numbers)])
+
+
 def crop_windows(padded: np.ndarray, grid: WindowGrid, size_index: int) -> np.ndarray:
     """Cut out every window of one size (plain NumPy, for references).
 
@@ -329,8 +348,8 @@ def square_crop_box(height: int, width: int) -> SquareCrop:
     Raises:
         InputError: a side is not a positive integer.
     """
-    height = _positive_int(height, "image height")
-    width = _positive_int(width, "image width")
+    height = positive_int(height, "image height")
+    width = positive_int(width, "image width")
     side = min(height, width)
     return SquareCrop(
         top=(height - side) // 2,
@@ -378,7 +397,7 @@ def prepare_image(image: np.ndarray, size: int = 224) -> np.ndarray:
         raise InputError(
             f"image must be uint8 [H, W, 3] RGB, found {image.dtype} with shape {image.shape}"
         )
-    size = _positive_int(size, "size")
+    size = positive_int(size, "size")
     square = Image.fromarray(np.ascontiguousarray(center_crop_square(image)), mode="RGB")
     resized = square.resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(resized, dtype=np.float32)

@@ -6,10 +6,12 @@ METHOD.md section 5, on any checkpoint and data folder:
   and resized to the 224 x 224 square the maps live on, its ground-truth
   boxes are moved the same way (`convis_jax.evaluation.boxes`), and the map of the
   concept (`bird.n.01` for CUB) is scored per image by `localise`: the hits
-  of MaxBoxAcc (largest component, IoU > 0.5) and MaxBoxAccV2 (all
-  components, IoU >= 0.3 / 0.5 / 0.7) at every threshold t in
-  {0, 0.01, ..., 0.99}, and the pointing game. `summarise_wsol` turns the
-  per-image hits into the metrics (`convis_jax.evaluation.metrics`).
+  of MaxBoxAcc (one box, IoU 0.5) and MaxBoxAccV2 (all boxes, IoU 0.3 / 0.5
+  / 0.7) at every threshold t in {0, 0.01, ..., 0.99} under one box
+  protocol ("convis", the paper's, on the square; or "wsolevaluation", on
+  the map resized as the export writes it), and TorchRay's pointing game.
+  `summarise_wsol` turns the per-image hits into the metrics
+  (`convis_jax.evaluation.metrics`).
 * **Out-of-distribution detection.** Whole images (the model's own
   preprocessing, no windows) are scored against the ID synset: "naive" is
   the cosine with the ID synset's text embedding, "hierarchy" the maximum
@@ -18,8 +20,14 @@ METHOD.md section 5, on any checkpoint and data folder:
 * **Resuming.** Per-image results are appended to a JSON-lines file
   (`ResultLog`) as soon as they are known; a rerun with the same settings
   skips every image already there.
+* **Protocols.** MaxBoxAcc, MaxBoxAccV2, the pointing game and
+  deletion/insertion take `protocol=`, which reproduces a reference
+  implementation's rules exactly (docs/protocols.md): "convis" (the ConVis
+  authors' script, MaxBoxAcc's default), "wsolevaluation" (Choe et al.'s
+  `BoxEvaluator`, MaxBoxAccV2's default), "torchray" (the pointing game's
+  default), "rise" (RISE's `CausalMetric`).
 * **Export.** `export_wsolevaluation` writes maps as Choe et al.'s
-  wsolevaluation code reads score maps: one `.npy` per image.
+  wsolevaluation code scores them: 224 x 224, one `.npy` per image.
 
 Modules, in the order a result is made: `datasets` (readers of CUB,
 ImageNet folders and scene folders), `boxes` (ground truth moved onto the
@@ -31,7 +39,13 @@ pointing game, deletion/insertion, AUROC), `wsol` and `ood` (the runners),
 line.
 """
 
-from convis_jax.evaluation.boxes import boxes_from_square, boxes_to_square
+from convis_jax.evaluation.boxes import (
+    as_boxes,
+    boxes_from_square,
+    boxes_to_square,
+    convis_square_boxes,
+    wsolevaluation_boxes,
+)
 from convis_jax.evaluation.datasets import (
     CubRecord,
     ImageNetRecord,
@@ -43,7 +57,11 @@ from convis_jax.evaluation.datasets import (
     split_ood,
     write_scene_folder,
 )
-from convis_jax.evaluation.export import export_wsolevaluation, wsolevaluation_path
+from convis_jax.evaluation.export import (
+    export_wsolevaluation,
+    wsolevaluation_map,
+    wsolevaluation_path,
+)
 from convis_jax.evaluation.logs import ResultLog, default_log_path, write_json
 from convis_jax.evaluation.maps import (
     SQUARE,
@@ -54,13 +72,18 @@ from convis_jax.evaluation.maps import (
     unit_square_maps,
 )
 from convis_jax.evaluation.metrics import (
+    BOX_PROTOCOLS,
+    PERTURBATION_PROTOCOLS,
+    POINTING_PROTOCOLS,
     auroc,
     box_iou,
     deletion_auc,
     insertion_auc,
+    localisation_hits,
     max_box_acc,
     max_box_acc_v2,
     pointing_game,
+    rise_blur,
 )
 from convis_jax.evaluation.ood import (
     OodConcepts,
@@ -76,6 +99,7 @@ from convis_jax.evaluation.ood import (
     run_ood,
 )
 from convis_jax.evaluation.wsol import (
+    POINTING_PROTOCOL,
     POINTING_TOLERANCE,
     WSOL_CONCEPT,
     Localisation,

@@ -1,4 +1,4 @@
-"""Ground-truth boxes through Algorithm 1's centre crop and resize, and back.
+"""Ground-truth boxes: validation, Algorithm 1's crop and resize, the references' own box numbers.
 
 `convis_jax.core.windows.prepare_image` cuts the centred square out of a
 photo (`square_crop_box`) and resizes it to size x size; every map lives on
@@ -10,6 +10,11 @@ the width, x1 and y1 exclusive, fractional coordinates allowed. Pixel (x, y)
 covers [x, x + 1) x [y, y + 1), so resizing a square of side s to side S
 multiplies every coordinate by S / s: pixel edges go to pixel edges, the
 alignment of Pillow's resize and of `map_to_image` (pixel centres at i + 0.5).
+
+The two reference protocols of `convis_jax.evaluation.metrics` read boxes
+their own way, with integer truncation at fixed steps; `convis_square_boxes`
+and `wsolevaluation_boxes` compute the very numbers each reference compares
+against, so that a protocol's result equals its reference's.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def boxes_to_square(
             positive integer.
     """
     corner, scale = _crop_transform(original_size, size)
-    return np.clip((_as_boxes(boxes) - corner) * scale, 0.0, float(size))
+    return np.clip((as_boxes(boxes) - corner) * scale, 0.0, float(size))
 
 
 def boxes_from_square(
@@ -69,7 +74,7 @@ def boxes_from_square(
         InputError: as for `boxes_to_square`.
     """
     corner, scale = _crop_transform(original_size, size)
-    return _as_boxes(boxes) / scale + corner
+    return as_boxes(boxes) / scale + corner
 
 
 def _crop_transform(original_size: tuple[int, int], size: int) -> tuple[np.ndarray, float]:
@@ -79,15 +84,112 @@ def _crop_transform(original_size: tuple[int, int], size: int) -> tuple[np.ndarr
     return corner, _positive(size) / crop.side
 
 
-def _as_boxes(boxes) -> np.ndarray:
+def as_boxes(boxes, name: str = "boxes") -> np.ndarray:
+    """Checks and converts a box array: the one box validation of the package.
+
+    Args:
+        boxes: [K, 4] boxes (x0, y0, x1, y1), any real coordinates, K >= 0.
+        name: how the error names the argument.
+
+    Returns:
+        float64 [K, 4].
+
+    Raises:
+        InputError: when `boxes` is not a finite [K, 4] array.
+    """
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise InputError(
-            f"boxes: expected shape [K, 4] as (x0, y0, x1, y1), found shape {arr.shape}"
+            f"{name}: expected boxes of shape [K, 4] as (x0, y0, x1, y1), "
+            f"found shape {arr.shape}"
         )
     if not np.isfinite(arr).all():
-        raise InputError("boxes: expected finite coordinates, found NaN or inf")
+        raise InputError(f"{name}: expected finite box coordinates, found NaN or inf")
     return arr
+
+
+def convis_square_boxes(
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+) -> np.ndarray:
+    """Boxes on the prepared square as the ConVis authors' `wsol_evaluation.py` computes them.
+
+    Their `correct_bbox` works on CUB's (x, y, w, h): it shifts x (y) by
+    floor(excess / 2) of the photo's long side (the crop of
+    `square_crop_box`), shortens w (h) by what the shift pushed below 0,
+    clamps x (y) to >= 0 and w (h) to <= side - x (side - y), then truncates
+    each of the four numbers to an integer after scaling by size / side:
+    int(v * size / side). The result is given back as (x, y, x + w, y + h),
+    the form their IoU reads. A box wholly cut away by the crop gets a
+    negative width or height (empty: IoU 0 with everything).
+
+    Args:
+        boxes: float [K, 4] boxes (x0, y0, x1, y1) in the photo's pixels,
+            exclusive ends (CUB's x, y, x + w, y + h).
+        original_size: (H0, W0) of the photo.
+        size: side S of the square (224 in their script).
+
+    Returns:
+        float64 [K, 4] integer-valued boxes (x0, y0, x1, y1) on the square.
+
+    Raises:
+        InputError: as for `boxes_to_square`.
+    """
+    arr = as_boxes(boxes)
+    crop = square_crop_box(*original_size)
+    side = crop.side
+    ratio = _positive(size) / side
+    out = np.empty_like(arr)
+    for k, (x0, y0, x1, y1) in enumerate(arr):
+        xywh = []
+        for start, extent, offset in ((x0, x1 - x0, crop.left), (y0, y1 - y0, crop.top)):
+            start = start - offset
+            if start < 0:
+                extent = extent + start
+            start = max(0.0, start)
+            extent = min(side - start, extent)
+            xywh.append((start, extent))
+        (x, w), (y, h) = xywh
+        x, y, w, h = (int(v * ratio) for v in (x, y, w, h))
+        out[k] = (x, y, x + w, y + h)
+    return out
+
+
+def wsolevaluation_boxes(
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+) -> np.ndarray:
+    """The boxes wsolevaluation's `BoxEvaluator` compares with a map of a photo.
+
+    Its metadata lists integer (x0, y0, x1, y1) per box in the photo's
+    pixels; `resize_bbox` scales them to the size x size map the whole photo
+    is resized to (no crop): int(x * size / W0), int(y * size / H0). The
+    numbers are then read with *inclusive* ends by its IoU (see
+    `metrics.localisation_hits`, protocol "wsolevaluation").
+
+    Args:
+        boxes: float [K, 4] boxes (x0, y0, x1, y1) in the photo's pixels (the
+            metadata's numbers; fractional values are truncated to integers
+            first, as the metadata holds integers), non-negative.
+        original_size: (H0, W0) of the photo.
+        size: side of the resized map (224 in wsolevaluation).
+
+    Returns:
+        float64 [K, 4] integer-valued boxes on the size x size map.
+
+    Raises:
+        InputError: for malformed boxes, negative coordinates, or a bad size.
+    """
+    arr = as_boxes(boxes)
+    if (arr < 0).any():
+        raise InputError("boxes: expected non-negative coordinates (wsolevaluation rejects "
+                         f"others), found {arr[(arr < 0).any(axis=1)][0].tolist()}")
+    height, width = (_positive(v) for v in original_size)
+    side = float(_positive(size))
+    out = np.empty_like(arr)
+    for k, (x0, y0, x1, y1) in enumerate(arr):
+        x0, y0, x1, y1 = (float(int(v)) for v in (x0, y0, x1, y1))
+        out[k] = (int(x0 * side / width), int(y0 * side / height),
+                  int(x1 * side / width), int(y1 * side / height))
+    return out
 
 
 def _positive(size) -> int:

@@ -1,4 +1,4 @@
-"""Export of maps in the layout of Choe et al.'s wsolevaluation."""
+"""Export of maps in the layout and at the size Choe et al.'s wsolevaluation scores."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from PIL import Image
 
 from convis_jax.errors import InputError
+
+#: Side of the maps wsolevaluation scores (its `_RESIZE_LENGTH`).
+WSOL_SIZE = 224
 
 # ---------------------------------------------------------------------------
 # wsolevaluation export
@@ -40,31 +44,67 @@ def wsolevaluation_path(out_dir: str | Path, image_id: str) -> Path:
     return Path(out_dir).joinpath(*rel.parts[:-1], rel.name + ".npy")
 
 
+def wsolevaluation_map(map_on_photo: np.ndarray, size: int = WSOL_SIZE) -> np.ndarray:
+    """A map on its photo as wsolevaluation scores it: size x size, min-max normalised.
+
+    wsolevaluation resizes every photo to 224 x 224 without cropping
+    (torchvision's `Resize((224, 224))`: Pillow's bilinear resize, which
+    widens its filter when shrinking) and compares maps of that size with
+    boxes resized the same way. The map goes through the same resize (Pillow,
+    mode "F"), then its `normalize_scoremap`: (m - min) / (max - min), so
+    the minimum is exactly 0 and the maximum exactly 1. A constant map (e.g.
+    all zeros) becomes all zeros, as there; `BoxEvaluator` then finds no
+    contour at any threshold and predicts the box (0, 0, 0, 0).
+
+    Args:
+        map_on_photo: float [H0, W0], finite (e.g. `map_to_image` of a
+            square map: zero where the centre crop cut the photo).
+        size: side of the output (wsolevaluation: 224).
+
+    Returns:
+        float32 [size, size] in [0, 1].
+
+    Raises:
+        InputError: for a map that is not 2-D, non-empty and finite.
+    """
+    arr = np.asarray(map_on_photo, dtype=np.float32)
+    if arr.ndim != 2 or arr.size == 0 or not np.isfinite(arr).all():
+        raise InputError(f"expected a finite 2-D map [H, W], found shape {arr.shape}")
+    resized = Image.fromarray(arr).resize((size, size), Image.BILINEAR)
+    square = np.asarray(resized, dtype=np.float64)
+    low, high = square.min(), square.max()
+    if high == low:
+        return np.zeros((size, size), np.float32)
+    return ((square - low) / (high - low)).astype(np.float32)
+
+
 def export_wsolevaluation(
     out_dir: str | Path, image_ids: Sequence[str], maps_on_photo: Iterable[np.ndarray]
 ) -> list[Path]:
-    """Writes score maps in the layout of Choe et al.'s wsolevaluation code.
+    """Writes score maps that wsolevaluation's `evaluation.py` reads and scores as they are.
 
     One float32 `.npy` per image at `wsolevaluation_path(out_dir, image_id)`
-    (folders created), holding the map at the photo's own size, values in
-    [0, 1]. `convis_jax.core.windows.map_to_image` puts a 224 map back on its
-    photo (zero where the centre crop cut the photo). Note: wsolevaluation's
-    BoxEvaluator compares maps with boxes of the photo resized to 224 x 224
-    (no crop), so resize these maps to 224 x 224 before feeding it. Files are
-    written atomically: a crash never leaves half a map.
+    (folders created) holding `wsolevaluation_map` of the map on its photo:
+    224 x 224 whatever the photo's size (its loader stacks a batch of maps,
+    so they must share a size, and `BoxEvaluator` compares them with boxes
+    resized to 224 x 224), values in [0, 1] with minimum 0 and maximum
+    exactly 1 (all zeros for a constant map). Its loader turns them into
+    float64 (`t2n`) before `check_scoremap_validity`. Files are written
+    atomically: a crash never leaves half a map.
 
     Args:
-        out_dir: the score-map root.
+        out_dir: the score-map root (`--scoremap_root`).
         image_ids: N relative image paths, e.g. CUB's "<class>/<file>.jpg".
-        maps_on_photo: N float arrays [H_n, W_n], finite, in [0, 1] (rounding
-            overshoot up to 1e-6 is clipped).
+        maps_on_photo: N float arrays [H_n, W_n], finite, each at its photo's
+            size (`convis_jax.core.windows.map_to_image` puts a square map
+            back on its photo).
 
     Returns:
         The N files written.
 
     Raises:
-        InputError: for a count mismatch, a bad id, or a map that is not 2-D,
-            finite and within [0, 1].
+        InputError: for a count mismatch, a bad id, or a map that is not 2-D
+            and finite.
     """
     image_ids = list(image_ids)
     maps = list(maps_on_photo)
@@ -75,21 +115,14 @@ def export_wsolevaluation(
     written = []
     for image_id, saliency in zip(image_ids, maps):
         target = wsolevaluation_path(out_dir, image_id)
-        arr = np.asarray(saliency, dtype=np.float32)
-        if arr.ndim != 2 or arr.size == 0 or not np.isfinite(arr).all():
-            raise InputError(
-                f"{image_id}: expected a finite 2-D map [H, W], found shape {arr.shape}"
-            )
-        if arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
-            raise InputError(
-                f"{image_id}: expected a map in [0, 1], found [{arr.min():g}, {arr.max():g}]"
-            )
+        try:
+            square = wsolevaluation_map(saliency)
+        except InputError as err:
+            raise InputError(f"{image_id}: {err}") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with temporary.open("wb") as f:
-            np.save(f, np.clip(arr, 0.0, 1.0))
+            np.save(f, square)
         os.replace(temporary, target)
         written.append(target)
     return written
-
-

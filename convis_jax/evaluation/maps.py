@@ -67,7 +67,6 @@ def occlusion_map_fn(
             padding=padding,
             seed=image_seed(seed, image_id),
             aggregation=aggregation,
-            resolution="pixels",
         )
         return out[0]
 

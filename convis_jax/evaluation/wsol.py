@@ -13,9 +13,18 @@ from convis_jax.core.images import load_image
 from convis_jax.core.windows import map_to_image
 from convis_jax.errors import InputError
 from convis_jax.evaluation import metrics
-from convis_jax.evaluation.boxes import boxes_to_square
+from convis_jax.evaluation.boxes import (
+    boxes_to_square,
+    convis_square_boxes,
+    wsolevaluation_boxes,
+)
 from convis_jax.evaluation.datasets import CubRecord, SceneRecord
-from convis_jax.evaluation.export import export_wsolevaluation, wsolevaluation_path
+from convis_jax.evaluation.export import (
+    WSOL_SIZE,
+    export_wsolevaluation,
+    wsolevaluation_map,
+    wsolevaluation_path,
+)
 from convis_jax.evaluation.logs import ResultLog
 from convis_jax.evaluation.maps import SQUARE, MapFn
 
@@ -24,6 +33,9 @@ WSOL_CONCEPT = "bird.n.01"
 
 #: Pointing-game tolerance in pixels of the 224 square (Zhang et al. use 15).
 POINTING_TOLERANCE = 15
+
+#: The pointing game's protocol in a localisation run (`metrics.pointing_game`).
+POINTING_PROTOCOL = "torchray"
 
 # ---------------------------------------------------------------------------
 # Localisation: what to evaluate
@@ -116,11 +128,12 @@ class Localisation:
         boxes: float64 [K, 4], the ground truth on the 224 square (empty boxes
             where the centre crop cut the object away).
         hits: bool [T], MaxBoxAcc hits at the T = 100 thresholds
-            `metrics.CAM_THRESHOLDS` (largest component, IoU > 0.5).
-        hits_v2: bool [3, T], MaxBoxAccV2 hits (all components, IoU >= d for
-            d in `metrics.V2_IOU_THRESHOLDS`).
-        pointing: the pointing-game hit in [0, 1] (a fraction when the map's
-            maximum is tied, see `metrics.pointing_game`).
+            `metrics.CAM_THRESHOLDS` (one box, IoU 0.5) under `protocol`.
+        hits_v2: bool [3, T], MaxBoxAccV2 hits (all boxes, IoU thresholds
+            `metrics.V2_IOU_THRESHOLDS`) under `protocol`.
+        pointing: the pointing-game hit, 0 or 1 (`POINTING_PROTOCOL`, on the
+            square against `boxes`).
+        protocol: the box protocol, "convis" or "wsolevaluation" (`localise`).
     """
 
     image_id: str
@@ -129,6 +142,7 @@ class Localisation:
     hits: np.ndarray
     hits_v2: np.ndarray
     pointing: float
+    protocol: str
 
     @property
     def cut_away(self) -> bool:
@@ -145,6 +159,7 @@ class Localisation:
             "hits": self.hits.astype(int).tolist(),
             "hits_v2": self.hits_v2.astype(int).tolist(),
             "pointing": float(self.pointing),
+            "protocol": self.protocol,
         }
 
     @classmethod
@@ -163,6 +178,7 @@ class Localisation:
                 hits=np.asarray(data["hits"], dtype=bool),
                 hits_v2=np.asarray(data["hits_v2"], dtype=bool),
                 pointing=float(data["pointing"]),
+                protocol=str(data["protocol"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(
@@ -180,39 +196,65 @@ class Localisation:
 def localise(
     saliency: np.ndarray,
     boxes: np.ndarray,
+    original_size: tuple[int, int],
     *,
+    protocol: str = "convis",
     image_id: str = "",
     concept: str = "",
     tolerance: float = POINTING_TOLERANCE,
 ) -> Localisation:
-    """Scores one map against its ground truth (both on the same square).
+    """Scores one square map against its photo's ground truth, as `protocol` scores it.
+
+    * "convis": the square map itself, against the boxes the ConVis
+      authors' script derives (`boxes.convis_square_boxes`).
+    * "wsolevaluation": the map put back on its photo and resized to
+      224 x 224 as the export writes it (`export.wsolevaluation_map`),
+      against the boxes `BoxEvaluator` derives (`boxes.wsolevaluation_boxes`);
+      what wsolevaluation's own code computes on the export. Needs OpenCV.
+
+    The pointing game ("torchray") is played on the square map against the
+    boxes moved onto it (`boxes.boxes_to_square`) under both protocols.
 
     Args:
-        saliency: float [H, W] in [0, 1], high where the concept is.
-        boxes: float [K, 4] ground truth in the map's pixels, K >= 1.
+        saliency: float [S, S] in [0, 1] on the prepared square, high where
+            the concept is.
+        boxes: float [K, 4] ground truth in the photo's pixels, (x0, y0, x1,
+            y1) with exclusive ends, K >= 1.
+        original_size: (H0, W0) of the photo.
+        protocol: "convis" or "wsolevaluation".
         image_id: recorded in the result.
         concept: recorded in the result.
-        tolerance: pointing-game tolerance in pixels.
+        tolerance: pointing-game tolerance in pixels of the square.
 
     Returns:
         The `Localisation`.
 
     Raises:
-        InputError: for a map outside [0, 1] or malformed boxes.
+        InputError: for a map outside [0, 1], malformed boxes or an unknown
+            protocol; ImportError naming the extra when OpenCV is needed and
+            missing.
     """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    hits = metrics.localisation_hits(
-        saliency, boxes, iou_thresholds=(0.5,), all_components=False, strict=True
-    )[0]
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.ndim != 2 or saliency.shape[0] != saliency.shape[1]:
+        raise InputError(f"expected a square map [S, S], found shape {saliency.shape}")
+    side = saliency.shape[0]
+    square_boxes = boxes_to_square(boxes, original_size, side)
+    if protocol == "wsolevaluation":
+        scored = wsolevaluation_map(map_to_image(saliency, original_size))
+        truth = wsolevaluation_boxes(boxes, original_size, WSOL_SIZE)
+    else:
+        scored = saliency
+        truth = convis_square_boxes(boxes, original_size, side)
+    hits = metrics.localisation_hits(scored, truth, protocol=protocol)[0]
     hits_v2 = metrics.localisation_hits(
-        saliency,
-        boxes,
-        iou_thresholds=metrics.V2_IOU_THRESHOLDS,
+        scored, truth, protocol=protocol, iou_thresholds=metrics.V2_IOU_THRESHOLDS,
         all_components=True,
-        strict=False,
     )
-    pointing = metrics.pointing_game([saliency], [boxes], tolerance=tolerance).hits[0]
-    return Localisation(image_id, concept, boxes, hits, hits_v2, float(pointing))
+    pointing = metrics.pointing_game(
+        [saliency], [square_boxes], tolerance=tolerance, protocol=POINTING_PROTOCOL
+    ).hits[0]
+    return Localisation(image_id, concept, square_boxes, hits, hits_v2, float(pointing),
+                        protocol)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +263,9 @@ class WsolSummary:
 
     Attributes:
         count: number of maps (image, concept pairs).
-        max_box_acc: MaxBoxAcc, the paper's protocol.
-        max_box_acc_v2: MaxBoxAccV2 of Choe et al.
-        pointing_game: mean pointing-game hit, in [0, 1].
+        max_box_acc: MaxBoxAcc under the results' protocol.
+        max_box_acc_v2: MaxBoxAccV2 under the same protocol.
+        pointing_game: mean pointing-game hit, in [0, 1] (`POINTING_PROTOCOL`).
         cut_away: maps whose every ground-truth box lies outside the centre
             crop (they count as misses).
     """
@@ -239,28 +281,26 @@ def summarise_wsol(results: Sequence[Localisation]) -> WsolSummary:
     """MaxBoxAcc, MaxBoxAccV2 and the pointing game from per-image results.
 
     Args:
-        results: at least one `Localisation`.
+        results: at least one `Localisation`, all of one protocol.
 
     Returns:
         The `WsolSummary`.
 
     Raises:
-        InputError: when `results` is empty.
+        InputError: when `results` is empty or mixes protocols.
     """
     if not results:
         raise InputError("expected at least one localisation result, found none")
+    protocols = sorted({r.protocol for r in results})
+    if len(protocols) != 1:
+        raise InputError(f"expected results of one protocol, found {', '.join(protocols)}")
     hits = np.stack([r.hits for r in results])
     hits_v2 = np.stack([r.hits_v2 for r in results])
-    per_iou = tuple(
-        metrics.max_box_acc_from_hits(hits_v2[:, i], iou_threshold=d)
-        for i, d in enumerate(metrics.V2_IOU_THRESHOLDS)
-    )
     return WsolSummary(
         count=len(results),
-        max_box_acc=metrics.max_box_acc_from_hits(hits, iou_threshold=0.5),
-        max_box_acc_v2=metrics.MaxBoxAccV2Result(
-            value=float(np.mean([r.value for r in per_iou])), per_iou=per_iou
-        ),
+        max_box_acc=metrics.max_box_acc_from_hits(hits, protocol=protocols[0],
+                                                  iou_threshold=0.5),
+        max_box_acc_v2=metrics.max_box_acc_v2_from_hits(hits_v2, protocol=protocols[0]),
         pointing_game=float(np.mean([r.pointing for r in results])),
         cut_away=sum(r.cut_away for r in results),
     )
@@ -272,13 +312,16 @@ def wsol_report(summary: WsolSummary) -> dict:
     return {
         "count": summary.count,
         "boxes_outside_crop": summary.cut_away,
+        "protocol": acc.protocol,
         "max_box_acc": {
+            "protocol": acc.protocol,
             "value": acc.value,
             "best_threshold": acc.best_threshold,
             "iou_threshold": acc.iou_threshold,
             "curve": acc.curve.tolist(),
         },
         "max_box_acc_v2": {
+            "protocol": summary.max_box_acc_v2.protocol,
             "value": summary.max_box_acc_v2.value,
             "per_iou": [
                 {
@@ -290,6 +333,7 @@ def wsol_report(summary: WsolSummary) -> dict:
             ],
         },
         "pointing_game": summary.pointing_game,
+        "pointing_game_protocol": POINTING_PROTOCOL,
     }
 
 
@@ -316,6 +360,7 @@ def run_wsol(
     map_fn: MapFn,
     log: ResultLog,
     *,
+    protocol: str = "convis",
     tolerance: float = POINTING_TOLERANCE,
     export_dir: str | Path | None = None,
     export_by_concept: bool = False,
@@ -332,10 +377,13 @@ def run_wsol(
     Args:
         items: what to evaluate (`cub_items`, `scene_items`).
         map_fn: computes the maps of one image (`occlusion_map_fn`, `gradient_map_fn`).
-        log: where results go and where earlier runs' results are found.
+        log: where results go and where earlier runs' results are found
+            (its settings should name the protocol).
+        protocol: the box protocol of `localise`, "convis" or "wsolevaluation".
         tolerance: pointing-game tolerance in pixels of the 224 square.
-        export_dir: also write each map on its photo in the wsolevaluation
-            layout (`export_wsolevaluation`); None writes nothing.
+        export_dir: also write each map as wsolevaluation scores it
+            (`export_wsolevaluation`: 224 x 224, one `.npy` per image id);
+            None writes nothing.
         export_by_concept: write to `export_dir/<concept>/` (several
             concepts per image) instead of `export_dir/`.
         progress: show a progress bar over images.
@@ -375,9 +423,8 @@ def run_wsol(
                     f"{image_id!r}, found {maps.shape}"
                 )
             for item, saliency in zip(todo, maps):
-                square_boxes = boxes_to_square(item.boxes, photo.shape[:2], SQUARE)
-                result = localise(saliency, square_boxes, image_id=image_id,
-                                  concept=item.concept, tolerance=tolerance)
+                result = localise(saliency, item.boxes, photo.shape[:2], protocol=protocol,
+                                  image_id=image_id, concept=item.concept, tolerance=tolerance)
                 root = export_root(item)
                 if root is not None:
                     export_wsolevaluation(root, [image_id],

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cache import cache_root, load_arrays, save_arrays
 
 
@@ -91,8 +92,7 @@ def encode_texts_bucketed(model, texts: list[str], *, batch_size: int = 64,
         # Cut the padding to the batch's own bucket; positions after EOS never matter.
         length = next((b for b in (16, 32, 48, 64) if longest <= b), ids.shape[1])
         ids = ids[:, :length]
-        if len(rows) < batch_size:
-            ids = np.concatenate([ids, np.repeat(ids[-1:], batch_size - len(rows), axis=0)])
+        ids, _ = pad_to_multiple(ids, batch_size)
         out[rows] = model.encode_token_ids(ids)[: len(rows)]
         bar.update(len(rows))
     bar.close()

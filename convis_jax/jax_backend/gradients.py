@@ -24,8 +24,14 @@ Kernels (each jitted once per shape): `_forward` runs the model over all images
 (and SmoothGrad copies; the per-example model is vmapped over them there and
 nowhere else) and keeps its `jax.vjp`; `_vmap_chunk` or `_jacobian` +
 `_jacobian_chunk` turn one fixed-size chunk of concepts into maps.
-`concept_gradient_maps`, the entry point, pads K to whole chunks and loops over
-them, so that no K traces anything again once one K has been traced.
+`_maps_one_device` pads K to whole chunks and loops over them, so that no K
+traces anything again once one K has been traced.
+
+`concept_gradient_maps`, the entry point, runs that on one device, or splits
+the images over every local device (`sharding.shard_rows`: every device runs
+the unchanged kernels on its block of images, in one compiled program; each
+image's maps depend on that image alone, so the result is the single-device
+one). SmoothGrad, whose noise is drawn over the whole batch, stays on one device.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convis_jax.core.batches import pad_to_multiple, positive_int
 from convis_jax.errors import InputError
-from convis_jax.jax_backend import clip
+from convis_jax.jax_backend import clip, sharding
 from convis_jax.jax_backend.config import ClipConfig
 
 SCORES = ("cosine", "subtree_cosine", "probability", "subtree_probability")
@@ -302,7 +309,7 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
                           reduce: str | None = "absmax", strategy: str = "auto",
                           chunk: int | None = None, layer: int | None = None,
                           smoothgrad_samples: int = 16, smoothgrad_sigma: float = 0.15,
-                          key=None):
+                          key=None, devices=None):
     """Gradient maps of K concept scores for N images from one forward pass.
 
     One forward pass (`jax.vjp`) over all images, then concepts in chunks of `chunk`
@@ -351,14 +358,68 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
             range (SmoothGrad only), >= 0.
         key: a jax.random key, required by SmoothGrad (`smoothgrad_inputs` draws the
             noise from it); no other randomness is used.
+        devices: the devices to use: one runs the kernels there; several split the
+            images over them (the batch padded with copies of its last image to a
+            multiple of the device count; pass at least as many images as devices), except
+            for SmoothGrad, whose noise is drawn over the whole batch and which runs on
+            the first. None means all of this process's local devices. Arrays already
+            placed elsewhere stay there.
 
     Returns:
         float32 [N, K, S, S], or [N, K, 3, S, S] for the pixel kinds with reduce=None.
-        Token maps are >= 0; absmax and l2 maps are >= 0; raw maps are signed.
+        Token maps are >= 0; absmax and l2 maps are >= 0; raw maps are signed. Split
+        over the devices along N when N is a multiple of their count.
 
     Raises:
         InputError: an unknown option, or arrays whose shapes or values do not fit.
     """
+    options = dict(score=score, kind=kind, reduce=reduce, strategy=strategy, chunk=chunk,
+                   layer=layer, smoothgrad_samples=smoothgrad_samples,
+                   smoothgrad_sigma=smoothgrad_sigma)
+    mesh = sharding.local_mesh(devices)
+    if mesh.size == 1 or kind == "smoothgrad":
+        with jax.default_device(mesh.devices.flat[0]):
+            return _maps_one_device(params, config, pixel_values, bank, concept_index, subtree,
+                                    logit_scale, key=key, **options)
+    pixel_values = np.asarray(pixel_values)
+    if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+        raise InputError(f"expected pixel_values [N, 3, S, S] with N >= 1, found shape "
+                         f"{list(pixel_values.shape)}")
+    padded, n = pad_to_multiple(pixel_values, mesh.size)
+    if subtree is not None:
+        subtree = tuple(sharding.StaticArray(np.asarray(a)) for a in subtree)
+    maps = _maps_on_mesh(params, sharding.place_rows(padded, mesh), jnp.asarray(bank),
+                         jnp.asarray(logit_scale, jnp.float32), config=config,
+                         concepts=sharding.StaticArray(np.asarray(concept_index)),
+                         subtree=subtree, options=tuple(sorted(options.items())), mesh=mesh)
+    return maps[:n] if n < len(padded) else maps
+
+
+@partial(jax.jit, static_argnames=("config", "concepts", "subtree", "options", "mesh"))
+def _maps_on_mesh(params, pixel_values, bank, logit_scale, *, config, concepts, subtree,
+                  options, mesh):
+    """One SPMD program: each device runs `_maps_one_device` on its block of images.
+
+    concepts and subtree are `StaticArray`s so that the kernel's argument checks see
+    concrete values; `ensure_compile_time_eval` runs those checks (which read array
+    values) while tracing, and only the work on images is staged. The kernel uses no
+    collectives, so shard_map's replication checks have nothing to verify.
+    """
+    subtree = None if subtree is None else tuple(a.array for a in subtree)
+
+    def block(params, pixels, bank, logit_scale):
+        with jax.ensure_compile_time_eval():
+            return _maps_one_device(params, config, pixels, bank, concepts.array, subtree,
+                                    logit_scale, **dict(options))
+
+    return sharding.shard_rows(block, mesh, (False, True, False, False), check_vma=False)(
+        params, pixel_values, bank, logit_scale)
+
+
+def _maps_one_device(params, config: ClipConfig, pixel_values, bank, concept_index, subtree,
+                     logit_scale, *, score, kind, reduce, strategy, chunk, layer,
+                     smoothgrad_samples, smoothgrad_sigma, key=None):
+    """`concept_gradient_maps` on the current device (arguments and result as there)."""
     vision = config.vision
     s, d = vision.image_size, config.projection_dim
     _check_choice("score", score, SCORES)
@@ -373,8 +434,8 @@ def concept_gradient_maps(params, config: ClipConfig, pixel_values, bank, concep
         raise InputError(f"expected a concept bank of shape [T, {d}] with T >= 1, found "
                          f"{list(bank.shape)}")
     concept_index = _check_concepts(concept_index, bank.shape[0])
-    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
-        raise InputError(f"chunk must be an integer >= 1 or None, found {chunk!r}")
+    if chunk is not None:
+        chunk = positive_int(chunk, "chunk")
     if score in SUBTREE_SCORES:
         subtree = _check_subtree(subtree, bank.shape[0])
     else:

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convis_jax.core.batches import pad_to_multiple
 from convis_jax.errors import InputError
 from convis_jax.jax_backend import clip
 from convis_jax.jax_backend.config import ClipConfig
@@ -30,10 +31,7 @@ def in_chunks(fn, inputs: np.ndarray, chunk: int) -> np.ndarray:
     """Applies `fn` to fixed-size chunks of `inputs` (the last one padded), so shapes stay static."""
     outputs = []
     for start in range(0, len(inputs), chunk):
-        part = inputs[start:start + chunk]
-        n = len(part)
-        if n < chunk:
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
+        part, n = pad_to_multiple(inputs[start:start + chunk], chunk)
         outputs.append(np.asarray(fn(part))[:n])
     return np.concatenate(outputs)
 

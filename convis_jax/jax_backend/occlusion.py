@@ -10,11 +10,23 @@ over the window lattice (`core.cells.accumulate_cells`) turn window scores
 into cell maps. The window embeddings do not depend on the concept, so
 maps for all of a vocabulary cost one sweep (METHOD.md section 3).
 
-The sweep is built from small pieces so that `sharding` can split it over
-devices without a second copy: `window_tables` lists the windows,
-`table_outputs` encodes one table and finishes each window's similarities
-(`subtree_min_ranks` or `rank_similarities`), `sweep_tables` runs it per
-window size, `lattice_outputs` and `cells_from_window_scores` accumulate.
+Two entry points, each on one device or on all local devices:
+`occlusion_cells` (Algorithm 1's cell maps) and `window_rank_similarities`
+(the web app's per-window ranks). With several devices, each window size's
+table of chunks (`window_tables`) is split over a mesh (`sharding.shard_rows`);
+each device cuts, encodes and ranks its own chunks with the same `lax.map`, so
+every window is computed exactly as on one device. The padded images are
+replicated (one is 2.8 MB; the windows are the work), so even a single image
+uses every device. The concept bank is replicated, or split by concept when it
+is large (`sharding.split_bank_rows`): each device then scores every device's
+current windows against its rows and an all-to-all hands each device the whole
+similarity rows of its own windows (`sharding.gathered_similarities`).
+
+The pieces: `window_tables` lists the windows, `table_outputs` encodes one
+table and finishes each window's similarities (`subtree_min_ranks` or
+`rank_similarities`), `sweep_tables` runs it per window size (on one device or
+split over the mesh), `lattice_outputs` and `cells_from_window_scores`
+accumulate.
 """
 
 from __future__ import annotations
@@ -26,10 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cells import accumulate_cells, normalise_maps
 from convis_jax.core.ranks import ranks
 from convis_jax.core.windows import WindowGrid
-from convis_jax.jax_backend import clip
+from convis_jax.jax_backend import clip, sharding
 
 # How often each jitted function below was traced; tests read it to prove
 # that repeated calls with the same shapes do not trace (or compile) again.
@@ -73,8 +86,7 @@ def window_tables(grid: WindowGrid, n_images: int, chunk: int,
         per_image = np.stack([yy.ravel(), xx.ravel()], axis=1)
         table = np.concatenate([np.concatenate([np.full((len(per_image), 1), n), per_image],
                                                axis=1) for n in range(n_images)])
-        pad = -len(table) % (chunk * parts)
-        table = np.concatenate([table, np.repeat(table[-1:], pad, axis=0)])
+        table, _ = pad_to_multiple(table, chunk * parts)
         tables.append(table.reshape(-1, chunk, 3).astype(np.int32))
     return tuple(tables)
 
@@ -138,23 +150,39 @@ def rank_similarities(z):
 
 
 def sweep_tables(params, padded, bank, finish, *, config, grid: WindowGrid, chunk: int, mean,
-                 std, parts: int = 1, run_table=table_outputs):
-    """`run_table` over the window table of every window size (`window_tables`).
+                 std, mesh=None, split_bank: bool = False, similarities=dense_similarities):
+    """`table_outputs` over the window table of every window size (`window_tables`).
 
     Args:
-        params, padded, bank, finish, config, mean, std: as `table_outputs`.
+        params, padded, bank, finish, config, mean, std: as `table_outputs` (bank: the
+            whole bank [T, d]).
         grid: the window grid.
         chunk: windows per chunk.
-        parts: tables hold a multiple of this many chunks (the devices sharing them).
-        run_table: `table_outputs`, or a sharded stand-in with the same signature.
+        mesh: None to run on the current device, or a 1-D mesh (`sharding.local_mesh`)
+            whose devices each take a block of every table's chunks.
+        split_bank: with a mesh, split the bank's rows over its devices instead of
+            replicating it.
+        similarities: (v [chunk, d], bank) -> what `finish` receives: z by default;
+            `keep_embeddings` passes the embeddings on (then bank may be None).
 
     Returns:
-        Per window size, [n_chunks, chunk, ...] outputs of `finish`.
+        Per window size, [n_chunks, chunk, ...] outputs of `finish` (sharded along the
+        chunk axis over the mesh, if any; n_chunks then a multiple of its size).
     """
+    parts = 1 if mesh is None else mesh.size
+    if mesh is not None and split_bank:
+        num_synsets = bank.shape[0]
+        bank = jnp.pad(bank, ((0, -num_synsets % parts), (0, 0)))
+        similarities = partial(sharding.gathered_similarities, num_synsets=num_synsets)
     tables = window_tables(grid, padded.shape[0], chunk, parts)
-    return tuple(run_table(params, padded, jnp.asarray(table), bank, finish, config=config,
-                           size=size, mean=mean, std=std)
-                 for size, table in zip(grid.window_sizes, tables))
+    outputs = []
+    for size, table in zip(grid.window_sizes, tables):
+        run = partial(table_outputs, finish=finish, config=config, size=size, mean=mean,
+                      std=std, similarities=similarities)
+        if mesh is not None:
+            run = sharding.shard_rows(run, mesh, (False, False, True, split_bank))
+        outputs.append(run(params, padded, jnp.asarray(table), bank))
+    return tuple(outputs)
 
 
 def lattice_outputs(outputs, grid: WindowGrid, n_images: int):
@@ -184,13 +212,69 @@ def window_list(per_size):
     return jnp.concatenate([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_size], axis=1)
 
 
-@partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std", "num_concepts"))
+_STATIC = ("config", "grid", "chunk", "mean", "std", "mesh", "split_bank")
+
+
+@partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
+def occlusion_window_scores(params, padded, bank, members, segment_ids, *, config,
+                            grid: WindowGrid, chunk: int, mean, std, num_concepts: int,
+                            mesh=None, split_bank: bool = False):
+    """Every requested concept's subtree-minimum rank in every window.
+
+    Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_tables`.
+
+    Returns:
+        Per window size, int32 [n_chunks, chunk, K] in [0, T) (rows as `window_tables`,
+        whose filler rows `lattice_outputs` drops), sharded along the chunk axis over
+        the mesh, if any.
+    """
+    finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
+                     num_concepts=num_concepts)
+    return sweep_tables(params, padded, bank, finish, config=config, grid=grid, chunk=chunk,
+                        mean=mean, std=std, mesh=mesh, split_bank=split_bank)
+
+
+@partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
+def _occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid: WindowGrid,
+                     chunk: int, mean, std, num_concepts: int, mesh, split_bank: bool):
+    TRACES["occlusion_cells"] += 1
+    scores = occlusion_window_scores(params, padded, bank, members, segment_ids, config=config,
+                                     grid=grid, chunk=chunk, mean=mean, std=std,
+                                     num_concepts=num_concepts, mesh=mesh,
+                                     split_bank=split_bank)
+    return cells_from_window_scores(lattice_outputs(scores, grid, padded.shape[0]), grid)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, chunk: int,
+                              mean, std, mesh, split_bank: bool):
+    TRACES["window_rank_similarities"] += 1
+    outputs = sweep_tables(params, padded, bank, rank_similarities, config=config, grid=grid,
+                           chunk=chunk, mean=mean, std=std, mesh=mesh, split_bank=split_bank)
+    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+
+
+def _on_devices(kernel, devices, split_bank, bank, *args, **static):
+    """kernel(*args, **static) on the one device given, or split over a mesh of several."""
+    mesh = sharding.local_mesh(devices)
+    if mesh.size == 1:
+        with jax.default_device(mesh.devices.flat[0]):
+            return kernel(*args, mesh=None, split_bank=False, **static)
+    return kernel(*args, mesh=mesh, split_bank=sharding.split_bank_rows(bank, split_bank),
+                  **static)
+
+
 def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid: WindowGrid,
-                    chunk: int, mean, std, num_concepts: int):
+                    chunk: int, mean, std, num_concepts: int, devices=None,
+                    split_bank: bool | None = None):
     """Algorithm 1 for N images and K concepts: normalised cell maps [N, K, cy, cx].
 
+    One compiled sweep per shape (see `TRACES`); with several devices the windows are
+    split over them, with the single-device result.
+
     Args:
-        params: the CLIP parameter tree.
+        params: the CLIP parameter tree (replicate it once with `sharding.replicate`
+            when sweeping on several devices repeatedly).
         padded: float [N, Hp, Wp, 3] padded images in [0, 255] ((Hp, Wp) = grid.padded_size).
         bank: float32 [T, d] unit text embeddings of the whole vocabulary.
         members: int32 [M] vocabulary indices of the requested concepts' subtrees, concatenated.
@@ -200,58 +284,68 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, config, grid:
         grid: the window grid (static).
         chunk: windows encoded per step.
         mean, std: the model's normalisation (static tuples).
-        num_concepts: K (static), padded to a bucket by the caller.
+        num_concepts: K (static), padded to a bucket by the caller (`subtree_request`).
+        devices: the devices to use: one runs the plain sweep there, several split the
+            windows over them; None means all of this process's local devices.
+        split_bank: with several devices, split the bank by concept over them; None
+            splits banks larger than `sharding.SPLIT_BANK_BYTES`.
 
     Returns:
         float32 [N, K, cy, cx] in [0, 1], high where the concept is.
     """
-    TRACES["occlusion_cells"] += 1
-    finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
-                     num_concepts=num_concepts)
-    outputs = sweep_tables(params, padded, bank, finish, config=config, grid=grid, chunk=chunk,
-                           mean=mean, std=std)
-    return cells_from_window_scores(lattice_outputs(outputs, grid, padded.shape[0]), grid)
+    return _on_devices(_occlusion_cells, devices, split_bank, bank, params, padded, bank,
+                       members, segment_ids, config=config, grid=grid, chunk=chunk, mean=mean,
+                       std=std, num_concepts=num_concepts)
 
 
-@partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std"))
 def window_rank_similarities(params, padded, bank, *, config, grid: WindowGrid, chunk: int,
-                             mean, std):
+                             mean, std, devices=None, split_bank: bool | None = None):
     """Normalised rank 1 - rank/T of every synset in every window: float32 [N, n_windows, T].
 
     Windows are listed per size, each row-major (the order of
-    `core.cells.coverage_matrix`), for the web app's aggregation order.
+    `core.cells.coverage_matrix`), for the web app's aggregation order. Arguments,
+    devices and split_bank as `occlusion_cells`.
+
+    Returns:
+        float32 [N, n_windows, T] in (0, 1].
     """
-    TRACES["window_rank_similarities"] += 1
-    outputs = sweep_tables(params, padded, bank, rank_similarities, config=config, grid=grid,
-                           chunk=chunk, mean=mean, std=std)
-    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+    return _on_devices(_window_rank_similarities, devices, split_bank, bank, params, padded,
+                       bank, config=config, grid=grid, chunk=chunk, mean=mean, std=std)
 
 
 def keep_embeddings(v, bank):
-    """The `similarities` of `table_outputs` that keeps the unit embeddings v [chunk, d] as they are."""
+    """The `similarities` that keep the unit window embeddings v [chunk, d] instead (the atlas)."""
     return v
 
 
-@partial(jax.jit, static_argnames=("config", "grid", "chunk", "mean", "std"))
-def window_embeddings(params, padded, *, config, grid: WindowGrid, chunk: int, mean, std):
+@partial(jax.jit, static_argnames=_STATIC)
+def _window_embeddings(params, padded, *, config, grid: WindowGrid, chunk: int, mean, std,
+                       mesh, split_bank: bool):
+    TRACES["window_embeddings"] += 1
+    outputs = sweep_tables(params, padded, None, lambda v: v, config=config, grid=grid,
+                           chunk=chunk, mean=mean, std=std, mesh=mesh,
+                           similarities=keep_embeddings)
+    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+
+
+def window_embeddings(params, padded, *, config, grid: WindowGrid, chunk: int, mean, std,
+                      devices=None):
     """The unit embedding of every window (Algorithm 1 steps 1-3, no concepts): the atlas's input.
 
-    The windows are cut and encoded exactly as by `occlusion_cells`; only the
-    finish differs: the embeddings are kept instead of ranked, so that ranks
-    against any concept bank can be taken later (`convis_jax.atlas`).
+    The windows are cut and encoded exactly as by `occlusion_cells` (split over the
+    devices the same way); only the finish differs: the embeddings are kept instead of
+    ranked, so that ranks against any concept bank can be taken later
+    (`jax_backend.stored_windows`, `convis_jax.atlas`).
 
     Args:
-        params, padded, config, grid, chunk, mean, std: as `occlusion_cells`.
+        params, padded, config, grid, chunk, mean, std, devices: as `occlusion_cells`.
 
     Returns:
         float32 [N, n_windows, d] unit vectors, windows listed per size, each row-major
         (the order of `window_list` and `core.cells.coverage_matrix`).
     """
-    TRACES["window_embeddings"] += 1
-    outputs = sweep_tables(params, padded, None, lambda v: v, config=config, grid=grid,
-                           chunk=chunk, mean=mean, std=std,
-                           run_table=partial(table_outputs, similarities=keep_embeddings))
-    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+    return _on_devices(_window_embeddings, devices, False, None, params, padded,
+                       config=config, grid=grid, chunk=chunk, mean=mean, std=std)
 
 
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,

@@ -72,7 +72,7 @@ def test_bundled_model_atlas_maps_equal_occlusion_maps(bundled, vocabulary):
     assert want.std(axis=(-1, -2))[:, :-1].min() > 0.01  # maps, not constants
     assert correlation(half.maps(None, named), want) >= 0.999
     # Every concept of the vocabulary (sorted ranks), in cells.
-    want = convis.occlusion_maps(paths, None, resolution="cells")
+    want = convis.occlusion_cells(paths, None)
     got = exact.cells()
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5
@@ -106,8 +106,8 @@ def test_vit_b32_shaped_atlas_maps_equal_occlusion_maps(tmp_path):
                            progress=False)
         half = Atlas.open(tmp_path / "float16", model=model, vocabulary=vocabulary,
                           progress=False)
-        want = ConVis(model, vocabulary, progress=False).occlusion_maps(
-            [tmp_path / "photos" / "img0.png"], named, resolution="cells", **grid)
+        want = ConVis(model, vocabulary, progress=False).occlusion_cells(
+            [tmp_path / "photos" / "img0.png"], named, **grid)
         got = exact.cells(None, named)
         assert got.shape == want.shape and got.shape[-2:] == (7, 7)
         assert np.abs(got - want).max() <= 1e-5
@@ -221,9 +221,13 @@ def test_append_and_resume_keep_numbers_and_redo_only_what_is_missing(bundled, t
     atlas = Atlas.open(atlas_dir, vocabulary="physical_objects", progress=False)
     assert atlas.image_ids == ("img0.png", "img1.png", "sub/img2.png", "a_new.png")
     assert json.loads((atlas_dir / "atlas.json").read_text())["images"] == list(atlas.image_ids)
-    want = ConVis(atlas.model, "physical_objects", progress=False).occlusion_maps(
-        [grown / i for i in atlas.image_ids], CONCEPTS, resolution="cells")
+    want = ConVis(atlas.model, "physical_objects", progress=False).occlusion_cells(
+        [grown / i for i in atlas.image_ids], CONCEPTS)
     assert np.abs(atlas.cells(None, CONCEPTS) - want).max() <= 1e-5
+    # One image alone: the sweep numbers it as the atlas does.
+    alone = ConVis(atlas.model, "physical_objects", progress=False).occlusion_cells(
+        [grown / "a_new.png"], CONCEPTS, image_numbers=[3])
+    assert np.abs(atlas.cells("a_new.png", CONCEPTS) - alone).max() <= 1e-5
     record = atlas.records("a_new.png")[0]
     assert (record.index, record.size, record.crop) == (3, (224, 224), (0, 0, 224))
     assert atlas.records("img0.png")[0].crop == (0, 30, 200)

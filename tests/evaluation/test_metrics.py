@@ -1,5 +1,6 @@
 """Tests of convis_jax.evaluation.metrics against hand-made cases and plain loops."""
 
+import functools
 import math
 import sys
 
@@ -59,20 +60,27 @@ def pixel_iou(a, b, size=64):
     return np.count_nonzero(ma & mb) / union if union else 0.0
 
 
-def reference_hits(saliency, gt, thresholds, ious, all_components, strict):
-    """Per-threshold hits from flood fill and pixel-count IoU, one at a time."""
+def reference_hits(saliency, gt, thresholds, ious, all_components):
+    """Per-threshold hits of the "convis" protocol from flood fill, one threshold at a time.
+
+    The ConVis authors' rules: mask {saliency >= t}, 4-connected components,
+    the largest by pixel count (or all), its box from the first to the last
+    row and column (x1 = last column, y1 = last row), IoU by counting pixels
+    on a doubled grid (the box's continuous area), hit when IoU > d.
+    """
     out = np.zeros((len(ious), len(thresholds)), dtype=bool)
     for j, t in enumerate(thresholds):
-        labels = flood_fill_labels(saliency > t)
+        labels = flood_fill_labels(saliency >= t)
         boxes = boxes_of_labels(labels)
         if len(boxes) == 0:
             continue
         if not all_components:
             areas = [np.count_nonzero(labels == k + 1) for k in range(len(boxes))]
             boxes = boxes[[int(np.argmax(areas))]]
+        boxes = boxes - np.array([0, 0, 1, 1])  # last row / column, not one past it
         best = max(pixel_iou(p, g) for p in boxes for g in gt)
         for i, d in enumerate(ious):
-            out[i, j] = best > d if strict else best >= d
+            out[i, j] = best > d
     return out
 
 
@@ -210,36 +218,43 @@ def test_perfect_map_scores_one_and_inverted_zero():
     perfect = box_map((32, 32), GT)
     inverted = 1.0 - perfect
     gt = np.array([GT])
-    for fn in (metrics.max_box_acc, metrics.max_box_acc_v2):
+    for fn in (metrics.max_box_acc, functools.partial(metrics.max_box_acc_v2, protocol="convis")):
         assert fn([perfect], gt).value == 1.0
         # The inverted map's only component is the frame around the box:
-        # its bounding box is the whole image, IoU 144 / 1024 < 0.3.
+        # its bounding box is the whole image, IoU 121 / 1024 < 0.3. (Under
+        # wsolevaluation's V2 the hole's own contour would hit.)
         assert fn([inverted], gt).value == 0.0
         assert fn(np.stack([perfect, inverted]), gt[[0, 0]]).value == 0.5
 
 
 def test_max_box_acc_curve_and_best_threshold():
-    # Box at 0.5, background at 0.2: t < 0.2 keeps the whole image (miss),
-    # 0.2 <= t < 0.5 the box (hit), t >= 0.5 nothing (miss).
+    # Box at 0.5, background at 0.2 ("convis": mask {map >= t}): t <= 0.2
+    # keeps the whole image (miss), 0.2 < t <= 0.5 the box (hit), t > 0.5
+    # nothing (miss).
     m = box_map((32, 32), GT, inside=0.5, outside=0.2)
     result = metrics.max_box_acc([m], np.array([GT]))
     thresholds = np.asarray(metrics.CAM_THRESHOLDS)
-    np.testing.assert_array_equal(result.curve, ((thresholds >= 0.2) & (thresholds < 0.5)).astype(float))
-    assert result.best_threshold == 0.2
+    hit = (thresholds > 0.2) & (thresholds <= 0.5)
+    np.testing.assert_array_equal(result.curve, hit.astype(float))
+    assert result.best_threshold == thresholds[21]
     assert result.value == 1.0
     assert result.iou_threshold == 0.5
+    assert result.protocol == "convis"
     assert result.thresholds.shape == (100,)
+    # The grid is the references' np.arange(0, 1, 0.01), drift included.
+    np.testing.assert_array_equal(thresholds, np.arange(0, 1, 0.01))
 
 
-def test_iou_exactly_at_threshold_is_a_miss_for_v1_and_a_hit_for_v2():
-    # Predicted box (0, 0, 10, 10), area 100; ground truth twice as tall:
-    # IoU exactly 0.5. The paper wants IoU > 0.5, Choe et al. IoU >= d.
+def test_iou_exactly_at_threshold_is_a_miss_for_convis():
+    # Predicted box (0, 0, 9, 9) (last row and column), area 81; ground
+    # truth twice as tall: IoU exactly 0.5. The ConVis script wants IoU > 0.5.
     m = box_map((32, 32), (0, 0, 10, 10))
-    gt = np.array([[0, 0, 10, 20]])
+    gt = np.array([[0, 0, 9, 18]])
     assert metrics.max_box_acc([m], gt).value == 0.0
-    v2 = metrics.max_box_acc_v2([m], gt)
-    assert [r.value for r in v2.per_iou] == [1.0, 1.0, 0.0]
-    assert v2.value == pytest.approx(2 / 3)
+    v2 = metrics.max_box_acc_v2([m], gt, protocol="convis")
+    assert [r.value for r in v2.per_iou] == [1.0, 0.0, 0.0]
+    assert v2.value == pytest.approx(1 / 3)
+    assert v2.protocol == "convis"
 
 
 def test_several_ground_truth_boxes_hit_when_any_matches():
@@ -254,9 +269,9 @@ def test_v2_uses_all_components():
     # largest component misses, but one of all components hits.
     m = box_map((40, 40), (0, 20, 40, 40))
     m[2:8, 2:8] = 1.0
-    gt = np.array([[2, 2, 8, 8]])
+    gt = np.array([[2, 2, 7, 7]])  # the blob's box from first to last row and column
     assert metrics.max_box_acc([m], gt).value == 0.0
-    assert metrics.max_box_acc_v2([m], gt).value == 1.0
+    assert metrics.max_box_acc_v2([m], gt, protocol="convis").value == 1.0
 
 
 def test_localisation_hits_match_plain_loop():
@@ -271,19 +286,18 @@ def test_localisation_hits_match_plain_loop():
         # threshold (jittered by a pixel or two), so that hits occur.
         xs = np.sort(rng.integers(0, 17, size=2))
         ys = np.sort(rng.integers(0, 17, size=2))
-        near = boxes_of_labels(flood_fill_labels(saliency > rng.choice(thresholds[:10])))
+        near = boxes_of_labels(flood_fill_labels(saliency >= rng.choice(thresholds[:10])))
         near = np.clip(near[rng.integers(0, len(near))] + rng.integers(-2, 3, size=4), 0, 16)
         gt = np.array([[xs[0], ys[0], xs[1], ys[1]], near])
-        for all_components, strict, ious in ((False, True, (0.5,)), (True, False, (0.3, 0.5, 0.7))):
+        for all_components, ious in ((False, (0.5,)), (True, (0.3, 0.5, 0.7))):
             got = metrics.localisation_hits(
                 saliency,
                 gt,
                 thresholds=thresholds,
                 iou_thresholds=ious,
                 all_components=all_components,
-                strict=strict,
             )
-            expected = reference_hits(saliency, gt, thresholds, ious, all_components, strict)
+            expected = reference_hits(saliency, gt, thresholds, ious, all_components)
             np.testing.assert_array_equal(got, expected)
             any_hit[int(all_components)] |= got.any()
     assert any_hit.all()
@@ -296,11 +310,11 @@ def test_localisation_hits_on_a_random_smooth_map_match_plain_loop():
     saliency = (saliency - saliency.min()) / (saliency.max() - saliency.min())
     gt = np.array([[8, 3, 20, 16]])
     thresholds = metrics.CAM_THRESHOLDS[::3]
-    for all_components, strict, ious in ((False, True, (0.5,)), (True, False, (0.3, 0.5, 0.7))):
+    for all_components, ious in ((False, (0.5,)), (True, (0.3, 0.5, 0.7))):
         got = metrics.localisation_hits(
-            saliency, gt, thresholds=thresholds, iou_thresholds=ious, all_components=all_components, strict=strict
+            saliency, gt, thresholds=thresholds, iou_thresholds=ious, all_components=all_components
         )
-        expected = reference_hits(saliency, gt, thresholds, ious, all_components, strict)
+        expected = reference_hits(saliency, gt, thresholds, ious, all_components)
         np.testing.assert_array_equal(got, expected)
         assert got.any() and not got.all()  # a curve with both hits and misses
 
@@ -311,9 +325,9 @@ def test_max_box_acc_v2_is_mean_of_per_iou_maxima():
     maps = [(m - m.min()) / (m.max() - m.min()) for m in maps]
     gts = [np.array([[0, 0, 10, 10]]) + 5 * rng.integers(0, 3) for _ in range(8)]
     thresholds = metrics.CAM_THRESHOLDS[::4]
-    result = metrics.max_box_acc_v2(maps, gts, thresholds=thresholds)
+    result = metrics.max_box_acc_v2(maps, gts, thresholds=thresholds, protocol="convis")
     hits = np.stack(
-        [reference_hits(m, g, thresholds, (0.3, 0.5, 0.7), True, False) for m, g in zip(maps, gts)]
+        [reference_hits(m, g, thresholds, (0.3, 0.5, 0.7), True) for m, g in zip(maps, gts)]
     )
     curves = hits.mean(axis=0)
     np.testing.assert_allclose([r.curve for r in result.per_iou], curves)
@@ -369,9 +383,14 @@ def test_pointing_game_tolerance_matches_brute_force_distance():
             saliency[rng.integers(0, h), rng.integers(0, w)] = 2.0  # unique maximum
             py, px = np.unravel_index(np.argmax(saliency), saliency.shape)
             my, mx = np.nonzero(mask)
-            expected = float(np.min(np.hypot(my - py, mx - px)) <= tolerance)
-            got = metrics.pointing_game([saliency], [mask], tolerance=tolerance).value
-            assert got == expected, (tolerance, h, w)
+            squared = np.min((my - py) ** 2 + (mx - px) ** 2)
+            # TorchRay: squared distance < tolerance**2; "expected": distance <= tolerance.
+            torchray = metrics.pointing_game([saliency], [mask], tolerance=tolerance)
+            assert torchray.value == float(squared < tolerance**2), (tolerance, h, w)
+            expected = metrics.pointing_game([saliency], [mask], tolerance=tolerance,
+                                             protocol="expected")
+            assert expected.value == float(np.sqrt(squared) <= tolerance), (tolerance, h, w)
+            assert (torchray.protocol, expected.protocol) == ("torchray", "expected")
 
 
 def test_pointing_game_ties_score_the_hitting_fraction():
@@ -383,10 +402,12 @@ def test_pointing_game_ties_score_the_hitting_fraction():
         ys, xs = np.nonzero(saliency == saliency.max())
         my, mx = np.nonzero(mask)
         near = [np.min(np.hypot(my - y, mx - x)) <= tolerance for y, x in zip(ys, xs)]
-        got = metrics.pointing_game([saliency], [mask], tolerance=tolerance).value
-        assert got == pytest.approx(np.mean(near))
+        got = metrics.pointing_game([saliency], [mask], tolerance=tolerance, protocol="expected")
+        assert got.value == pytest.approx(np.mean(near))
     # A constant map scores the region's share of the image (chance level).
-    assert metrics.pointing_game([np.zeros((10, 10))], np.array([[0, 0, 5, 4]]), tolerance=0).value == 0.2
+    constant = metrics.pointing_game([np.zeros((10, 10))], np.array([[0, 0, 5, 4]]), tolerance=0,
+                                     protocol="expected")
+    assert constant.value == 0.2
 
 
 def test_pointing_game_boxes_equal_their_mask():

@@ -7,6 +7,7 @@ boxes and maps went through the same crop and resize. OOD scores are checked
 against a plain loop and AUROC against a pairwise count.
 """
 
+import dataclasses
 import json
 import zlib
 from pathlib import Path
@@ -131,10 +132,12 @@ def test_summary_equals_the_batch_metrics():
         m[rng.integers(0, 12):, rng.integers(0, 12):] += 1.0
         m /= m.max()
     boxes = [np.array([[4, 6, 20, 18]]), np.array([[0, 0, 10, 10], [12, 12, 24, 24]])] * 3
-    results = [evaluation.localise(m, b) for m, b in zip(maps, boxes)]
+    # Square 24 x 24 photos: the boxes stay as they are on the square.
+    results = [evaluation.localise(m, b, (24, 24)) for m, b in zip(maps, boxes)]
     summary = evaluation.summarise_wsol(results)
     v1 = metrics.max_box_acc(maps, boxes)
-    v2 = metrics.max_box_acc_v2(maps, boxes)
+    v2 = metrics.max_box_acc_v2(maps, boxes, protocol="convis")
+    assert summary.max_box_acc.protocol == summary.max_box_acc_v2.protocol == "convis"
     np.testing.assert_array_equal(summary.max_box_acc.curve, v1.curve)
     assert summary.max_box_acc.best_threshold == v1.best_threshold
     assert summary.max_box_acc_v2.value == v2.value
@@ -143,6 +146,8 @@ def test_summary_equals_the_batch_metrics():
     assert summary.pointing_game == metrics.pointing_game(maps, boxes).value
     report = evaluation.wsol_report(summary)
     assert report["max_box_acc"]["value"] == v1.value
+    assert report["protocol"] == report["max_box_acc"]["protocol"] == "convis"
+    assert report["pointing_game_protocol"] == "torchray"
     assert [r["iou_threshold"] for r in report["max_box_acc_v2"]["per_iou"]] == [0.3, 0.5, 0.7]
     # The JSON form reads back exactly.
     again = [evaluation.Localisation.from_json(json.loads(json.dumps(r.to_json())))
@@ -151,6 +156,10 @@ def test_summary_equals_the_batch_metrics():
         np.testing.assert_array_equal(a.hits_v2, b.hits_v2)
         np.testing.assert_array_equal(a.boxes, b.boxes)
         assert a.pointing == b.pointing
+        assert a.protocol == b.protocol == "convis"
+    mixed = dataclasses.replace(results[0], protocol="wsolevaluation")
+    with pytest.raises(InputError, match="one protocol"):
+        evaluation.summarise_wsol([results[1], mixed])
     with pytest.raises(InputError, match="hits"):
         evaluation.Localisation.from_json({**results[0].to_json(), "hits": [1, 0]})
     with pytest.raises(InputError, match="at least one"):
@@ -219,7 +228,7 @@ def test_result_log_settings_and_damage(tmp_path):
 # wsolevaluation export
 
 
-def test_export_reads_back_at_the_photo_size(tmp_path):
+def test_export_reads_back_at_wsolevaluations_size(tmp_path):
     items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
     out = tmp_path / "scoremaps"
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
@@ -227,11 +236,15 @@ def test_export_reads_back_at_the_photo_size(tmp_path):
     for rel, (size, _) in CUB_PHOTOS.items():
         # wsolevaluation loads os.path.join(scoremap_root, image_id + '.npy').
         saved = np.load(out / (rel + ".npy"))
-        assert saved.dtype == np.float32 and saved.shape == size
-        assert saved.min() >= 0.0 and saved.max() <= 1.0
+        assert saved.dtype == np.float32 and saved.shape == (224, 224)
+        assert saved.min() == 0.0 and saved.max() == 1.0
         photo = load_image(tmp_path / "cub" / "images" / rel)  # the .jpg is lossy
         want = map_to_image(brightness_map(photo, ["c"], rel)[0], size)
-        np.testing.assert_allclose(saved, np.clip(want, 0, 1), atol=1e-6)
+        # The map on the photo, resized as wsolevaluation resizes the photo
+        # (Pillow bilinear to 224 x 224), min-max normalised.
+        resized = np.asarray(Image.fromarray(want).resize((224, 224), Image.BILINEAR), np.float64)
+        resized = (resized - resized.min()) / (resized.max() - resized.min())
+        np.testing.assert_array_equal(saved, resized.astype(np.float32))
 
     # A missing export makes its image pending again, even though the log has it.
     (out / (items[1].image_id + ".npy")).unlink()
@@ -249,15 +262,15 @@ def test_export_by_concept_and_bad_arguments(tmp_path):
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     evaluation.run_wsol([item], brightness_map, log, export_dir=tmp_path / "e",
                         export_by_concept=True, progress=False)
-    assert np.load(tmp_path / "e" / "circle.n.01" / "sub" / "x.png.npy").shape == (9, 13)
+    assert np.load(tmp_path / "e" / "circle.n.01" / "sub" / "x.png.npy").shape == (224, 224)
 
     good = np.zeros((4, 5), np.float32)
     with pytest.raises(InputError, match="relative path"):
         evaluation.export_wsolevaluation(tmp_path, ["../escape.jpg"], [good])
     with pytest.raises(InputError, match="relative path"):
         evaluation.export_wsolevaluation(tmp_path, ["/abs.jpg"], [good])
-    with pytest.raises(InputError, match=r"in \[0, 1\]"):
-        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [good + 2])
+    with pytest.raises(InputError, match="finite"):
+        evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [good + np.nan])
     with pytest.raises(InputError, match="2-D"):
         evaluation.export_wsolevaluation(tmp_path, ["a.jpg"], [np.zeros(3)])
     with pytest.raises(InputError, match="one map per image id"):

@@ -43,6 +43,7 @@ def child(checkpoint: str, out: str) -> None:
     from convis_jax.core.windows import pad_images, window_grid
     from convis_jax.jax_backend import occlusion, sharding
     from convis_jax.jax_backend.gradients import concept_gradient_maps
+    from convis_jax.jax_backend.occlusion import TRACES
     from convis_jax.jax_backend.loading import load_clip
 
     assert jax.local_device_count() == DEVICES
@@ -64,20 +65,26 @@ def child(checkpoint: str, out: str) -> None:
     static = dict(config=model.config, grid=grid, chunk=32, mean=tuple(pre.image_mean),
                   std=tuple(pre.image_std))
     args = (model.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
-    results["cells_single"] = occlusion.occlusion_cells(*args, num_concepts=k_padded, **static)
-    results["cells_auto"] = sharding.occlusion_cells_auto(*args, num_concepts=k_padded, **static)
+    one = jax.local_devices()[:1]
+    results["cells_single"] = occlusion.occlusion_cells(*args, num_concepts=k_padded,
+                                                        devices=one, **static)
+    traced = TRACES["occlusion_cells"]
+    results["cells_auto"] = occlusion.occlusion_cells(*args, num_concepts=k_padded, **static)
+    # The 8-device sweep is its own compiled program; a second call reuses it.
+    occlusion.occlusion_cells(*args, num_concepts=k_padded, **static)
+    results["cells_traces"] = TRACES["occlusion_cells"] - traced
+    results["cells_split_bank"] = occlusion.occlusion_cells(*args, num_concepts=k_padded,
+                                                            split_bank=True, **static)
     # The bank split by concept (24 rows, 3 per device), window scores kept sharded.
-    scores = sharding.occlusion_window_scores(*args, num_concepts=k_padded,
-                                              mesh=sharding.local_mesh(), split_bank=True,
-                                              **static)
+    scores = occlusion.occlusion_window_scores(*args, num_concepts=k_padded,
+                                               mesh=sharding.local_mesh(), split_bank=True,
+                                               **static)
     for size_index, s in enumerate(scores):
         for key, value in sharding_facts(s).items():
             results[f"scores{size_index}_{key}"] = value
-    results["cells_split_bank"] = occlusion.cells_from_window_scores(
-        occlusion.lattice_outputs(scores, grid, 2), grid)
     results["sims_single"] = occlusion.window_rank_similarities(
-        model.params, padded, jnp.asarray(bank), **static)
-    results["sims_auto"] = sharding.window_rank_similarities_auto(
+        model.params, padded, jnp.asarray(bank), devices=one, **static)
+    results["sims_auto"] = occlusion.window_rank_similarities(
         model.params, padded, jnp.asarray(bank), split_bank=True, **static)
 
     # Gradients of a subtree score: 8 images (one per device), then 5 (padded to 8).
@@ -86,14 +93,19 @@ def child(checkpoint: str, out: str) -> None:
     options = dict(score="subtree_probability", kind="gradient", strategy="vmap", chunk=4)
     grad_args = (bank, np.array([1, 2, 5]), (offsets, members, segment_ids), model.logit_scale)
     results["grad_single"] = concept_gradient_maps(model.params, model.config, pixels,
-                                                   *grad_args, **options)
-    grad8 = sharding.gradient_maps_auto(model.params, model.config, pixels, *grad_args,
-                                        **options)
+                                                   *grad_args, devices=one, **options)
+    grad8 = concept_gradient_maps(model.params, model.config, pixels, *grad_args, **options)
     results["grad_auto"] = grad8
     for key, value in sharding_facts(grad8).items():
         results[f"grad_{key}"] = value
-    results["grad_auto5"] = sharding.gradient_maps_auto(model.params, model.config, pixels[:5],
-                                                        *grad_args, **options)
+    results["grad_auto5"] = concept_gradient_maps(model.params, model.config, pixels[:5],
+                                                  *grad_args, **options)
+    # SmoothGrad draws its noise over the whole batch: it stays on one device.
+    smooth = dict(options, kind="smoothgrad", smoothgrad_samples=2, key=jax.random.key(4))
+    results["smooth_single"] = concept_gradient_maps(model.params, model.config, pixels[:3],
+                                                     *grad_args, devices=one, **smooth)
+    results["smooth_auto"] = concept_gradient_maps(model.params, model.config, pixels[:3],
+                                                   *grad_args, **smooth)
     np.savez(out, **{k: np.asarray(v) for k, v in results.items()})
 
 
@@ -117,6 +129,7 @@ def test_sharded_occlusion_equals_single_device(eight_devices):
     assert r["cells_single"][:, 1:len(CONCEPTS)].std(axis=(-1, -2)).min() > 0.01
     for key in ("cells_auto", "cells_split_bank"):
         assert np.abs(r[key] - r["cells_single"]).max() < 1e-6, key
+    assert r["cells_traces"] == 1  # traced once for the mesh, not again on the second call
     assert r["sims_auto"].shape == (2, 730, N_SYNSETS)
     assert np.abs(r["sims_auto"] - r["sims_single"]).max() < 1e-6
 
@@ -147,6 +160,9 @@ def test_sharded_gradients_equal_single_device(eight_devices):
     np.testing.assert_array_equal(r["grad_devices"], np.arange(DEVICES))
     np.testing.assert_array_equal(r["grad_rows"], np.ones(DEVICES))
     np.testing.assert_array_equal(r["grad_starts"], np.arange(DEVICES))
+    # SmoothGrad on 8 devices runs on one: the same noise, the same maps.
+    assert np.abs(r["smooth_single"]).max() > 0
+    np.testing.assert_array_equal(r["smooth_auto"], r["smooth_single"])
 
 
 def test_one_device_mesh_and_refusals():
@@ -158,9 +174,19 @@ def test_one_device_mesh_and_refusals():
     assert mesh.axis_names == (sharding.AXIS,) and mesh.size == jax.local_device_count()
     with pytest.raises(InputError, match="at least one device"):
         sharding.local_mesh([])
-    with pytest.raises(InputError, match="SmoothGrad"):
-        sharding.gradient_maps_sharded(None, None, np.zeros((1, 3, 4, 4)), None, [0], None, 1.0,
-                                       mesh=mesh, kind="smoothgrad")
+
+
+def test_sharding_never_imports_the_sweeps():
+    """The mesh helpers know meshes, not sweeps: the sweeps call them, never the reverse."""
+    import ast
+
+    source = (TESTS.parent / "convis_jax" / "jax_backend" / "sharding.py").read_text()
+    imported = {alias.name for node in ast.walk(ast.parse(source))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module for node in ast.walk(ast.parse(source))
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported
+                if "occlusion" in name or "gradients" in name}, imported
 
 
 if __name__ == "__main__":
