@@ -176,8 +176,9 @@ def add_atlas_commands(commands) -> None:
 def cmd_atlas(args) -> None:
     """`atlas build` / `atlas explore`."""
     if args.atlas_command == "build":
-        from convis_jax.atlas import build_atlas, init_processes
+        from convis_jax.atlas import build_atlas, init_processes, list_images
 
+        list_images(args.images)  # before any model work: a wrong path costs no waiting
         process_id, count = init_processes(coordinator=args.coordinator,
                                            num_processes=args.num_processes,
                                            process_id=args.process_id, cluster=args.cluster)
