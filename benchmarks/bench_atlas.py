@@ -49,19 +49,14 @@ def folder_bytes(folder: Path) -> int:
 def synthetic_atlas(folder: Path, model, count: int, seed: int = 0, batch: int = 50) -> None:
     """An atlas of `count` images whose embeddings are random unit vectors (float16),
     written through the store's own code, as `build_atlas` writes real ones."""
-    from convis_jax.atlas.store import ImageRecord, Part, claim
+    from convis_jax.atlas.store import ImageRecord, Part, claim, new_manifest
     from convis_jax.core.windows import window_grid
 
     grid = window_grid((224, 224))
     dim = model.embedding_dim
-    claim(folder, {"format": "convis-atlas", "version": 1,
-                   "model": {"fingerprint": model.fingerprint, "source": None,
-                             "name": model.name, "embedding_dim": dim},
-                   "grid": {"image_size": [224, 224], "window_sizes": list(grid.window_sizes),
-                            "stride": grid.stride, "padding": grid.padding,
-                            "n_windows": grid.n_windows},
-                   "padding": "noise", "seed": 0, "dtype": "float16",
-                   "images": [f"synthetic/{i:05d}.jpg" for i in range(count)], "sources": []})
+    claim(folder, new_manifest(model, grid, padding="noise", seed=0, dtype="float16",
+                               images=[f"synthetic/{i:05d}.jpg" for i in range(count)],
+                               sources=[]))
     part = Part(folder, 0, n_images=count, n_windows=grid.n_windows, dim=dim, dtype="float16")
     rng = np.random.default_rng(seed)
     for first in range(0, count, batch):
@@ -166,7 +161,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
         subset = atlas.image_ids[:8]
         first_peak = common.timed(atlas.top_images, concept, 5, by="map_peak",
                                   image_ids=subset)[0]
-        peak_s, top = common.timed(atlas.top_images, concept, 20, by="map_peak")
+        peak_s, _ = common.timed(atlas.top_images, concept, 20, by="map_peak")
         results["stored_synthetic"] = {
             "images": stored, "write_s": write_s, "bytes": folder_bytes(many),
             "top20_by_image": by_image.to_dict(),

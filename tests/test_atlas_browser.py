@@ -6,7 +6,6 @@ browser download; fails, not skips, without Chromium or Playwright).
 """
 
 import numpy as np
-
 from test_explorer_browser import ARTIFACTS, OfflinePage, browser  # noqa: F401 (fixture)
 
 

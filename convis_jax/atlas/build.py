@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.api import IMAGE_SIZE, STRIDE, WINDOW_SIZES
-from convis_jax.atlas.store import ImageRecord, Part, claim, read_records
+from convis_jax.atlas.store import ImageRecord, Part, claim, new_manifest, read_records
 from convis_jax.errors import InputError
 from convis_jax.evaluation.datasets import IMAGE_SUFFIXES
 
@@ -178,8 +178,8 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from convis_jax.core.images import load_image
     from convis_jax.core.batches import pad_to_multiple, positive_int
+    from convis_jax.core.images import load_image
     from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
     from convis_jax.jax_backend.loading import load_clip
     from convis_jax.jax_backend.model import ClipModel
@@ -200,17 +200,10 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     model = model if isinstance(model, ClipModel) else load_clip(model)
     grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride)
     process_id, num_processes = jax.process_index(), jax.process_count()
-    manifest = claim(out, {
-        "format": "convis-atlas", "version": 1,
-        # The model by its weights' fingerprint; its source is a hint for `Atlas.open`.
-        "model": {"fingerprint": model.fingerprint, "source": source, "name": model.name,
-                  "embedding_dim": model.embedding_dim},
-        "grid": {"image_size": list(grid.image_size), "window_sizes": list(grid.window_sizes),
-                 "stride": grid.stride, "padding": grid.padding, "n_windows": grid.n_windows},
-        "padding": padding, "seed": int(seed), "dtype": dtype,
-        "images": [image_id for image_id, _ in listing],
-        # Where the photos were, for pages that show them (`Atlas.explore`).
-        "sources": [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []})
+    sources = [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []
+    manifest = claim(out, new_manifest(model, grid, padding=padding, seed=seed, dtype=dtype,
+                                       images=[image_id for image_id, _ in listing],
+                                       sources=sources, source=source))
     number = {image_id: n for n, image_id in enumerate(manifest["images"])}
     paths = {number[image_id]: path for image_id, path in listing}
     done = read_records(out, manifest)

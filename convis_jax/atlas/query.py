@@ -351,7 +351,11 @@ class Atlas:
         from convis_jax.core.images import load_image
         from convis_jax.core.windows import center_crop_square
         from convis_jax.pictures.atlas_page import EXPLORER_FOLDER, write_atlas_page
-        from convis_jax.pictures.explorer import ExplorerImage, ExplorerVocabulary, write_explorer
+        from convis_jax.pictures.explorer import (
+            ExplorerImage,
+            ExplorerVocabulary,
+            write_explorer,
+        )
 
         if int(k) < 1:
             raise InputError(f"k must be a positive number of images, found {k}")

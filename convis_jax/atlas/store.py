@@ -103,6 +103,30 @@ def read_manifest(root: Path) -> dict | None:
     return manifest
 
 
+def new_manifest(model, grid, *, padding: str, seed: int, dtype: str, images: list[str],
+                 sources: list[str], source: str | None = None) -> dict:
+    """The manifest of an atlas of `images` built with `model` on `grid`.
+
+    Args:
+        model: the `ClipModel` (recorded by its weights' fingerprint; where it was loaded
+            from may differ between hosts, so `source` is only a hint for `Atlas.open`).
+        grid: the `WindowGrid`.
+        padding, seed: the padding mode and the seed of its noise.
+        dtype: the stored window embeddings' dtype, one of `DTYPES`.
+        images: the image ids, in atlas order.
+        sources: where the photos were (folders or list files), for pages that show them.
+        source: the model's folder or hub id; None for the bundled model.
+    """
+    return {"format": FORMAT, "version": VERSION,
+            "model": {"fingerprint": model.fingerprint, "source": source, "name": model.name,
+                      "embedding_dim": model.embedding_dim},
+            "grid": {"image_size": list(grid.image_size),
+                     "window_sizes": list(grid.window_sizes), "stride": grid.stride,
+                     "padding": grid.padding, "n_windows": grid.n_windows},
+            "padding": padding, "seed": int(seed), "dtype": dtype, "images": list(images),
+            "sources": list(sources)}
+
+
 def claim(root: Path, manifest: dict) -> dict:
     """Creates the atlas manifest, or checks that the folder's matches and adds new images.
 

@@ -29,7 +29,11 @@ import numpy as np
 
 from convis_jax.core.cells import accumulate_cells
 from convis_jax.core.windows import WindowGrid
-from convis_jax.jax_backend.occlusion import TRACES, cells_from_window_scores, subtree_min_ranks
+from convis_jax.jax_backend.occlusion import (
+    TRACES,
+    cells_from_window_scores,
+    subtree_min_ranks,
+)
 
 # Up to this many (padded) concepts the counting path is used; above, the sort.
 COUNT_CONCEPTS = 16
