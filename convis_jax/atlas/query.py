@@ -98,6 +98,7 @@ class Atlas:
         self._number = {records[i].image_id: i for i in order}
         self._batch = int(batch)
         self.progress = progress
+        self._levels = None  # the hierarchy's levels, for host_cells
 
     @classmethod
     def open(cls, root, *, model=None, vocabulary=None, text: str = "definition",
@@ -230,11 +231,30 @@ class Atlas:
         Returns:
             float32 [N, K, cy, cx] in [0, 1], high where the concept is.
         """
-        from convis_jax.jax_backend.stored_windows import stored_cells
+        import jax
+
+        from convis_jax.jax_backend.stored_windows import (
+            COUNT_CONCEPTS,
+            hierarchy_levels,
+            host_cells,
+            stored_cells,
+            stored_similarities,
+        )
 
         _, index = self._concepts(concepts)
         numbers = self._numbers(image_ids)
-        return self._per_image(stored_cells, numbers, index)[0]
+        if len(index) <= COUNT_CONCEPTS or jax.default_backend() != "cpu":
+            return self._per_image(stored_cells, numbers, index)[0]
+        # Many concepts on a CPU: NumPy sorts faster than XLA there (stored_windows).
+        if self._levels is None:
+            self._levels = hierarchy_levels(self.vocabulary)
+        bank = jax.numpy.asarray(self.bank.embeddings)
+        cells = []
+        for start in range(0, len(numbers), self._batch):
+            windows = self._reader.read("windows", numbers[start:start + self._batch])
+            cells.append(host_cells(stored_similarities(windows, bank), self.grid,
+                                    self._levels, index))
+        return np.concatenate(cells)
 
     def maps(self, image_ids=None, concepts=None) -> np.ndarray:
         """`cells` repeated over their pixels: float32 [N, K, 224, 224] in [0, 1], as

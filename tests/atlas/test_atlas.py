@@ -316,3 +316,45 @@ def test_list_images_folder_and_list_file(tmp_path):
         shares = [process_share(range(n), p, processes) for p in range(processes)]
         assert sorted(sum(shares, [])) == list(range(n))
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_host_and_device_sorts_give_the_same_maps():
+    """The CPU path (NumPy ranks, subtree minima through the hierarchy's levels) against
+    core.ranks.subtree_min and against the jitted sort path, for 40 concepts."""
+    import jax.numpy as jnp
+
+    from convis_jax.core.ranks import subtree_min
+    from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.core.windows import window_grid
+    from convis_jax.jax_backend.occlusion import subtree_request
+    from convis_jax.jax_backend.stored_windows import (
+        hierarchy_levels,
+        host_cells,
+        stored_cells,
+        stored_similarities,
+        subtree_min_all,
+    )
+
+    vocab = ConceptVocabulary.physical_objects()
+    levels = hierarchy_levels(vocab)
+    rng = np.random.default_rng(2)
+    values = rng.integers(0, len(vocab), (30, len(vocab))).astype(np.int32)
+    np.testing.assert_array_equal(subtree_min_all(values, levels),
+                                  subtree_min(values, vocab.subtree_offsets,
+                                              vocab.subtree_members))
+    grid = window_grid((64, 64), (32, 16), 16)
+    windows = rng.standard_normal((2, grid.n_windows, 24)).astype(np.float32)
+    windows /= np.linalg.norm(windows, axis=-1, keepdims=True)
+    bank = rng.standard_normal((len(vocab), 24)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
+    index = np.array([vocab.index(n) for n in ["entity.n.01", "animal.n.01", "dog.n.01",
+                                                "artifact.n.01"]] * 10)
+    members, segments, k = subtree_request(vocab.subtree_offsets, vocab.subtree_members, index)
+    device = np.asarray(stored_cells(jnp.asarray(windows.astype(np.float16)), jnp.asarray(bank),
+                                     jnp.asarray(members), jnp.asarray(segments), grid=grid,
+                                     num_concepts=k))[:, :len(index)]
+    host = host_cells(stored_similarities(jnp.asarray(windows.astype(np.float16)),
+                                          jnp.asarray(bank)), grid, levels, index)
+    assert host.shape == (2, 40) + grid.cells_shape
+    assert np.abs(device - host).max() <= 1e-6
+    assert host[:, 1:4].std(axis=(-1, -2)).min() > 0.01
