@@ -30,17 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import common
+# A sibling module: the script's folder is first on sys.path.
+import common
 
 
 def folder_bytes(folder: Path) -> int:

@@ -21,17 +21,14 @@ the build really builds. Run alone: `python benchmarks/bench_bank.py [--quick]`.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import common
+# Sibling modules: the script's folder is first on sys.path.
+import common
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
         A JSON-able dict with "timings", per-vocabulary figures, reload, PyTorch figures
         and the cross-check.
     """
-    from benchmarks.bench_occlusion import torch_model_of
+    from bench_occlusion import torch_model_of
     from convis_jax.core.cache import save_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.bank import (

@@ -41,19 +41,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from convis_jax.evaluation.metrics import max_box_acc, max_box_acc_v2, pointing_game
+from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset
 
-from convis_jax.evaluation.metrics import max_box_acc, max_box_acc_v2, pointing_game  # noqa: E402
-from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results" / "default_model.json"
 HELD_OUT_SEED = 424_242

@@ -29,15 +29,12 @@ import argparse
 import os
 import socket
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import common
+# Sibling modules: the script's folder is first on sys.path.
+import common
 
 NUM_CONCEPTS = 7080  # the paper's vocabulary
 FULL = {"vmap": (1, 16, 64, 512), "jacobian": (1, 16, 64, 512, 7080), "loop": 16, "repeats": 3}

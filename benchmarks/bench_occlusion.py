@@ -38,10 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import bench_hardware, common, torch_reference
+# Sibling modules: the script's folder is first on sys.path.
+import common
+import torch_reference
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.jax_backend import clip, occlusion
 
@@ -703,13 +702,13 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     # machine) cancels. The matmul runs right after the sweep it is compared with.
     functions = {
         "convis_all": jax_sweep(setup, everything, 1),
-        "matmul_float32": bench_hardware.matmul_function(matmul_n, "float32"),
+        "matmul_float32": common.matmul_function(matmul_n, "float32"),
         "convis_one": jax_sweep(setup, one, 1),
         "encode_alone": jax_encode_alone(setup, window_pixels(setup)),
         "torch_batched": torch_batched(setup, everything, 1, threads["batched"]),
     }
     if dtype != "float32":
-        functions[f"matmul_{dtype}"] = bench_hardware.matmul_function(matmul_n, dtype)
+        functions[f"matmul_{dtype}"] = common.matmul_function(matmul_n, dtype)
     if s.authors_sample:
         functions["authors_sample"] = authors_sample(setup, s.authors_sample,
                                                      threads["one_at_a_time"])
@@ -794,7 +793,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     occlusion["torch_threads"] = threads
     matmul = {name[len("matmul_"):]: timings[name].median_s for name in timings
               if name.startswith("matmul_")}
-    hardware = bench_hardware.report(timings["convis_all"].median_s, geometry["sweep_windows"],
+    hardware = common.hardware_report(timings["convis_all"].median_s, geometry["sweep_windows"],
                                      model.config.vision, model.config.projection_dim, matmul,
                                      matmul_n, timings["torch_batched"].median_s,
                                      paired_ratio(timings, "matmul_float32", "convis_all"))

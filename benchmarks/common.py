@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
 
-# tests/checkpoints.py writes random transformers CLIP checkpoints; the
-# benchmarks use the same helper, so that tests and benchmarks share one recipe.
-sys.path.insert(0, str(ROOT / "tests"))
-from checkpoints import VIT_B32_SHALLOW, make_clip_checkpoint  # noqa: E402
+# convis_jax.testing writes random transformers CLIP checkpoints; the tests
+# use the same helper, so that tests and benchmarks share one recipe.
+from convis_jax.testing import VIT_B32_SHALLOW, make_clip_checkpoint  # noqa: E402
 
 # ViT-B/32 (OpenAI's `openai/clip-vit-base-patch32` shape) at full depth, as the
 # issues require: the tests' ViT-B/32 shape with 12 layers in each tower.
@@ -57,7 +56,7 @@ def benchmark_checkpoint(folder: Path | None = None, spec: dict = VIT_B32, seed:
         folder: where to write it; default `$CONVIS_JAX_BENCH_MODEL`, else
             `~/.cache/convis_jax_bench/vit_b32_seed<seed>` (outside the
             convis_jax cache root, which the benchmarks point at temporary folders).
-        spec: vision/text config kwargs and projection_dim (see tests/checkpoints.py).
+        spec: vision/text config kwargs and projection_dim (see convis_jax.testing).
         seed: torch seed of the random weights.
 
     Returns:
@@ -320,3 +319,99 @@ def bar_chart(ax, labels: list[str], values: list[float], ylabel: str, log: bool
     for bar, value in zip(bars, values):
         ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
+
+
+# ----------------------------------------------------------------- hardware figures
+# Used by bench_occlusion (which times the matmul beside the sweep) and
+# bench_hardware (which plots the result).
+
+
+def vit_forward_flops(vision, projection_dim: int) -> dict:
+    """FLOPs of one image through a CLIP ViT image tower, by part.
+
+    Args:
+        vision: the vision config (hidden_size, intermediate_size, num_hidden_layers,
+            image_size, patch_size attributes).
+        projection_dim: d of the visual projection.
+
+    Returns:
+        {"patch_embedding", "attention_projections", "attention_scores", "mlp",
+        "projection", "total"}, in FLOPs (multiply-adds x 2).
+    """
+    width, hidden = vision.hidden_size, vision.intermediate_size
+    patches = (vision.image_size // vision.patch_size) ** 2
+    tokens = patches + 1  # + the class token
+    layers = vision.num_hidden_layers
+    parts = {
+        "patch_embedding": 2 * patches * 3 * vision.patch_size ** 2 * width,
+        # q, k, v and the output projection: four [tokens, width] x [width, width].
+        "attention_projections": layers * 4 * 2 * tokens * width * width,
+        # q k^T and weights v: two [tokens, tokens, width] contractions over all heads.
+        "attention_scores": layers * 2 * 2 * tokens * tokens * width,
+        "mlp": layers * 2 * 2 * tokens * width * hidden,
+        "projection": 2 * width * projection_dim,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def matmul_function(n: int, dtype: str = "float32", seed: int = 0):
+    """A zero-argument callable timing one [n, n] @ [n, n] jnp matmul (returns a host scalar)."""
+    import jax
+    import jax.numpy as jnp
+
+    key_a, key_b = jax.random.split(jax.random.key(seed))
+    a = jax.random.normal(key_a, (n, n), jnp.dtype(dtype))
+    b = jax.random.normal(key_b, (n, n), jnp.dtype(dtype))
+    product = jax.jit(lambda x, y: (x @ y)[0, 0])  # a scalar out: no device-to-host copy cost
+
+    def run():
+        return float(product(a, b))
+
+    return run
+
+
+def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: dict,
+           matmul_n: int, torch_batched_s: float | None = None,
+           matmul_over_sweep_paired: float | None = None) -> dict:
+    """Achieved FLOP/s of the sweep (and of PyTorch's batched forward) against matmuls.
+
+    Args:
+        sweep_s: median seconds of the convis_jax sweep.
+        n_crops: crops the sweep encodes (the windows it needs, not its chunk padding).
+        vision, projection_dim: the model's vision config and projection width.
+        matmul_s: dtype name -> median seconds of one [matmul_n]^2 matmul.
+        matmul_n: the matmul side.
+        torch_batched_s: median seconds of the batched PyTorch sweep of the same crops.
+        matmul_over_sweep_paired: median over rounds of (float32 matmul seconds / sweep
+            seconds) in the same round; when given, the sweep's fraction of the matmul's
+            FLOP/s is taken from it (load changing between rounds cancels).
+
+    Returns:
+        A JSON-able dict (FLOPs per crop by part, FLOP/s, fractions of the matmul).
+    """
+    flops = vit_forward_flops(vision, projection_dim)
+    sweep_flops = flops["total"] * n_crops
+    matmul_flops = 2 * matmul_n ** 3
+    matmul_rate = {dtype: matmul_flops / seconds for dtype, seconds in matmul_s.items()}
+    reference = matmul_rate["float32"]
+    of_medians = sweep_flops / sweep_s / reference
+    if matmul_over_sweep_paired is not None:
+        fraction = (sweep_flops / matmul_flops) * matmul_over_sweep_paired
+    else:
+        fraction = of_medians
+    out = {
+        "vit_flops_per_crop": flops,
+        "crops": n_crops,
+        "sweep_flops": sweep_flops,
+        "sweep_s": sweep_s,
+        "sweep_flop_per_s": sweep_flops / sweep_s,
+        "matmul_n": matmul_n,
+        "matmul_flop_per_s": matmul_rate,
+        "sweep_fraction_of_matmul": fraction,
+        "sweep_fraction_of_matmul_of_medians": of_medians,
+    }
+    if torch_batched_s is not None:
+        out["torch_batched_flop_per_s"] = sweep_flops / torch_batched_s
+        out["torch_batched_fraction_of_matmul"] = sweep_flops / torch_batched_s / reference
+    return out

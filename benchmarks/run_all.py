@@ -19,15 +19,15 @@ import argparse
 import importlib
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import bench_bank, bench_hardware, bench_occlusion, common
+# Sibling modules: the script's folder is first on sys.path.
+import bench_bank
+import bench_hardware
+import bench_occlusion
+import common
 
 
 def gradient_benchmark(quick: bool, checkpoint: Path, log=print) -> dict | None:
@@ -35,7 +35,7 @@ def gradient_benchmark(quick: bool, checkpoint: Path, log=print) -> dict | None:
     if not (common.ROOT / "benchmarks" / "bench_gradients.py").is_file():
         log("gradients: benchmarks/bench_gradients.py is absent; skipped")
         return None
-    module = importlib.import_module("benchmarks.bench_gradients")
+    module = importlib.import_module("bench_gradients")
     with tempfile.TemporaryDirectory() as folder:
         argv = (["--quick"] if quick else []) + ["--checkpoint", str(checkpoint),
                                                  "--out", str(Path(folder) / "gradients.json")]

@@ -17,7 +17,10 @@ _EXPORTS = {
     "ConceptError": "convis_jax.errors",
     "CacheError": "convis_jax.errors",
     "load_clip": "convis_jax.jax_backend.loading",
+    "load_model": "convis_jax.jax_backend.loading",
     "ClipModel": "convis_jax.jax_backend.model",
+    "SiglipModel": "convis_jax.jax_backend.model",
+    "Encoder": "convis_jax.jax_backend.encoder",
     "ConceptVocabulary": "convis_jax.core.vocabulary",
     "load_wordnet": "convis_jax.core.wordnet",
     "ConceptBank": "convis_jax.jax_backend.bank",
@@ -76,8 +79,9 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     from convis_jax.evaluation.boxes import boxes_to_square
     from convis_jax.evaluation.export import export_wsolevaluation
     from convis_jax.jax_backend.bank import ConceptBank, build_bank
-    from convis_jax.jax_backend.loading import load_clip
-    from convis_jax.jax_backend.model import ClipModel
+    from convis_jax.jax_backend.encoder import Encoder
+    from convis_jax.jax_backend.loading import load_clip, load_model
+    from convis_jax.jax_backend.model import ClipModel, SiglipModel
     from convis_jax.jax_backend.preprocessing import PreprocessConfig, preprocess
     from convis_jax.pictures.explorer import write_explorer
     from convis_jax.pictures.overlays import (

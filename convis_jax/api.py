@@ -62,10 +62,8 @@ def resolve_vocabulary(vocabulary, model=None):
     if vocabulary is None:
         shipped = getattr(model, "vocabulary_path", None)
         vocabulary = shipped if shipped is not None else "physical_objects"
-    if vocabulary == "physical_objects":
-        return ConceptVocabulary.physical_objects()
-    if vocabulary == "all_nouns":
-        return ConceptVocabulary.all_nouns()
+    if vocabulary in ("physical_objects", "all_nouns"):
+        return ConceptVocabulary.preset(vocabulary)
     path = Path(vocabulary)
     if not path.is_file():
         raise InputError(f"vocabulary must be 'physical_objects', 'all_nouns' or a file, "
@@ -220,7 +218,10 @@ class ConVis:
 
         if padding not in ("noise", "constant"):
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-        chunk, batch = positive_int(chunk, "chunk"), positive_int(batch, "batch")
+        from convis_jax.jax_backend.memory import check_chunk, window_bytes
+
+        chunk = check_chunk(chunk, window_bytes(self.model.config), "windows")
+        batch = positive_int(batch, "batch")
         grid = _occlusion_grid(window_sizes, stride, aggregation)
         _, index = self._concept_index(concepts)
         photos = load_images(images)
@@ -305,6 +306,8 @@ class ConVis:
         from convis_jax.core.batches import pad_to_multiple, positive_int
         from convis_jax.jax_backend.gradients import concept_gradient_maps
 
+        _check_gradient_options(self.model.config, kind, chunk, smoothgrad_samples,
+                                smoothgrad_sigma, seed)
         _, index = self._concept_index(concepts)
         vocab = self.vocabulary
         pixel_values = self.model.preprocess(images)
@@ -435,6 +438,29 @@ def _image_numbers(image_numbers, count: int) -> list[int]:
                          f"all, found {len(numbers)}: {numbers[:5]}"
                          f"{' ...' if len(numbers) > 5 else ''}")
     return [int(n) for n in numbers]
+
+
+def _check_gradient_options(config, kind, chunk, samples, sigma, seed) -> None:
+    """Refuses gradient options that would fail or give -inf/NaN maps only after tracing.
+
+    Raises:
+        InputError: one line naming the option.
+    """
+    import math
+
+    from convis_jax.jax_backend.memory import check_chunk, pullback_bytes
+
+    if chunk is not None:
+        check_chunk(chunk, pullback_bytes(config), "concepts")
+    if kind == "smoothgrad" and not (
+            isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1
+            and isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+            and math.isfinite(sigma) and sigma >= 0):
+        raise InputError(f"smoothgrad needs samples >= 1 and a finite sigma >= 0, found "
+                         f"{samples!r} and {sigma!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= int(seed) < 2**63):
+        raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")
 
 
 def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:

@@ -4,14 +4,26 @@ User mistakes (missing or damaged files, unknown concepts, bad options) and
 files that cannot be read or written end with one line on stderr and exit
 code 2, never a traceback (`run_command`, which the scripts use too). Images and concept
 names are checked before the model is loaded and the concept bank is built,
-so a typo costs no waiting.
+so a typo costs no waiting. Ctrl-C always stops a run with exit code 130
+(`interrupt_at_safe_points`), and every file is written whole or not at all
+(`convis_jax.core.cache.atomic_write_bytes`), under a file name made safe from
+the concept's name (`concept_file_names`).
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
+import gc
+import hashlib
+import io
 import json
+import os
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +44,17 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConvisError(f"{self.prog}: {message} (see --help)")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's line with its default, unless it has none or says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.required or action.default in (None, False)
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _number(kind, minimum, what: str):
     """An argparse type: `kind` parsed from the text and at least `minimum` (exclusive for floats)."""
     def parse(text: str):
@@ -39,19 +62,28 @@ def _number(kind, minimum, what: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if kind is int and value > MAX_INT:
+            raise argparse.ArgumentTypeError(f"expected {what} below 2**63, found {text!r}")
         too_small = value <= minimum if kind is float else value < minimum
-        if too_small or value != value:  # value != value: NaN
+        if too_small or value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
         return value
     return parse
 
 
+# Seeds and counts fit a signed 64-bit integer (what jax.random.key takes).
+MAX_INT = 2**63 - 1
+
+
 def POSITIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like the others)
-    """An argparse type: a positive integer, by the library's one rule (`positive_int`)."""
+    """An argparse type: a positive integer below 2**63, by the library's one rule (`positive_int`)."""
     try:
-        return positive_int(int(text), "value")
+        value = positive_int(int(text), "value")
     except ValueError:  # not an integer, or InputError (a ValueError): not positive
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value > MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer below 2**63, found {text!r}")
+    return value
 
 
 SEED = _number(int, 0, "a non-negative integer seed")
@@ -77,7 +109,8 @@ def add_gradient_options(parser) -> None:
 def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = True) -> None:
     """--model, --vocabulary, --text, --dtype and --quiet, shared by commands and scripts."""
     parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id (default: the bundled model)")
+                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
+                             "(default: the bundled model)")
     if vocabulary:
         parser.add_argument("--vocabulary", default=None,
                             help="physical_objects, all_nouns, or a file of words/synsets "
@@ -85,8 +118,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = Tru
         parser.add_argument("--text", default="definition",
                             help='concept texts: definition, lemmas, or a template like '
                                  '"a photo of a {}"')
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="dtype of the model's parameters and compute")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,44 +132,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convis-jax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    explain = commands.add_parser("explain", help="maps of named concepts for images")
-    explain.add_argument("images", nargs="+", help="image files")
+    def command(name: str, summary: str):
+        return commands.add_parser(name, help=summary, description=summary,
+                                   formatter_class=DefaultsHelpFormatter)
+
+    explain = command("explain", "maps of named concepts for images")
+    explain.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     explain.add_argument("--concepts", nargs="+", required=True,
-                         help="synset names (dog.n.01) or words (dog)")
-    explain.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion")
-    explain.add_argument("--out", required=True, help="output folder")
-    explain.add_argument("--padding", choices=["noise", "constant"], default="noise")
-    explain.add_argument("--seed", type=SEED, default=0)
+                         help="synset names (circle.n.01) or words (circle); with "
+                              "--vocabulary physical_objects, also dog.n.01 or dog")
+    explain.add_argument("--method", choices=["occlusion", "gradient"], default="occlusion",
+                         help="occlusion: the paper's Algorithm 1 (sliding windows); gradient: "
+                              "gradients of concept scores w.r.t. the pixels")
+    explain.add_argument("--out", required=True,
+                         help="output folder: overlays, grid.png, maps.npz, summary.json")
+    explain.add_argument("--padding", choices=["noise", "constant"], default="noise",
+                         help="occlusion method: pad the image with uniform noise (the paper) "
+                              "or black")
+    explain.add_argument("--seed", type=SEED, default=0,
+                         help="seed of the padding noise (and of SmoothGrad's noise)")
     add_gradient_options(explain)
-    explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0, help="overlay exponent")
+    explain.add_argument("--gamma", type=POSITIVE_FLOAT, default=1.0,
+                         help="overlay exponent: above 1 shows only the strongest regions")
     explain.add_argument("--export-wsol", default=None, metavar="DIR",
                          help="also write every map for wsolevaluation's evaluator: "
                               "DIR/<concept>/<image file name>.npy, 224 x 224, maximum 1 "
                               "(docs/protocols.md)")
     add_model_options(explain)
 
-    top = commands.add_parser("top", help="the concepts CLIP sees in whole images")
-    top.add_argument("images", nargs="+")
-    top.add_argument("--k", type=POSITIVE_INT, default=10)
+    top = command("top", "the concepts CLIP sees in whole images")
+    top.add_argument("images", nargs="+", help="image files (read a few at a time)")
+    top.add_argument("--k", type=POSITIVE_INT, default=10,
+                     help="how many concepts to list per image and ranking")
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_model_options(top)
 
-    bank = commands.add_parser("bank", help="build and cache a concept bank ahead of time")
+    bank = command("bank", "build and cache a concept bank ahead of time")
     add_model_options(bank)
 
-    explore = commands.add_parser("explore", help="write the concept explorer HTML page")
-    explore.add_argument("images", nargs="+")
-    explore.add_argument("--out", required=True)
+    explore = command("explore", "write the concept explorer HTML page")
+    explore.add_argument("images", nargs="+", help="image files")
+    explore.add_argument("--out", required=True, help="output folder for index.html")
     explore.add_argument("--data-files", action="store_true",
                          help="one data file per image beside index.html (for many images)")
-    explore.add_argument("--seed", type=SEED, default=0)
+    explore.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
     add_model_options(explore)
 
     add_atlas_commands(commands)
 
-    demo = commands.add_parser("demo", help="a small gallery from the bundled model")
-    demo.add_argument("--out", required=True)
-    demo.add_argument("--quiet", action="store_true")
+    demo = command("demo", "a small gallery from the bundled model")
+    demo.add_argument("--out", required=True,
+                      help="output folder: scenes, maps/<scene>/grid.png, explorer/index.html")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -235,9 +283,50 @@ def _stem(index: int, path: str) -> str:
     return f"{index:02d}-{Path(path).stem}"
 
 
+# Characters never written into a file name: path separators, NUL and other controls,
+# and those Windows refuses; each becomes %XX (and "%" itself %25, so that the mapping
+# stays one-to-one).
+_UNSAFE_CHARACTERS = set('%/\\:*?"<>|') | {chr(c) for c in range(32)} | {"\x7f"}
+# Longest file-name stem, in UTF-8 bytes (file systems allow 255; room for suffixes).
+_MAX_STEM_BYTES = 200
+
+
 def concept_file_name(concept: str) -> str:
-    """The overlay file of a concept: its synset name, with "/" (as in `24/7.n.01`) escaped."""
-    return concept.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".png"
+    """The overlay file of one concept: its name with unsafe characters escaped, + ".png".
+
+    "/" (as in `24/7.n.01`), "\\", NUL and other control characters become %XX,
+    a leading "." becomes %2E (so "." and ".." are ordinary names, not folders or
+    hidden files), and a name too long for a file system is shortened with a hash of
+    the whole name. Different concepts can still map to names that differ only in
+    case; `concept_file_names` makes a list unique.
+    """
+    stem = "".join(f"%{ord(c):02X}" if c in _UNSAFE_CHARACTERS else c for c in str(concept))
+    if not stem or stem.startswith("."):
+        stem = "%2E" + stem[1:]
+    if len(stem.encode("utf-8", "surrogatepass")) > _MAX_STEM_BYTES:
+        digest = hashlib.sha256(str(concept).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        cut = stem.encode("utf-8", "surrogatepass")[:_MAX_STEM_BYTES - 17]
+        stem = cut.decode("utf-8", "ignore") + "-" + digest
+    return stem + ".png"
+
+
+def concept_file_names(concepts: list[str], reserved: tuple[str, ...] = ("grid.png",)) -> list[str]:
+    """Safe (see `concept_file_name`) and unique file names, one per concept.
+
+    Names that would clash on a case-insensitive file system, or with a file in
+    `reserved`, get "~2", "~3", ... before ".png".
+    """
+    taken = {name.lower() for name in reserved}
+    names = []
+    for concept in concepts:
+        name = concept_file_name(concept)
+        stem, count = name[:-4], 1
+        while name.lower() in taken:
+            count += 1
+            name = f"{stem}~{count}.png"
+        taken.add(name.lower())
+        names.append(name)
+    return names
 
 
 def write_explanations(convis, images: list, names: list[str], concepts: list[str], out: Path, *,
@@ -245,7 +334,8 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
                        seed: int = 0, score: str = "cosine", kind: str = "gradient",
                        strategy: str = "auto",
                        sources: list[str] | None = None,
-                       export_wsol: Path | None = None) -> dict:
+                       export_wsol: Path | None = None,
+                       on_maps: Callable[[], object] | None = None) -> dict:
     """Maps, overlays, grids, maps.npz and summary.json for images and concepts.
 
     Args:
@@ -265,10 +355,12 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
             (`convis_jax.evaluation.export_wsolevaluation`) to
             `<export_wsol>/<concept>/<image id>.npy`, the image id being the file
             name of its source (None: nothing).
+        on_maps: called once the maps are computed, before any file is written.
 
     Returns:
         The summary written to summary.json.
     """
+    from convis_jax.core.cache import atomic_write_bytes
     from convis_jax.core.cells import min_max
     from convis_jax.core.images import load_images
     from convis_jax.core.windows import map_to_image
@@ -281,36 +373,45 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     else:
         maps = min_max(convis.gradient_maps(photos, resolved, score=score, kind=kind,
                                                 strategy=strategy, seed=seed))
+    if on_maps is not None:
+        on_maps()
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": convis.model.name, "method": method, "concepts": resolved,
                "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
                "maps": "maps.npz: maps [N, K, S, S] float32 in [0, 1] on the centre square "
                        "the model saw; concepts [K]", "images": []}
+    file_names = concept_file_names(resolved)
+    # Titles drawn in the grid: control characters (a NUL, say) shown as escapes.
+    titles = ["".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in concept)
+              for concept in resolved]
     for n, (photo, name) in enumerate(zip(photos, names)):
         on_photo = map_to_image(maps[n], photo.shape[:2])
         files = {}
-        for concept, m in zip(resolved, on_photo):
-            files[concept] = save_png(white_overlay(photo, m, gamma),
-                                      out / name / concept_file_name(concept)).name
+        for concept, file_name, m in zip(resolved, file_names, on_photo):
+            files[concept] = save_png(white_overlay(photo, m, gamma), out / name / file_name).name
         if export_wsol is not None:
             from convis_jax.evaluation.export import export_wsolevaluation
 
-            for concept, m in zip(resolved, on_photo):
-                folder = export_wsol / concept_file_name(concept).removesuffix(".png")
-                export_wsolevaluation(folder, [Path((sources or names)[n]).name], [m])
-        grid = concept_grid(photo, on_photo, resolved, out / name / "grid.png", gamma=gamma)
+            for file_name, m in zip(file_names, on_photo):
+                export_wsolevaluation(export_wsol / file_name.removesuffix(".png"),
+                                      [Path((sources or names)[n]).name], [m])
+        grid = concept_grid(photo, on_photo, titles, out / name / "grid.png", gamma=gamma)
         peaks = {c: [int(v) for v in np.unravel_index(np.argmax(m), m.shape)[::-1]]
                  for c, m in zip(resolved, on_photo)}
         summary["images"].append({"image": (sources or names)[n], "size": list(photo.shape[1::-1]),
                                   "folder": name, "overlays": files, "grid": grid.name,
                                   "peak_xy": peaks})
-    np.savez_compressed(out / "maps.npz", maps=maps.astype(np.float32), concepts=np.array(resolved))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, maps=maps.astype(np.float32), concepts=np.array(resolved))
+    atomic_write_bytes(out / "maps.npz", buffer.getvalue())
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
 
 
 def cmd_explain(args) -> None:
     """`explain`: overlays, grids, maps.npz and summary.json for named concepts."""
+    from tqdm.auto import tqdm
+
     from convis_jax.api import resolve_vocabulary
 
     photos = _load_images(args.images)
@@ -319,15 +420,29 @@ def cmd_explain(args) -> None:
     if export_wsol is not None and len({Path(p).name for p in args.images}) < len(args.images):
         raise ConvisError("--export-wsol: expected images with distinct file names (the "
                           "wsolevaluation image ids), found the same name twice")
-    model = _model(args)
-    vocabulary = resolve_vocabulary(args.vocabulary, model)
-    concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
-    convis = _convis(args, model, vocabulary)
-    names = [_stem(i, p) for i, p in enumerate(args.images)]
-    write_explanations(convis, photos, names, concepts, out, method=args.method,
-                       gamma=args.gamma, padding=args.padding, seed=args.seed, score=args.score,
-                       kind=args.kind, strategy=args.strategy, sources=args.images,
-                       export_wsol=export_wsol)
+    # One bar over the stages: a single image's sweep is one compiled call with no steps
+    # of its own to count, and takes seconds.
+    with tqdm(total=4, desc="explain: loading the model", unit="stage", disable=args.quiet,
+              bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]") as stages:
+        model = _model(args)
+        vocabulary = resolve_vocabulary(args.vocabulary, model)
+        concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
+        stages.set_description("explain: concept bank")
+        stages.update()
+        convis = _convis(args, model, vocabulary)
+        convis.progress = False  # the stage bar speaks for the sweep
+        stages.set_description(f"explain: {args.method} maps of {len(photos)} image(s)")
+        stages.update()
+        names = [_stem(i, p) for i, p in enumerate(args.images)]
+        write_explanations(convis, photos, names, concepts, out, method=args.method,
+                           gamma=args.gamma, padding=args.padding, seed=args.seed,
+                           score=args.score, kind=args.kind, strategy=args.strategy,
+                           sources=args.images, export_wsol=export_wsol,
+                           on_maps=lambda: (stages.set_description("explain: writing files"),
+                                            stages.update()))
+        stages.set_description("explain: done")
+        stages.update()
+    _bundled_model_note(args)
     print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
 
 
@@ -346,24 +461,115 @@ def format_top_table(paths: list[str], results: list) -> str:
     return "\n".join(lines)
 
 
+# Images decoded at a time by `top`: memory stays flat however many files are listed.
+TOP_BATCH = 32
+
+
+def _check_image_files(paths: list[str]) -> None:
+    """Opens every file's header (no decoding), so that a bad path fails before any model work.
+
+    Raises:
+        InputError: a missing, empty or unreadable file, or one Pillow does not recognise.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from convis_jax.errors import InputError
+
+    for path in paths:
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            _load_images([path])  # the loader's own one-line message
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            _load_images([path])  # the loader's own one-line message, when it has one
+            raise InputError(f"{path!r} is not an image Pillow can read "
+                             f"({type(err).__name__}: {err})") from None
+
+
+def _bundled_model_note(args) -> None:
+    """Says on stderr that the bundled model knows only drawn shapes (it answers for photos too)."""
+    if args.model is None and not args.quiet:
+        print("note: the bundled model was trained on 12 drawn shapes only (44 concepts); for "
+              "photographs pass --model openai/clip-vit-base-patch32", file=sys.stderr)
+
+
 def cmd_top(args) -> None:
-    """`top`: each image's best concepts, flat and hierarchical, as a table or JSON."""
-    photos = _load_images(args.images)
-    results = _convis(args).top_concepts(photos, k=args.k)
+    """`top`: each image's best concepts, flat and hierarchical, as a table or JSON.
+
+    Images are decoded `TOP_BATCH` at a time and their results printed as they come.
+    """
+    _check_image_files(args.images)
+    convis = _convis(args)
+    _bundled_model_note(args)
     if args.json:
-        print(json.dumps([{"image": p, "flat": dict(zip(r.flat.names, map(float, r.flat.scores))),
-                           "hierarchical": dict(zip(r.hierarchical.names,
-                                                    map(float, r.hierarchical.scores)))}
-                          for p, r in zip(args.images, results)], indent=2))
-    else:
-        print(format_top_table(args.images, results))
+        print("[")
+    for start in range(0, len(args.images), TOP_BATCH):
+        paths = args.images[start:start + TOP_BATCH]
+        results = convis.top_concepts(_load_images(paths), k=args.k)
+        if args.json:
+            for i, (p, r) in enumerate(zip(paths, results)):
+                item = {"image": p, "flat": dict(zip(r.flat.names, map(float, r.flat.scores))),
+                        "hierarchical": dict(zip(r.hierarchical.names,
+                                                 map(float, r.hierarchical.scores)))}
+                last = start + i == len(args.images) - 1
+                text = json.dumps(item, indent=2)
+                print("  " + text.replace("\n", "\n  ") + ("" if last else ","))
+        else:
+            print(format_top_table(paths, results), flush=True)
+    if args.json:
+        print("]")
+
+
+def _find_cached_bank(args):
+    """(embeddings, path) of the bank when a usable cache entry exists, else None.
+
+    Found without loading the model: its cache key needs only the weight files' hash,
+    the tokenizer files' hash, config.json and the dtype. Such an entry was written by
+    a run that loaded and checked this very folder, so `bank` can answer in a second or
+    two (reading weights and importing the tokenizer would cost more than that).
+    Hub ids take the full way.
+    """
+    from types import SimpleNamespace
+
+    from convis_jax.api import resolve_vocabulary
+    from convis_jax.core.cache import cache_root
+    from convis_jax.jax_backend import checkpoints
+    from convis_jax.jax_backend.bank import bank_cache_path, cached_bank
+    from convis_jax.jax_backend.config import ClipConfig
+    from convis_jax.jax_backend.loading import (
+        VOCABULARY_FILE,
+        default_model_path,
+        fingerprint_files,
+    )
+    from convis_jax.jax_backend.tokenizer import tokenizer_fingerprint
+
+    folder = default_model_path() if args.model is None else Path(args.model).expanduser()
+    if not folder.is_dir():
+        return None
+    shipped = folder / VOCABULARY_FILE
+    key = SimpleNamespace(
+        config=ClipConfig.from_json(folder / "config.json"), dtype=args.dtype,
+        fingerprint=fingerprint_files(checkpoints.weight_files(folder), memo_dir=cache_root()),
+        tokenizer_fingerprint=tokenizer_fingerprint(folder),
+        vocabulary_path=shipped if shipped.is_file() else None)
+    vocabulary = resolve_vocabulary(args.vocabulary, key)
+    embeddings = cached_bank(key, vocabulary, args.text)
+    if embeddings is None:
+        return None
+    return embeddings, bank_cache_path(key, vocabulary, args.text)
 
 
 def cmd_bank(args) -> None:
     """`bank`: build (or find) the cached concept bank and say where it is."""
-    bank = _convis(args).bank
-    print(f"concept bank: {len(bank)} concepts x {bank.embeddings.shape[1]} dims, "
-          f"text={bank.text!r}, cached at {bank.path}")
+    found = _find_cached_bank(args)
+    if found is None:
+        bank = _convis(args).bank
+        embeddings, path = bank.embeddings, bank.path
+    else:
+        embeddings, path = found
+    print(f"concept bank: {len(embeddings)} concepts x {embeddings.shape[1]} dims, "
+          f"text={args.text!r}, cached at {path}")
 
 
 def cmd_explore(args) -> None:
@@ -421,7 +627,8 @@ def script_parser(prog: str, description: str):
     """
     parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id (default: the bundled model)")
+                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
+                             "(default: the bundled model)")
     parser.add_argument("--text", default="definition",
                         help='concept texts: definition, lemmas, or a template like '
                              '"a photo of a {}"')
@@ -450,7 +657,8 @@ def run_command(action: Callable[[], object], *, interrupted: str = "interrupted
         `interrupted`; argparse's own code for --help and --version.
     """
     try:
-        action()
+        with interrupt_at_safe_points(), one_line_warnings():
+            action()
     except ConvisError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
@@ -466,13 +674,90 @@ def run_command(action: Callable[[], object], *, interrupted: str = "interrupted
     return 0
 
 
+def _unsafe_for_interrupt(frame) -> bool:
+    """Whether Python would swallow an exception raised at `frame`.
+
+    An exception raised inside a garbage-collector callback (JAX registers one) or a
+    `__del__` method is printed as "Exception ignored" and dropped, so Ctrl-C landing
+    there would not stop the run.
+    """
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def interrupt_at_safe_points():
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt, but never where it would be swallowed.
+
+    Python's own handler raises wherever the main thread happens to be; inside a
+    garbage-collection callback the exception is dropped and the run goes on. This
+    handler defers such a landing and re-delivers the signal 50 ms later, until it
+    lands at a safe point; a KeyboardInterrupt that Python reports as unraisable
+    (raised in a weakref callback, say) is re-delivered the same way. Files are written atomically, so stopping anywhere else
+    leaves no partial output. Outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def redeliver():
+        retry = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGINT,))
+        retry.daemon = True
+        retry.start()
+
+    def handler(signum, frame):
+        if _unsafe_for_interrupt(frame):
+            redeliver()
+            return
+        raise KeyboardInterrupt
+
+    def unraisable(info):
+        # Raised where Python cannot propagate it (a weakref callback, say): try again.
+        if isinstance(info.exc_type, type) and issubclass(info.exc_type, KeyboardInterrupt):
+            redeliver()
+        else:
+            previous_hook(info)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """Warnings as one line on stderr ("warning: ..."), not Python's two (message, source line)."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {one_line(message)}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (see `run_command`)."""
+    """Runs the command line; returns the exit code (see `run_command`).
+
+    Run as a program (`argv` None), an interrupted run ends at once with exit code 130
+    instead of finalising the interpreter while XLA's threads may still be running.
+    """
     def dispatch():
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
 
-    return run_command(dispatch)
+    code = run_command(dispatch)
+    if code == EXIT_INTERRUPTED and argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

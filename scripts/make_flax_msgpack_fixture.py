@@ -5,7 +5,7 @@ transformers 5 has no Flax models, so the fixture is written by transformers
 jax/flax versions that transformers release supports. The folder holds:
 
 * `config.json` and `flax_model.msgpack`, exactly as `save_pretrained`
-  writes them, for a tiny random CLIP (vision width 32, text width 24, two
+  writes them (and a 256-token tokenizer that fits the config), for a tiny random CLIP (vision width 32, text width 24, two
   layers each, a 256-token text vocabulary so that the file stays small);
 * `expected.npz`, computed by the same `FlaxCLIPModel` on fixed inputs:
   `pixel_values` [2, 3, 32, 32] (normal noise from a seed), `input_ids`
@@ -71,6 +71,20 @@ def main() -> None:
                    check=True)
 
 
+def write_fixture_tokenizer(out: Path) -> None:
+    """A 256-token CLIPTokenizer that fits the fixture's text tower (`load_clip` requires one).
+
+    254 single characters (no merges), then BOS 254 and EOS 255 as in the
+    config; its texts are not meaningful, only its size and special ids are.
+    """
+    from transformers import CLIPTokenizer
+
+    characters = [chr(0x21 + i) for i in range(254)]  # "!" onwards, printable
+    vocab = {c: i for i, c in enumerate(characters)}
+    vocab.update({"<|startoftext|>": 254, "<|endoftext|>": 255})
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(out)
+
+
 def build_fixture(out: Path) -> None:
     """Writes the fixture folder (runs inside the transformers 4 environment)."""
     import jax
@@ -95,6 +109,7 @@ def build_fixture(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    write_fixture_tokenizer(out)
 
     pixel_values = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     input_ids = np.asarray(INPUT_IDS, np.int32)

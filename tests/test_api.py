@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from checkpoints import write_words_file
 from PIL import Image
 
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.testing import write_words_file
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]  # the same request as test_cli: one compiled sweep
 

@@ -7,23 +7,20 @@ generator reads.
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.bench_modules import load_benchmark
 
-from benchmarks import (  # noqa: E402
-    bench_bank,
-    bench_hardware,
-    bench_occlusion,
-    common,
-    run_all,
-    torch_reference,  # noqa: E402
-)
+ROOT = Path(__file__).resolve().parents[1]
+common = load_benchmark("common")
+torch_reference = load_benchmark("torch_reference")
+bench_occlusion = load_benchmark("bench_occlusion")
+bench_hardware = load_benchmark("bench_hardware")
+bench_bank = load_benchmark("bench_bank")
+run_all = load_benchmark("run_all")
 
 SYNSETS = ["bird.n.01", "dog.n.01", "car.n.01", "chair.n.01", "apple.n.01"]
 SETTINGS = bench_occlusion.Settings(stride=32, repeats=1, image_counts=(1,),
@@ -175,7 +172,7 @@ def test_vit_b32_forward_flops_match_the_published_count():
         hidden_size, intermediate_size, num_hidden_layers = 768, 3072, 12
         image_size, patch_size = 224, 32
 
-    flops = bench_hardware.vit_forward_flops(Vision, 512)
+    flops = common.vit_forward_flops(Vision, 512)
     # ViT-B/32 at 224 px: 4.4 GMACs per image (CLIP paper, timm/fvcore counts).
     assert 4.3e9 < flops["total"] / 2 < 4.5e9
     assert flops["total"] == sum(v for k, v in flops.items() if k != "total")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import WORDS, write_words_file
 from PIL import Image
 
 from convis_jax.cli import main, one_line
+from convis_jax.testing import WORDS, write_words_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ["dog.n.01", "cat.n.01"]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import WORDS, write_words_file
+
+from convis_jax.testing import WORDS, write_words_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ["dog.n.01", "cat.n.01"]

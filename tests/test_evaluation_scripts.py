@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evaluation.test_protocols import wsolevaluation_reference
-from evaluation.test_runners import CUB_PHOTOS, make_cub_folder, make_imagenet_folder
+from tests.evaluation.test_protocols import wsolevaluation_reference
 
 from convis_jax import evaluation
-from convis_jax.evaluation import datasets
 from convis_jax.core.vocabulary import ConceptVocabulary
+from convis_jax.evaluation import datasets
 from convis_jax.scenes import DRAWN_CONCEPTS, make_dataset
+from convis_jax.testing import CUB_PHOTOS, write_cub_folder, write_imagenet_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,9 +41,9 @@ OOD = load_script("evaluate_ood")
 def data(tmp_path_factory):
     """Data folders, a small vocabulary file, and a cache folder shared by the module."""
     root = tmp_path_factory.mktemp("eval_data")
-    make_cub_folder(root / "cub")
+    write_cub_folder(root / "cub")
     datasets.write_scene_folder(root / "scenes", make_dataset(seed=11, n=2, size=64))
-    make_imagenet_folder(root / "inet")
+    write_imagenet_folder(root / "inet")
     vocabulary = ConceptVocabulary.from_synsets(["bird.n.01", *DRAWN_CONCEPTS])
     (root / "vocabulary.json").write_text(json.dumps(vocabulary.to_dict()))
     return root

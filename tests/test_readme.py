@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -40,6 +41,9 @@ def test_readme_pictures_show_the_current_demo(tmp_path):
     spec = importlib.util.spec_from_file_location("readme_pictures", ROOT / "scripts" / "readme_pictures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not module.CHROMIUM.is_file():
+        pytest.fail(f"drawing docs/explorer.png needs Debian's Chromium at {module.CHROMIUM}: "
+                    f"apt-get install -y chromium (as .ci/run does; see the README)", pytrace=False)
     for drawn in module.draw(tmp_path):
         new = np.asarray(Image.open(drawn), np.float32)
         shipped = np.asarray(Image.open(ROOT / "docs" / drawn.name), np.float32)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from checkpoints import write_words_file
 
 import convis_jax
 from convis_jax.errors import (
@@ -26,6 +25,7 @@ from convis_jax.errors import (
     InputError,
     ModelLoadError,
 )
+from convis_jax.testing import write_words_file
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]
 

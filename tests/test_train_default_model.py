@@ -7,7 +7,6 @@ byte for byte, and the frozen text tower staying exactly as it was.
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,11 @@ def train():
     # The script sets XLA_FLAGS for its own process; later tests' subprocesses
     # should not inherit it.
     flags = os.environ.get("XLA_FLAGS")
-    sys.path.insert(0, str(ROOT))
     try:
+        # The repository root is on sys.path: pytest puts it there for the `tests` package.
         import scripts.train_default_model as module
         yield module
     finally:
-        sys.path.remove(str(ROOT))
         if flags is None:
             os.environ.pop("XLA_FLAGS", None)
         else:

@@ -14,9 +14,11 @@ everything the methods need.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from convis_jax.core.wordnet import load_wordnet
+from convis_jax.core.cache import cache_root, load_arrays, save_arrays
+from convis_jax.core.wordnet import BUNDLED_WORDNET, load_wordnet
 from convis_jax.errors import ConceptError, InputError
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ TEXT_MODES = ("definition", "lemmas")
 _SYNSET_NAME = re.compile(r"^(?P<head>\S+)\.(?P<pos>[nvasr])\.(?P<sense>\d+)$")
 _POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective satellite", "r": "adverb"}
 _SUGGESTIONS = 5
+#: Bumped whenever building a preset, or its cached form, changes: older entries are ignored.
+VOCABULARY_FORMAT = 2
 
 
 class ConceptVocabulary:
@@ -291,6 +296,124 @@ class ConceptVocabulary:
         return cls._from_synsets_and_edges(wn, synsets, edges)
 
     @classmethod
+    def preset(cls, name: str, *, cache: bool = True) -> ConceptVocabulary:
+        """"physical_objects" or "all_nouns" over the bundled WordNet, cached once built.
+
+        Building all_nouns from WordNet takes about 30 s; the built vocabulary is
+        kept under `cache_root()/vocabularies/`, keyed by the preset, the bundled
+        WordNet's and word list's content and `VOCABULARY_FORMAT`, and read back in
+        well under a second. A damaged or inconsistent entry is rebuilt with a
+        warning; one that cannot be written only warns.
+
+        Args:
+            name: "physical_objects" or "all_nouns".
+            cache: read and write the cache.
+
+        Raises:
+            InputError: an unknown preset name.
+        """
+        builders = {"physical_objects": cls.physical_objects, "all_nouns": cls.all_nouns}
+        if name not in builders:
+            raise InputError(f"expected a vocabulary preset in {sorted(builders)}, found {name!r}")
+        path = _preset_cache_path(name) if cache else None
+        if path is not None:
+            arrays = load_arrays(path)
+            if arrays is not None:
+                try:
+                    return cls._from_arrays(arrays)
+                except (InputError, KeyError, ValueError, IndexError, TypeError) as err:
+                    warnings.warn(f"vocabulary cache {path} is inconsistent ({err}); "
+                                  f"rebuilding it", stacklevel=2)
+        vocabulary = builders[name]()
+        if path is not None:
+            try:
+                save_arrays(path, vocabulary._to_arrays())
+            except OSError as err:
+                warnings.warn(f"cannot write the vocabulary cache {path} ({err}); continuing "
+                              f"without it", stacklevel=2)
+        return vocabulary
+
+    def _to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything `__init__` computes, as arrays (strings as NUL-separated UTF-8 bytes)."""
+        def text(strings) -> np.ndarray:
+            strings = list(strings)
+            if any("\0" in item for item in strings):
+                raise ValueError("a string holds U+0000")
+            return np.frombuffer("\0".join(strings).encode(), np.uint8)
+
+        edges = np.array([[self._index[p], self._index[c]] for p, c in self.edges],
+                         np.int32).reshape(-1, 2)
+        words = sorted(self._senses)
+        return {"names": text(self.names), "definitions": text(self._definitions),
+                "lemmas": text("\1".join(entry) for entry in self._lemmas),
+                "sense_words": text(words),
+                "sense_names": text(" ".join(self._senses[w]) for w in words),
+                "edges": edges,
+                "child_offsets": self._child_offsets, "child_members": self._child_members,
+                "parent_offsets": self._parent_offsets, "parent_members": self._parent_members,
+                "subtree_offsets": self.subtree_offsets, "subtree_members": self.subtree_members,
+                "subtree_segment_ids": self.subtree_segment_ids,
+                "fingerprint": text([self.fingerprint()])}
+
+    @classmethod
+    def _from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ConceptVocabulary:
+        """Rebuilds a vocabulary from `_to_arrays`, checking that the parts fit together.
+
+        Raises:
+            InputError (or KeyError, ValueError): missing or inconsistent parts.
+        """
+        def text(key: str) -> list[str]:
+            return np.asarray(arrays[key], np.uint8).tobytes().decode().split("\0")
+
+        self = cls.__new__(cls)
+        self.names = tuple(text("names"))
+        k = len(self.names)
+        self._definitions = tuple(text("definitions"))
+        self._lemmas = tuple(tuple(entry.split("\1")) for entry in text("lemmas"))
+        if len(self._definitions) != k or len(self._lemmas) != k or list(self.names) != sorted(
+                set(self.names)):
+            raise InputError("names, definitions and lemmas disagree")
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._wordnet = None
+        edges = np.asarray(arrays["edges"], np.int32).reshape(-1, 2)
+        if len(edges) and (edges.min() < 0 or edges.max() >= k):
+            raise InputError("edge indices out of range")
+        self._edge_index = edges  # `edges` and `_senses` are built on first use
+        for key in ("child", "parent"):
+            offsets, members = arrays[f"{key}_offsets"], arrays[f"{key}_members"]
+            if offsets.shape != (k + 1,) or members.shape != (len(edges),):
+                raise InputError(f"{key} arrays have the wrong shapes")
+            setattr(self, f"_{key}_offsets", offsets)
+            setattr(self, f"_{key}_members", members)
+        self.subtree_offsets = arrays["subtree_offsets"]
+        self.subtree_members = arrays["subtree_members"]
+        self.subtree_segment_ids = arrays["subtree_segment_ids"]
+        m = len(self.subtree_members)
+        if (self.subtree_offsets.shape != (k + 1,) or self.subtree_offsets[-1] != m
+                or self.subtree_segment_ids.shape != (m,)
+                or (m and (self.subtree_members.min() < 0 or self.subtree_members.max() >= k))):
+            raise InputError("subtree arrays do not fit the names")
+        for array in (self.subtree_offsets, self.subtree_members, self.subtree_segment_ids):
+            array.flags.writeable = False
+        (self._fingerprint,) = text("fingerprint")
+        if len(self._fingerprint) != 64:
+            raise InputError("the stored fingerprint is not a SHA-256")
+        self._sense_parts = (text("sense_words"), text("sense_names"))
+        if len(self._sense_parts[0]) != len(self._sense_parts[1]):
+            raise InputError("sense words and names disagree")
+        return self
+
+    # Set by __init__; computed here only for a vocabulary read back by `_from_arrays`.
+    @functools.cached_property
+    def edges(self) -> list[tuple[str, str]]:
+        return [(self.names[p], self.names[c]) for p, c in self._edge_index.tolist()]
+
+    @functools.cached_property
+    def _senses(self) -> dict[str, tuple[str, ...]]:
+        words, names = self._sense_parts
+        return {word: tuple(entry.split(" ")) for word, entry in zip(words, names)}
+
+    @classmethod
     def _closure(
         cls, wn: WordNetCorpusReader, seeds: list[Synset], *, strict: bool = False
     ) -> ConceptVocabulary:
@@ -377,14 +500,10 @@ class ConceptVocabulary:
             The vocabulary.
 
         Raises:
-            InputError: a required key is missing or the parts are inconsistent.
+            InputError: the mapping does not follow `check_vocabulary_dict`'s schema, or
+                the parts are inconsistent.
         """
-        missing = [key for key in ("names", "edges", "definitions", "lemmas") if key not in data]
-        if missing:
-            raise InputError(
-                f"expected a vocabulary dict with names, edges, definitions and lemmas, "
-                f"found no {missing}"
-            )
+        check_vocabulary_dict(data)
         return cls(
             data["names"],
             [tuple(edge) for edge in data["edges"]],
@@ -400,6 +519,9 @@ class ConceptVocabulary:
             64 hexadecimal characters (SHA-256), the same across processes and
             machines for the same vocabulary.
         """
+        known = self.__dict__.get("_fingerprint")  # read back with a cached preset
+        if known is not None:
+            return known
         payload = json.dumps(
             {"names": list(self.names), "edges": [list(e) for e in self.edges]},
             separators=(",", ":"),
@@ -607,6 +729,68 @@ class ConceptVocabulary:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _preset_cache_path(name: str) -> Path:
+    """The cache file of a preset: keyed by the WordNet zip's and word list's content."""
+    digest = hashlib.sha256(f"{name} format {VOCABULARY_FORMAT}".encode())
+    for source in (BUNDLED_WORDNET, PHYSICAL_OBJECTS):
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return cache_root() / "vocabularies" / f"{name}-{digest.hexdigest()[:24]}.npz"
+
+
+def check_vocabulary_dict(data: object) -> None:
+    """Checks a vocabulary mapping (`ConceptVocabulary.to_dict`, or its JSON) against its schema.
+
+    The schema: an object with "names" (a list of strings), "edges" (a list of
+    [parent, child] string pairs), "definitions" (a list of strings), "lemmas"
+    (a list of non-empty lists of strings) and, optionally, "senses" (an object
+    mapping words to lists of names).
+
+    Raises:
+        InputError: one line naming the first part that does not fit.
+    """
+    def fail(what: str, found: object) -> None:
+        shown = repr(found)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputError(f"expected a vocabulary JSON object (ConceptVocabulary.to_dict) whose "
+                         f"{what}, found {type(found).__name__} {shown}")
+
+    def strings(value: object, what: str) -> None:
+        if not isinstance(value, list):
+            fail(f"{what} is a list of strings", value)
+        for item in value:
+            if not isinstance(item, str):
+                fail(f"{what} holds only strings", item)
+
+    if not isinstance(data, Mapping):
+        fail("top level is an object", data)
+    missing = [key for key in ("names", "edges", "definitions", "lemmas") if key not in data]
+    if missing:
+        raise InputError(f"expected a vocabulary dict with names, edges, definitions and "
+                         f"lemmas, found no {missing}")
+    strings(data["names"], '"names"')
+    strings(data["definitions"], '"definitions"')
+    if not isinstance(data["edges"], list):
+        fail('"edges" is a list of [parent, child] pairs', data["edges"])
+    for edge in data["edges"]:
+        if not (isinstance(edge, (list, tuple)) and len(edge) == 2
+                and all(isinstance(n, str) for n in edge)):
+            fail('"edges" holds [parent, child] pairs of synset names', edge)
+    if not isinstance(data["lemmas"], list):
+        fail('"lemmas" is a list of lists of lemma names', data["lemmas"])
+    for entry in data["lemmas"]:
+        strings(entry, '"lemmas" entries')
+    senses = data.get("senses")
+    if senses is not None:
+        if not isinstance(senses, Mapping):
+            fail('"senses" is an object of word -> [synset names]', senses)
+        for word, names in senses.items():
+            if not isinstance(word, str):
+                fail('"senses" keys are words', word)
+            strings(names, f'"senses" entry {word!r}')
 
 
 def _reader(wordnet: WordNetArg) -> WordNetCorpusReader:

@@ -17,9 +17,9 @@ Readers only list files and parse annotations; images are loaded later
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.cache import atomic_write_bytes
 from convis_jax.errors import ConceptError, InputError
 
 if TYPE_CHECKING:
@@ -520,13 +521,12 @@ def write_scene_folder(root: str | Path, scenes: Sequence[Scene]) -> list[SceneR
                 f"{image.shape}, masks {masks.shape}, boxes {boxes.shape}"
             )
         stem = f"scene_{n:05d}"
-        Image.fromarray(image, mode="RGB").save(root / "images" / f"{stem}.png")
+        _write_png(Image.fromarray(image, mode="RGB"), root / "images" / f"{stem}.png")
         mask_names = []
         for k, mask in enumerate(masks):
             name = f"{stem}_{k}.png"
-            Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(
-                root / "masks" / name
-            )
+            _write_png(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L"),
+                       root / "masks" / name)
             mask_names.append(name)
         entries.append(
             {
@@ -538,10 +538,15 @@ def write_scene_folder(root: str | Path, scenes: Sequence[Scene]) -> list[SceneR
             }
         )
     document = {"format": _SCENES_FORMAT, "version": _SCENES_VERSION, "scenes": entries}
-    temporary = root / f".{SCENES_FILE}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(document, indent=1), encoding="utf-8")
-    os.replace(temporary, root / SCENES_FILE)
+    atomic_write_bytes(root / SCENES_FILE, json.dumps(document, indent=1).encode("utf-8"))
     return read_scene_folder(root)
+
+
+def _write_png(image: Image.Image, path: Path) -> None:
+    """Writes a PNG whole or not at all (an interrupted run leaves no truncated file)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_scene_folder(root: str | Path) -> list[SceneRecord]:

@@ -12,6 +12,11 @@ from tqdm.auto import tqdm
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cache import cache_root, load_arrays, save_arrays
+from convis_jax.errors import ModelLoadError
+
+# Bumped whenever the way a bank is computed changes (tokenisation, truncation, pooling),
+# so that banks written by older code are never read back.
+BANK_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,65 @@ class ConceptBank:
         return len(self.embeddings)
 
 
-def bank_cache_path(model, vocabulary, text: str) -> Path:
-    """The cache file of (model weights, vocabulary, text mode)."""
-    text_key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    name = f"{model.fingerprint}-{vocabulary.fingerprint()[:16]}-{text_key}.npz"
+def bank_cache_path(model, vocabulary, text: str, texts: list[str] | None = None) -> Path:
+    """The cache file of a bank, named by everything that changes its content.
+
+    The key covers the weights' hash, the tokenizer files' hash, the dtype, the whole
+    architecture config (end-of-text id, activations, context length, ...), the
+    vocabulary (names and edges), the exact texts encoded (so the text mode and the
+    definitions), and `BANK_FORMAT` (the code's version).
+
+    Args:
+        model: a `ClipModel`.
+        vocabulary: a `ConceptVocabulary`.
+        text: the text mode.
+        texts: `vocabulary.texts(text)`, when already computed.
+    """
+    texts = vocabulary.texts(text) if texts is None else texts
+    content = hashlib.sha256()
+    for part in (f"format {BANK_FORMAT}", str(getattr(model, "tokenizer_fingerprint", "")),
+                 _dtype_name(model.dtype), repr(model.config), text, *texts):
+        content.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    name = f"{model.fingerprint}-{vocabulary.fingerprint()[:16]}-{content.hexdigest()[:16]}.npz"
     return cache_root() / "banks" / name
+
+
+def _dtype_name(dtype) -> str:
+    """"float32" or "bfloat16" from a NumPy/JAX dtype or its name."""
+    return dtype if isinstance(dtype, str) else np.dtype(dtype).name
+
+
+def cached_bank(model, vocabulary, text: str) -> np.ndarray | None:
+    """The cached embeddings of (model, vocabulary, text) when a usable entry exists, else None.
+
+    `model` needs only what `bank_cache_path` reads (fingerprint, tokenizer_fingerprint,
+    dtype, config), so a caller can look a bank up without loading the weights. Nothing
+    is warned about or rebuilt here; `build_bank` does that.
+    """
+    texts = vocabulary.texts(text)
+    path = bank_cache_path(model, vocabulary, text, texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arrays = load_arrays(path)
+        usable = _usable(arrays, path, (len(texts), model.config.projection_dim))
+    return arrays["embeddings"] if usable else None
+
+
+def _usable(arrays: dict | None, path: Path, shape: tuple[int, int]) -> bool:
+    """Whether a cache entry holds a finite float32 `embeddings` array of `shape`."""
+    if arrays is None:
+        return False
+    embeddings = arrays.get("embeddings")
+    if (isinstance(embeddings, np.ndarray) and embeddings.shape == shape
+            and embeddings.dtype == np.float32 and np.isfinite(embeddings).all()):
+        return True
+    found = ("no 'embeddings' array" if embeddings is None else
+             f"embeddings {embeddings.dtype}{list(embeddings.shape)}"
+             + ("" if embeddings.dtype.kind != "f" or np.isfinite(embeddings).all()
+                else " with non-finite values"))
+    warnings.warn(f"concept-bank cache {path} holds {found}, expected finite float32"
+                  f"{list(shape)}; rebuilding it", stacklevel=3)
+    return False
 
 
 def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = True,
@@ -59,15 +118,25 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
         progress: show a progress bar.
 
     Returns:
-        The bank; a damaged cache file is rebuilt with a warning.
+        The bank; a damaged or unexpected cache file is rebuilt with a warning.
+
+    Raises:
+        ModelLoadError: the text tower gives non-finite embeddings (weights holding NaN
+            or inf, or overflow); nothing is cached then.
     """
     texts = vocabulary.texts(text)
-    path = bank_cache_path(model, vocabulary, text) if cache else None
+    path = bank_cache_path(model, vocabulary, text, texts) if cache else None
     if path is not None:
         arrays = load_arrays(path)
-        if arrays is not None and arrays["embeddings"].shape == (len(texts), model.embedding_dim):
+        if _usable(arrays, path, (len(texts), model.embedding_dim)):
             return ConceptBank(arrays["embeddings"], vocabulary, text, path)
     embeddings = encode_texts_bucketed(model, texts, batch_size=batch_size, progress=progress)
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if len(bad):
+        raise ModelLoadError(
+            f"{model.name}: the text tower gives non-finite embeddings for {len(bad)} of "
+            f"{len(texts)} concept texts (first: {vocabulary.names[bad[0]]}); its weights hold "
+            f"NaN or inf, or {np.dtype(model.dtype).name} overflows")
     if path is not None:
         try:
             save_arrays(path, {"embeddings": embeddings})

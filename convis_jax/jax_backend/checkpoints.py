@@ -2,8 +2,10 @@
 
 Formats, in order of preference: `model.safetensors`, sharded safetensors
 with `model.safetensors.index.json`, `flax_model.msgpack` (transformers 4's
-FlaxCLIPModel) and `pytorch_model.bin` (only when torch is installed).
-Every reader returns a PyTorch-named state dict of NumPy arrays.
+FlaxCLIPModel) and `pytorch_model.bin` (only when torch is installed); an
+OpenCLIP hub folder holds `open_clip_model.safetensors` or
+`open_clip_pytorch_model.bin` instead (`OPEN_CLIP_FORMATS`). Every reader
+returns a PyTorch-named state dict of NumPy arrays.
 """
 
 from __future__ import annotations
@@ -14,16 +16,33 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.errors import ModelLoadError
+from convis_jax.jax_backend.config import read_config_json
 from convis_jax.jax_backend.pytorch_names import transformers_flax_to_pytorch
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 FLAX_MSGPACK = "flax_model.msgpack"
 PYTORCH_BIN = "pytorch_model.bin"
+HF_FORMATS = (SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN)
+OPEN_CLIP_SAFETENSORS = "open_clip_model.safetensors"
+OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
+OPEN_CLIP_FORMATS = (OPEN_CLIP_SAFETENSORS, OPEN_CLIP_BIN)
+OPEN_CLIP_CONFIG = "open_clip_config.json"
 
-# What a hub download fetches besides weights: config, tokenizer, preprocessing.
-_SIDE_FILES = ["*.json", "*.txt"]
-_WEIGHT_PATTERNS = ([SAFETENSORS, "model-*.safetensors"], [FLAX_MSGPACK], [PYTORCH_BIN])
+# The layouts `load_model` recognises, for the message of a folder it does not.
+SUPPORTED_LAYOUTS = (
+    "Hugging Face CLIP (config.json with model_type 'clip' + model.safetensors, "
+    "model.safetensors.index.json, flax_model.msgpack or pytorch_model.bin); "
+    "Hugging Face SigLIP, SigLIP 2 at a fixed resolution included (config.json with "
+    "model_type 'siglip' + the same weight files); "
+    "OpenCLIP hub layout, ViT-CLIP only (open_clip_config.json + open_clip_model.safetensors "
+    "or open_clip_pytorch_model.bin)")
+
+# What a hub download fetches besides weights: config, tokenizer (SigLIP's
+# SentencePiece `spiece.model` too), preprocessing.
+_SIDE_FILES = ["*.json", "*.txt", "*.model"]
+_WEIGHT_PATTERNS = ([SAFETENSORS, "model-*.safetensors"], [FLAX_MSGPACK], [PYTORCH_BIN],
+                    [OPEN_CLIP_SAFETENSORS], [OPEN_CLIP_BIN])
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -58,27 +77,28 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
                 f"in the local cache and could not be downloaded. Connect to the internet once "
                 f"(unset HF_HUB_OFFLINE) to cache it, or download the folder elsewhere "
                 f"(`hf download {name}`) and pass its local path.") from None
-        if weight_format(folder) is not None:
+        # Only the family's own weights count: a timm or OpenCLIP repo may also hold a
+        # `model.safetensors` of another layout.
+        if weight_format(folder, _family_formats(folder)) is not None:
             return folder
     return folder
 
 
-def weight_format(folder: Path) -> str | None:
-    """The file name of the preferred weight format present in `folder`, or None."""
-    for name in (SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN):
+def weight_format(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> str | None:
+    """The file name of the preferred weight format (of `formats`) present in `folder`, or None."""
+    for name in formats:
         if (folder / name).is_file():
             return name
     return None
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """Every file that holds the weights of `folder`'s preferred format."""
-    fmt = weight_format(folder)
+def weight_files(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> list[Path]:
+    """Every file that holds the weights of `folder`'s preferred format (of `formats`)."""
+    fmt = weight_format(folder, formats)
     if fmt is None:
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise ModelLoadError(
-            f"no weights in {folder}: expected one of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-            f"{FLAX_MSGPACK}, {PYTORCH_BIN}; found {present}")
+            f"no weights in {folder}: expected one of {', '.join(formats)}; found {present}")
     if fmt != SAFETENSORS_INDEX:
         return [folder / fmt]
     index = _read_json(folder / fmt)
@@ -92,13 +112,13 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
+def read_state_dict(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> dict[str, np.ndarray]:
     """Reads every tensor of the checkpoint in `folder` as a PyTorch-named dict of arrays."""
-    files = weight_files(folder)
+    files = weight_files(folder, formats)
     name = files[0].name
     if name == FLAX_MSGPACK:
         return _read_msgpack(files[0])
-    if name == PYTORCH_BIN:
+    if name.endswith(".bin"):
         return _read_torch_bin(files[0])
     state: dict[str, np.ndarray] = {}
     for file in files:
@@ -149,4 +169,54 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelLoadError(f"cannot read {path}: {err}") from None
-    return {key: value.float().numpy() for key, value in state.items()}
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # an OpenCLIP training checkpoint rather than bare weights
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return {key: value.float().numpy() for key, value in state.items()
+            if hasattr(value, "numpy")}
+
+
+def detect_family(folder: Path) -> str:
+    """Which family a checkpoint folder holds: "clip", "siglip" or "open_clip".
+
+    `config.json` decides when it names model_type "clip" or "siglip"; otherwise
+    `open_clip_config.json` makes it OpenCLIP; a `config.json` without model_type
+    is read as CLIP (old checkpoints).
+
+    Raises:
+        ModelLoadError: one line naming what was found and listing the supported layouts.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    model_type = None
+    if config_file.is_file():
+        model_type = read_config_json(config_file).get("model_type")
+        if model_type in ("clip", "siglip"):
+            return model_type
+    if (folder / OPEN_CLIP_CONFIG).is_file():
+        return "open_clip"
+    if model_type == "siglip2":
+        raise ModelLoadError(
+            f"{folder}: config.json has model_type 'siglip2', the NaFlex SigLIP 2 (linear patch "
+            f"embedding, position embeddings resized per image), which is not supported; "
+            f"fixed-resolution SigLIP 2 checkpoints (e.g. google/siglip2-base-patch16-224, "
+            f"model_type 'siglip') load. Supported layouts: {SUPPORTED_LAYOUTS}")
+    if config_file.is_file() and model_type is None:
+        return "clip"
+    if config_file.is_file():
+        where = f"{folder}: unknown model layout (config.json with model_type {model_type!r})"
+    else:
+        present = sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else []
+        where = (f"no config.json at {config_file} nor {OPEN_CLIP_CONFIG}: unknown model "
+                 f"layout (files {present})")
+    raise ModelLoadError(f"{where}; supported layouts: {SUPPORTED_LAYOUTS}")
+
+
+def _family_formats(folder: Path) -> tuple[str, ...]:
+    """The weight files of the family in `folder` (HF's when it cannot tell yet)."""
+    try:
+        family = detect_family(folder)
+    except ModelLoadError:
+        return HF_FORMATS
+    return OPEN_CLIP_FORMATS if family == "open_clip" else HF_FORMATS

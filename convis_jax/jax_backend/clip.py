@@ -26,6 +26,8 @@ from convis_jax.jax_backend.config import (
 def _activation(name: str):
     if name == "quick_gelu":
         return lambda x: x * jax.nn.sigmoid(1.702 * x)
+    if name == "gelu_pytorch_tanh":  # SigLIP: PyTorch's GELU(approximate="tanh")
+        return partial(jax.nn.gelu, approximate=True)
     return partial(jax.nn.gelu, approximate=False)  # transformers' "gelu" is the exact erf form
 
 

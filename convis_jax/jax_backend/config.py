@@ -1,4 +1,4 @@
-"""CLIP architecture, read from a Hugging Face `config.json` (CLIPConfig)."""
+"""Architectures read from a Hugging Face `config.json`: CLIPConfig and SiglipConfig."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ from pathlib import Path
 from convis_jax.errors import ModelLoadError
 
 ACTIVATIONS = ("quick_gelu", "gelu")
+# SigLIP's towers use the tanh approximation of GELU (PyTorch's approximate="tanh").
+SIGLIP_ACTIVATIONS = ACTIVATIONS + ("gelu_pytorch_tanh",)
+
+# Upper bounds of the integer fields, far above any published CLIP (ViT-bigG: 48 layers,
+# width 1664, 8192 MLP; text contexts of 77 or 248 tokens) and low enough that a typo such
+# as 1e9 layers is refused before the parameter tree is built (which grows with depth).
+LIMITS = {
+    "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 256,
+    "num_attention_heads": 256, "image_size": 4096, "patch_size": 4096, "num_channels": 16,
+    "vocab_size": 1 << 22, "max_position_embeddings": 8192, "projection_dim": 16384,
+}
+# Fields that are token ids: in [0, vocab_size).
+_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 
 
 @dataclass(frozen=True)
@@ -79,11 +92,18 @@ class ClipConfig:
         Raises:
             ModelLoadError: a tower's section is missing, or a field is malformed.
         """
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object, found {type(raw).__name__}")
         towers = {}
         for key, tower_cls, defaults in (("vision_config", VisionConfig, _VISION_DEFAULTS),
                                          ("text_config", TextConfig, _TEXT_DEFAULTS)):
-            section = dict(raw.get(key) or {})
+            section = raw.get(key) or {}
             legacy = raw.get(f"{key}_dict")
+            for name, value in ((key, section), (f"{key}_dict", legacy)):
+                if value is not None and not isinstance(value, dict):
+                    raise ModelLoadError(f"{source}: '{name}' must be a JSON object, found "
+                                         f"{type(value).__name__}")
+            section = dict(section)
             if legacy is not None:
                 # Old checkpoints carry `*_config_dict`; transformers rebuilds the tower
                 # from the tower's defaults plus that dict, which then wins over `key`
@@ -100,37 +120,21 @@ class ClipConfig:
             names = {f.name for f in dataclasses.fields(tower_cls)}
             values = dict(defaults)
             values.update({k: v for k, v in section.items() if k in names and v is not None})
-            if isinstance(values.get("eos_token_id"), list):
+            if isinstance(values.get("eos_token_id"), list) and values["eos_token_id"]:
                 values["eos_token_id"] = values["eos_token_id"][0]
-            try:
-                tower = tower_cls(**values)
-            except TypeError as err:
-                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
-            if tower.hidden_act not in ACTIVATIONS:
-                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of {ACTIVATIONS}, "
-                                     f"found {tower.hidden_act!r}")
-            if tower.hidden_size % tower.num_attention_heads:
-                raise ModelLoadError(
-                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
-                    f"num_attention_heads {tower.num_attention_heads}")
-            towers[key] = tower
+            _check_tower(values, tower_cls, f"{source}: '{key}")
+            towers[key] = tower_cls(**values)
+        projection_dim = raw.get("projection_dim", 512)
+        _check_int(projection_dim, f"{source}: 'projection_dim'", LIMITS["projection_dim"])
+        scale = raw.get("logit_scale_init_value", 2.6592)
+        _check_float(scale, f"{source}: 'logit_scale_init_value'")
         return cls(vision=towers["vision_config"], text=towers["text_config"],
-                   projection_dim=int(raw.get("projection_dim", 512)),
-                   logit_scale_init_value=float(raw.get("logit_scale_init_value", 2.6592)))
+                   projection_dim=projection_dim, logit_scale_init_value=float(scale))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ClipConfig":
         """Reads a `config.json` file."""
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelLoadError(f"no config.json at {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(raw, dict):
-            raise ModelLoadError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_dict(self) -> dict:
         """The Hugging Face CLIPConfig dict for this architecture (for `save_pretrained`-style folders)."""
@@ -144,3 +148,194 @@ class ClipConfig:
             "vision_config": dict(vision, model_type="clip_vision_model"),
             "text_config": dict(text, model_type="clip_text_model"),
         }
+
+
+def _check_int(value, where: str, upper: int, lower: int = 1) -> None:
+    """A JSON integer in [lower, upper], else a one-line `ModelLoadError` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelLoadError(f"{where} must be an integer, found {type(value).__name__} "
+                             f"{value!r}")
+    if not lower <= value <= upper:
+        raise ModelLoadError(f"{where} must be in [{lower}, {upper}], found {value}")
+
+
+def _check_float(value, where: str, positive: bool = False) -> None:
+    """A finite JSON number (positive when asked), else a one-line `ModelLoadError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelLoadError(f"{where} must be a number, found {type(value).__name__} {value!r}")
+    if value != value or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+        raise ModelLoadError(f"{where} must be a finite{' positive' if positive else ''} "
+                             f"number, found {value}")
+
+
+def _check_tower(values: dict, tower_cls: type, where: str) -> None:
+    """Validates one tower's fields (types, ranges, consistency) before it is built.
+
+    Args:
+        values: field name -> value, defaults filled in.
+        tower_cls: VisionConfig or TextConfig.
+        where: "<source>: '<section>" (the field name and a closing quote are appended).
+
+    Raises:
+        ModelLoadError: one line naming the first bad field and what it holds.
+    """
+    missing = [f.name for f in dataclasses.fields(tower_cls)
+               if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise ModelLoadError(f"{where}' lacks {', '.join(missing)}")
+    for name, value in values.items():
+        if name in LIMITS:
+            _check_int(value, f"{where}.{name}'", LIMITS[name])
+    _check_float(values.get("layer_norm_eps", 1e-5), f"{where}.layer_norm_eps'", positive=True)
+    act = values.get("hidden_act", "quick_gelu")
+    if act not in ACTIVATIONS:
+        raise ModelLoadError(f"{where}.hidden_act' must be one of {ACTIVATIONS}, found {act!r}")
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise ModelLoadError(
+            f"{where}.hidden_size' {values['hidden_size']} is not divisible by "
+            f"num_attention_heads {values['num_attention_heads']}")
+    if tower_cls is VisionConfig:
+        image, patch = values.get("image_size", 224), values.get("patch_size", 32)
+        if patch > image:
+            raise ModelLoadError(f"{where}.patch_size' {patch} is larger than image_size {image}")
+    if tower_cls is TextConfig:
+        _check_int(values.get("max_position_embeddings", 77),
+                   f"{where}.max_position_embeddings'", LIMITS["max_position_embeddings"], 2)
+        vocab = values.get("vocab_size", 49408)
+        for name in _TOKEN_IDS:
+            if name in values:
+                _check_int(values[name], f"{where}.{name}'", vocab - 1, 0)
+
+
+# ------------------------------------------------------------------ SigLIP
+
+
+@dataclass(frozen=True)
+class SiglipVisionConfig(VisionConfig):
+    """SigLIP's ViT (SiglipVisionConfig): no class token, an attention-pooling head."""
+
+    vision_use_head: bool = True
+
+
+@dataclass(frozen=True)
+class SiglipTextConfig(TextConfig):
+    """SigLIP's text transformer (SiglipTextConfig): bidirectional, last-token pooling, a head."""
+
+    projection_size: int = 768
+
+
+# transformers' SiglipVisionConfig / SiglipTextConfig defaults.
+_SIGLIP_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                               num_attention_heads=12, image_size=224, patch_size=16,
+                               hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+_SIGLIP_TEXT_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                             num_attention_heads=12, vocab_size=32000,
+                             max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
+                             layer_norm_eps=1e-6, pad_token_id=1, bos_token_id=49406,
+                             eos_token_id=49407)
+
+
+@dataclass(frozen=True)
+class SiglipConfig:
+    """A whole SigLIP (model_type "siglip"): both towers; the embedding width is the vision width.
+
+    Fixed-resolution SigLIP 2 checkpoints (e.g. google/siglip2-base-patch16-224)
+    are written with model_type "siglip" and this architecture; the NaFlex
+    SigLIP 2 (model_type "siglip2": a linear patch embedding of flattened
+    patches and position embeddings resized per image) is another one.
+    """
+
+    vision: SiglipVisionConfig
+    text: SiglipTextConfig
+
+    @property
+    def projection_dim(self) -> int:
+        """The embedding width d (the pooled vision width, which the text head maps to)."""
+        return self.vision.hidden_size
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, source: str = "config") -> "SiglipConfig":
+        """Builds the config from the dict of a Hugging Face SiglipConfig.
+
+        Fields a section leaves out take transformers' defaults (a missing
+        `projection_size` is the text width, as in transformers).
+
+        Raises:
+            ModelLoadError: a malformed field, an unknown activation, or towers whose
+                embeddings cannot be compared (no vision head, or a text head whose
+                width differs from the vision width).
+        """
+        towers = {}
+        for key, tower_cls, defaults in (
+                ("vision_config", SiglipVisionConfig, _SIGLIP_VISION_DEFAULTS),
+                ("text_config", SiglipTextConfig, _SIGLIP_TEXT_DEFAULTS)):
+            section = raw.get(key) or {}
+            if not isinstance(section, dict):
+                raise ModelLoadError(f"{source}: '{key}' must be an object, found "
+                                     f"{type(section).__name__}")
+            names = {f.name for f in dataclasses.fields(tower_cls)}
+            values = dict(defaults)
+            values.update({k: v for k, v in section.items() if k in names and v is not None})
+            if key == "text_config" and section.get("projection_size") is None:
+                values["projection_size"] = values["hidden_size"]
+            if isinstance(values.get("eos_token_id"), list):
+                values["eos_token_id"] = values["eos_token_id"][0]
+            for field in ("image_size", "patch_size"):
+                if isinstance(values.get(field), (list, tuple)):
+                    if len(set(values[field])) != 1:
+                        raise ModelLoadError(f"{source}: '{key}.{field}' must be square, found "
+                                             f"{values[field]}")
+                    values[field] = values[field][0]
+            try:
+                tower = tower_cls(**values)
+            except TypeError as err:
+                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
+            if tower.hidden_act not in SIGLIP_ACTIVATIONS:
+                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of "
+                                     f"{SIGLIP_ACTIVATIONS}, found {tower.hidden_act!r}")
+            if tower.hidden_size % tower.num_attention_heads:
+                raise ModelLoadError(
+                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
+                    f"num_attention_heads {tower.num_attention_heads}")
+            towers[key] = tower
+        vision, text = towers["vision_config"], towers["text_config"]
+        if not vision.vision_use_head:
+            raise ModelLoadError(f"{source}: vision_use_head is false: this vision tower has no "
+                                 f"pooled image embedding to compare with texts")
+        if text.projection_size != vision.hidden_size:
+            raise ModelLoadError(
+                f"{source}: text_config.projection_size {text.projection_size} differs from "
+                f"vision_config.hidden_size {vision.hidden_size}: the embeddings cannot be compared")
+        return cls(vision=vision, text=text)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "SiglipConfig":
+        """Reads a `config.json` file."""
+        return cls.from_dict(read_config_json(path), source=str(path))
+
+    def to_dict(self) -> dict:
+        """The Hugging Face SiglipConfig dict for this architecture."""
+        return {
+            "architectures": ["SiglipModel"],
+            "model_type": "siglip",
+            "vision_config": dict(dataclasses.asdict(self.vision), model_type="siglip_vision_model"),
+            "text_config": dict(dataclasses.asdict(self.text), model_type="siglip_text_model"),
+        }
+
+
+def read_config_json(path: str | Path) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+        ModelLoadError: the file is missing, not JSON, or not an object.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"no {path.name} at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    return raw

@@ -1,4 +1,9 @@
-"""`load_clip`: a Hugging Face CLIP checkpoint (folder or hub id) -> `ClipModel`.
+"""`load_model` / `load_clip`: a checkpoint (folder or hub id) -> `ClipModel` or `SiglipModel`.
+
+`load_model` recognises the family from the folder (`checkpoints.detect_family`): a
+Hugging Face CLIP, a Hugging Face SigLIP, or OpenCLIP's hub layout, which is
+mapped onto the Flax CLIP (`openclip.py`). `load_clip` takes the two CLIP
+families only.
 
 Converted parameters are cached with orbax-checkpoint under the cache root
 (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`), in
@@ -20,7 +25,8 @@ entry gives a warning and is rebuilt from the weights. A cache that cannot be
 written gives a warning; loading never fails for it.
 
 Only the formats whose reading is slow use the converted cache
-(`CACHED_FORMATS`: `flax_model.msgpack` and `pytorch_model.bin`). Loads of a
+(`CACHED_FORMATS`: `flax_model.msgpack`, `pytorch_model.bin` and OpenCLIP's
+`open_clip_pytorch_model.bin`). Loads of a
 full-depth ViT-B/32 (151M parameters, 605 MB), each in a fresh process,
 `load_clip` alone, on a shared 2-core machine, wall / CPU seconds (each the
 best of 5):
@@ -40,11 +46,14 @@ cached) and double the disk used, so they only get the memoised hash (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 import zlib
@@ -56,16 +65,21 @@ import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes, cache_root
 from convis_jax.errors import CacheError, InputError, ModelLoadError
-from convis_jax.jax_backend import checkpoints
-from convis_jax.jax_backend.clip import parameter_shapes
-from convis_jax.jax_backend.config import ClipConfig
-from convis_jax.jax_backend.model import ClipModel
+from convis_jax.jax_backend import checkpoints, clip, openclip, siglip
+from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
+from convis_jax.jax_backend.model import ClipModel, SiglipModel
+from convis_jax.jax_backend.preprocessing import PreprocessConfig
 from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
-from convis_jax.jax_backend.tokenizer import load_tokenizer
+from convis_jax.jax_backend.tokenizer import (
+    check_tokenizer,
+    load_folder_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCABULARY_FILE = "convis_vocabulary.json"
-CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN)
+CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN, checkpoints.OPEN_CLIP_BIN)
 
 _CONVERTED = "converted"
 _PARAMS = "params"
@@ -80,9 +94,41 @@ _SETTLED_NS = 2_000_000_000
 _STALE_SECONDS = 3600
 
 
+def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+               cache: bool = True) -> ClipModel | SiglipModel:
+    """Loads a checkpoint of any supported family, recognised from the folder's files.
+
+    The families (`checkpoints.detect_family`): a Hugging Face CLIP ("clip"), a Hugging Face
+    SigLIP ("siglip"; fixed-resolution SigLIP 2 checkpoints are written as this
+    family too) and OpenCLIP's hub layout ("open_clip", loaded as the Flax CLIP).
+    The returned model's `family` names what was found.
+
+    Args:
+        name_or_path: a local folder, or a hub id such as `google/siglip-base-patch16-224`
+            (resolved through huggingface_hub's cache; downloaded when online). None loads
+            the small CLIP bundled with convis_jax.
+        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
+            converted parameters and memoised file hashes; False reads and hashes the
+            weight files every time and writes nothing.
+
+    Returns:
+        A `ClipModel` (families "clip" and "open_clip") or a `SiglipModel` ("siglip").
+
+    Raises:
+        ModelLoadError: an unknown layout (the message lists the supported ones),
+            missing or damaged files, or weights that do not match the config (every
+            missing, unexpected or mis-shaped tensor is named).
+        InputError: an unknown dtype.
+    """
+    folder, name = _resolve(name_or_path, dtype)
+    family = checkpoints.detect_family(folder)
+    return _LOADERS[family](folder, name, dtype, cache)
+
+
 def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
               cache: bool = True) -> ClipModel:
-    """Loads a CLIP checkpoint as written by transformers' `save_pretrained`.
+    """Loads a CLIP: a Hugging Face CLIPModel folder, or an OpenCLIP ViT-CLIP in its hub layout.
 
     Args:
         name_or_path: a local folder, or a hub id such as `openai/clip-vit-base-patch32`
@@ -97,31 +143,114 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         The model, its tokenizer and preprocessing.
 
     Raises:
-        ModelLoadError: missing or damaged files, or weights that do not match the config
-            (every missing, unexpected or mis-shaped tensor is named).
+        ModelLoadError: a checkpoint of another family (SigLIP: see `load_model`), missing or
+            damaged files, or weights that do not match the config (every missing,
+            unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
+    if isinstance(name_or_path, SiglipModel):  # e.g. ConVis(load_model(siglip_folder))
+        raise ModelLoadError(
+            f"{name_or_path.name} is a loaded siglip model, not a CLIP: ConVis and the command "
+            f"line take CLIP and OpenCLIP models only, until their sweeps take an Encoder "
+            f"(model.encoder)")
+    folder, name = _resolve(name_or_path, dtype)
+    family = checkpoints.detect_family(folder)
+    if family not in ("clip", "open_clip"):
+        raise ModelLoadError(
+            f"{name} is a {family} checkpoint, not a CLIP: load it with convis_jax.load_model "
+            f"(ConVis and the command line take CLIP and OpenCLIP models only, until their "
+            f"sweeps take an Encoder)")
+    return _LOADERS[family](folder, name, dtype, cache)
+
+
+def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:
+    """(checkpoint folder, display name); checks the dtype first."""
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(f"expected a model folder or hub id (str or path), found "
+                         f"{type(name_or_path).__name__}")
     name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()
-    folder = checkpoints.resolve_checkpoint(name_or_path)
+    return checkpoints.resolve_checkpoint(name_or_path), name
+
+
+def _vocabulary(folder: Path) -> Path | None:
+    vocabulary = folder / VOCABULARY_FILE
+    return vocabulary if vocabulary.is_file() else None
+
+
+def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
     config = ClipConfig.from_json(folder / "config.json")
+    tokenizer = _checked_tokenizer(folder, config)
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
     fingerprint = fingerprint_files(files, memo_dir=root)
-    params = _converted_params(folder, files[0].name, config, dtype, fingerprint, root)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    from convis_jax.jax_backend.preprocessing import PreprocessConfig
-
+    params = _converted_params(folder, files[0].name, clip.parameter_shapes(config), dtype,
+                               fingerprint, root, lambda: checkpoints.read_state_dict(folder))
     preprocess_config = PreprocessConfig.from_pretrained_dir(
         folder, image_size=config.vision.image_size)
-    vocabulary = folder / VOCABULARY_FILE
-    return ClipModel(config=config, params=params, tokenizer=load_tokenizer(folder),
-                     preprocess_config=preprocess_config, name=name,
-                     fingerprint=fingerprint,
-                     vocabulary_path=vocabulary if vocabulary.is_file() else None)
+    return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                     tokenizer=tokenizer, preprocess_config=preprocess_config,
+                     name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
+                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+
+
+def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+    config, preprocess_config = openclip.read_config(folder)
+    tokenizer = _checked_tokenizer(folder, config)
+    formats = checkpoints.OPEN_CLIP_FORMATS
+    files = checkpoints.weight_files(folder, formats)
+    root = cache_root() if cache else None
+    fingerprint = fingerprint_files(files, memo_dir=root)
+    read = lambda: openclip.clip_state(checkpoints.read_state_dict(folder, formats))
+    params = _converted_params(folder, files[0].name, clip.parameter_shapes(config), dtype,
+                               fingerprint, root, read)
+    return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                     tokenizer=tokenizer, preprocess_config=preprocess_config,
+                     name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
+                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+
+
+def siglip_preprocess_defaults(image_size: int) -> dict:
+    """transformers' SiglipImageProcessor defaults: bicubic square resize, no crop, mean = std = 0.5."""
+    return {"size": {"height": image_size, "width": image_size}, "do_center_crop": False,
+            "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipModel:
+    config = SiglipConfig.from_json(folder / "config.json")
+    files = checkpoints.weight_files(folder)
+    root = cache_root() if cache else None
+    fingerprint = fingerprint_files(files, memo_dir=root)
+    params = _converted_params(folder, files[0].name, siglip.parameter_shapes(config), dtype,
+                               fingerprint, root, lambda: checkpoints.read_state_dict(folder))
+    size = config.vision.image_size
+    preprocess_config = PreprocessConfig.from_pretrained_dir(
+        folder, defaults=siglip_preprocess_defaults(size))
+    if preprocess_config.output_size != (size, size):
+        raise ModelLoadError(f"{folder}: the image processor makes images of "
+                             f"{preprocess_config.output_size}, the model takes {size} x {size}")
+    return SiglipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
+                       tokenizer=load_folder_tokenizer(folder),
+                       preprocess_config=preprocess_config, name=name, fingerprint=fingerprint,
+                       vocabulary_path=_vocabulary(folder), family="siglip",
+                       tokenizer_fingerprint=tokenizer_fingerprint(folder))
+
+
+_LOADERS = {"clip": _load_hf_clip, "open_clip": _load_open_clip, "siglip": _load_siglip}
+
+
+def _checked_tokenizer(folder: Path, config: ClipConfig):
+    """The folder's tokenizer, validated against the text tower before any weight is read.
+
+    Raises:
+        ModelLoadError: see `tokenizer.check_tokenizer`.
+    """
+    tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, config.text, folder)
+    return tokenizer
 
 
 def default_model_path() -> Path:
@@ -204,16 +333,25 @@ def _read_hash_memo(memo_file: Path) -> dict:
         warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
                       stacklevel=3)
         return {}
-    return memo if isinstance(memo, dict) else {}
+    if not isinstance(memo, dict):
+        return {}
+    # Entries written by another version, or by hand, are dropped (and so rehashed).
+    return {path: entry for path, entry in memo.items()
+            if isinstance(entry, dict) and isinstance(entry.get("stamp"), list)
+            and isinstance(entry.get("sha256"), str) and _is_sha256(entry["sha256"])}
 
 
 # ------------------------------------------------------------ converted parameters
 
 
-def _converted_params(folder: Path, weight_format: str, config: ClipConfig, dtype: str,
-                      fingerprint: str, root: Path | None) -> dict:
-    """The Flax parameter tree (NumPy leaves of `dtype`), from the cache or the weight files."""
-    expected = parameter_shapes(config)
+def _converted_params(folder: Path, weight_format: str, expected: dict, dtype: str,
+                      fingerprint: str, root: Path | None, read_state) -> dict:
+    """The Flax parameter tree (NumPy leaves of `dtype`), from the cache or the weight files.
+
+    Args:
+        expected: the parameter tree of shapes (`clip.parameter_shapes`, `siglip.parameter_shapes`).
+        read_state: () -> the checkpoint's state dict under PyTorch CLIPModel / SiglipModel names.
+    """
     entry = None
     if root is not None and weight_format in CACHED_FORMATS:
         entry = Path(root) / _CONVERTED / f"{fingerprint}-{dtype}-{_structure_hash(expected)}"
@@ -226,7 +364,7 @@ def _converted_params(folder: Path, weight_format: str, config: ClipConfig, dtyp
         except CacheError as err:
             warnings.warn(f"{err}; rebuilding it from {folder}", stacklevel=3)
             damaged = True
-    state = checkpoints.read_state_dict(folder)
+    state = read_state()
     params = pytorch_to_flax(state, expected, source=str(folder), dtype=DTYPES[dtype])
     non_finite = _non_finite_names(params)
     _warn_non_finite(non_finite, folder)
@@ -301,9 +439,17 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(entry.parent)
+        # A cache disk without room is found before orbax starts writing: its worker
+        # threads would each print a traceback on the way to the same failure.
+        needed = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) + (1 << 20)
+        free = shutil.disk_usage(entry.parent).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({needed / 1e6:.1f} MB "
+                                        f"needed, {free / 1e6:.1f} MB free)")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         # Uncompressed: zstd saves 8% of the disk and makes every restore 2.5x slower.
-        ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
+        with _quiet_threads():
+            ocp.PyTreeCheckpointer(use_compression=False).save(tmp / _PARAMS, params)
         manifest = {"version": _MANIFEST_VERSION, "dtype": dtype,
                     "tensors": _describe_tree(params), "non_finite": non_finite,
                     "files": _file_checksums(tmp / _PARAMS)}
@@ -316,11 +462,24 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
             if not entry.is_dir():
                 raise
     except Exception as err:  # a full disk or a read-only cache must not stop the load
-        warnings.warn(f"could not write the converted-weight cache {entry}: "
-                      f"{type(err).__name__}: {err}", stacklevel=4)
+        reason = str(err.strerror if isinstance(err, OSError) and err.strerror else err)
+        warnings.warn(f"could not write the converted-weight cache {entry} "
+                      f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
+                      f"goes on without it", stacklevel=4)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_threads():
+    """Silences tracebacks of worker threads (orbax's) while a write that warns on failure runs."""
+    previous = threading.excepthook
+    threading.excepthook = lambda args: None
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _remove(path: Path) -> None:

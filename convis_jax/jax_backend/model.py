@@ -1,4 +1,5 @@
-"""The loaded CLIP: parameters, config, tokenizer and preprocessing behind NumPy methods."""
+"""Loaded models (CLIP, OpenCLIP as CLIP, SigLIP): parameters, config, tokenizer and
+preprocessing behind NumPy methods, and the `Encoder` each gives."""
 
 from __future__ import annotations
 
@@ -12,19 +13,30 @@ import numpy as np
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.errors import InputError
-from convis_jax.jax_backend import clip
-from convis_jax.jax_backend.config import ClipConfig
-from convis_jax.jax_backend.tokenizer import TokenBatch, tokenize
+from convis_jax.jax_backend import clip, siglip
+from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
+from convis_jax.jax_backend.encoder import Encoder, FlaxImageEmbedder
+from convis_jax.jax_backend.tokenizer import (
+    TokenBatch,
+    open_clip_clean,
+    tokenize,
+    tokenize_max_length,
+)
+
+
+def _architecture(config):
+    """The module of functions (`clip` or `siglip`) that runs a model of this config."""
+    return siglip if isinstance(config, SiglipConfig) else clip
 
 
 @partial(jax.jit, static_argnames=("config", "normalize"))
 def _encode_images(params, pixel_values, config, normalize):
-    return clip.encode_images(params, config, pixel_values, normalize)
+    return _architecture(config).encode_images(params, config, pixel_values, normalize)
 
 
 @partial(jax.jit, static_argnames=("config", "normalize"))
 def _encode_texts(params, input_ids, config, normalize):
-    return clip.encode_texts(params, config, input_ids, normalize)
+    return _architecture(config).encode_texts(params, config, input_ids, normalize)
 
 
 def in_chunks(fn, inputs: np.ndarray, chunk: int) -> np.ndarray:
@@ -37,26 +49,31 @@ def in_chunks(fn, inputs: np.ndarray, chunk: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ClipModel:
-    """A CLIP loaded by `load_clip`.
+class LoadedModel:
+    """What `ClipModel` and `SiglipModel` share: the loaded weights behind NumPy methods.
 
     Attributes:
-        config: the architecture.
+        config: the architecture (`ClipConfig` or `SiglipConfig`).
         params: the Flax parameter tree (PyTorch-named, see `pytorch_names`).
-        tokenizer: transformers' CLIPTokenizer.
+        tokenizer: a transformers tokenizer.
         preprocess_config: the image preprocessing (`convis_jax.jax_backend.preprocessing.PreprocessConfig`).
         name: where it was loaded from.
         fingerprint: a hash of the weights, for cache keys.
         vocabulary_path: the vocabulary file shipped with the checkpoint, if any.
+        family: the layout it was loaded from: "clip" (Hugging Face CLIPModel),
+            "open_clip" (OpenCLIP's hub layout) or "siglip" (Hugging Face SiglipModel).
+        tokenizer_fingerprint: a hash of the tokenizer files, for concept-bank cache keys.
     """
 
-    config: ClipConfig
+    config: ClipConfig | SiglipConfig
     params: dict = field(repr=False)
     tokenizer: object = field(repr=False)
     preprocess_config: object
     name: str
     fingerprint: str
     vocabulary_path: Path | None = None
+    family: str = "clip"
+    tokenizer_fingerprint: str = ""
 
     @property
     def dtype(self):
@@ -73,7 +90,24 @@ class ClipModel:
     @property
     def logit_scale(self) -> float:
         """exp of the learnt logit scale (the softmax temperature's inverse)."""
-        return float(np.exp(np.asarray(self.params["logit_scale"], np.float32)))
+        return float(np.exp(np.asarray(self.params["logit_scale"], np.float32)).reshape(()))
+
+    @property
+    def logit_bias(self) -> float | None:
+        """None: CLIP's probabilities are a softmax over the texts."""
+        return None
+
+    @property
+    def encoder(self) -> Encoder:
+        """This model behind the `Encoder` contract (unit embeddings; see `encoder.py`)."""
+        pre = self.preprocess_config
+        return Encoder(embed_images=FlaxImageEmbedder(_architecture(self.config).encode_images,
+                                                      self.config),
+                       params=self.params, image_size=self.image_size,
+                       image_mean=pre.image_mean, image_std=pre.image_std,
+                       embed_texts=self.embed_texts, embedding_dim=self.embedding_dim,
+                       logit_scale=self.logit_scale, logit_bias=self.logit_bias,
+                       name=self.name, fingerprint=self.fingerprint)
 
     def preprocess(self, images) -> np.ndarray:
         """Images (paths, PIL images, arrays, lists of mixed sizes) -> pixel_values [N, 3, S, S]."""
@@ -101,8 +135,10 @@ class ClipModel:
     def tokenize(self, texts) -> TokenBatch:
         """Token ids of `texts`, truncated to the context length with a warning."""
         t = self.config.text
+        # OpenCLIP cleans texts as OpenAI's tokenizer did, which CLIPTokenizer does not fully.
+        clean = open_clip_clean if self.family == "open_clip" else None
         return tokenize(self.tokenizer, texts, t.max_position_embeddings,
-                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, clean=clean)
 
     def embed_texts(self, texts, *, normalize: bool = True, batch_size: int = 64) -> np.ndarray:
         """Text embeddings [N, d] float32 (unit vectors unless normalize=False)."""
@@ -114,3 +150,39 @@ class ClipModel:
         """Embeddings [N, d] of token ids [N, L] (one jitted call; no chunking)."""
         return np.asarray(_encode_texts(self.params, jnp.asarray(input_ids, jnp.int32),
                                         self.config, normalize))
+
+
+@dataclass(frozen=True)
+class ClipModel(LoadedModel):
+    """A CLIP loaded by `load_clip` or `load_model`: a Hugging Face CLIPModel
+    (family "clip") or an OpenCLIP ViT-CLIP (family "open_clip"), the same network."""
+
+    config: ClipConfig
+
+
+@dataclass(frozen=True)
+class SiglipModel(LoadedModel):
+    """A SigLIP (or fixed-resolution SigLIP 2) loaded by `load_model`.
+
+    The same NumPy methods as `ClipModel`; what differs: texts are padded to the
+    maximum length (as SigLIP was trained: the text tower pools the last
+    position), and a match probability is sigmoid(logit_scale * cos + logit_bias)
+    per text rather than a softmax over texts.
+
+    Attributes:
+        config: the architecture (`SiglipConfig`).
+        tokenizer: the folder's own tokenizer (transformers' AutoTokenizer).
+        family: "siglip".
+    """
+
+    config: SiglipConfig
+    family: str = "siglip"
+
+    @property
+    def logit_bias(self) -> float:
+        """The learnt logit bias b of sigmoid(logit_scale * cos + b)."""
+        return float(np.asarray(self.params["logit_bias"], np.float32).reshape(()))
+
+    def tokenize(self, texts) -> TokenBatch:
+        """Token ids [N, L] of `texts`, every row padded (or truncated) to L = the context length."""
+        return tokenize_max_length(self.tokenizer, texts, self.config.text.max_position_embeddings)

@@ -185,7 +185,8 @@ class PreprocessConfig:
         )
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | os.PathLike, *, image_size: int | None = None) -> PreprocessConfig:
+    def from_pretrained_dir(cls, path: str | os.PathLike, *, image_size: int | None = None,
+                            defaults: Mapping[str, Any] | None = None) -> PreprocessConfig:
         """Reads the preprocessing of a checkpoint folder, as transformers would.
 
         Looks for a nested "image_processor" entry in `processor_config.json`
@@ -196,6 +197,10 @@ class PreprocessConfig:
             path: the checkpoint folder.
             image_size: the model's input size, for the fallback; when None,
                 read from `config.json` (`vision_config.image_size`).
+            defaults: settings of the model family's own image processor (e.g.
+                SigLIP's: a square resize, no crop, mean and std 0.5) for the keys
+                the json leaves out or sets to null, and for a folder without json;
+                None: CLIP's (`from_dict`, `clip_defaults`).
 
         Returns:
             the config.
@@ -215,6 +220,9 @@ class PreprocessConfig:
         preprocessor_file = folder / _PREPROCESSOR_FILE
         if settings is None and preprocessor_file.is_file():
             settings, source = _read_json(preprocessor_file), preprocessor_file
+        if defaults is not None:
+            present = {} if settings is None else {k: v for k, v in settings.items() if v is not None}
+            settings, source = {**defaults, **present}, source or "the model family's defaults"
         if settings is not None:
             try:
                 return cls.from_dict(settings)

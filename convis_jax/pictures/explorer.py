@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.cache import atomic_write_bytes
 from convis_jax.errors import ConceptError, InputError
 
 # Largest side, in pixels, of the image stored in the page. The page shows
@@ -246,9 +247,8 @@ def write_explorer(
         else:
             relative = f"{DATA_FOLDER}/image-{index:04d}.js"
             (out_dir / DATA_FOLDER).mkdir(exist_ok=True)
-            (out_dir / relative).write_text(
-                f"window.{_RECEIVE_FUNCTION}({index}, {_json_for_html(payload)});\n", encoding="utf-8"
-            )
+            atomic_write_bytes(out_dir / relative, (
+                f"window.{_RECEIVE_FUNCTION}({index}, {_json_for_html(payload)});\n").encode())
             entry["script"] = relative
         image_entries.append(entry)
 
@@ -270,7 +270,7 @@ def write_explorer(
     # to look like a placeholder is left alone.
     page = re.sub(r"\{\{([A-Z]+)\}\}", lambda match: parts[match.group(1)], parts.pop("PAGE"))
     path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 

@@ -9,11 +9,13 @@ matplotlib is imported only by the functions that need it, and pyplot never
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.cache import atomic_write_bytes
 from convis_jax.errors import InputError
 
 
@@ -107,8 +109,9 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
         raise InputError(f"image must be uint8 [H, W, 3] or [H, W], found {image.dtype} "
                          f"{list(image.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())  # an interrupted run leaves no half a PNG
     return path
 
 
@@ -193,7 +196,8 @@ def _save_figure(fig, path) -> Path:
     # A bare Figure renders with Agg by itself: no pyplot, so a user's backend and
     # open figures are left alone.
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -84,12 +84,11 @@ def test_bundled_model_atlas_maps_equal_occlusion_maps(bundled, vocabulary):
 def test_vit_b32_shaped_atlas_maps_equal_occlusion_maps(tmp_path):
     """A random ViT-B/32-shaped vision tower (depth 1), one photo, 128-pixel windows on a
     32-pixel lattice so that the sweep stays short."""
-    from checkpoints import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
-
     from convis_jax.api import ConVis
     from convis_jax.atlas import Atlas, build_atlas
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
     spec = dict(vision=dict(VIT_B32_SHALLOW["vision"], num_hidden_layers=1), text=TINY["text"],
                 projection_dim=VIT_B32_SHALLOW["projection_dim"])
@@ -234,10 +233,9 @@ def test_append_and_resume_keep_numbers_and_redo_only_what_is_missing(bundled, t
 
 
 def test_damaged_or_mismatched_stores_are_clear_errors(bundled, tmp_path):
-    from checkpoints import make_clip_checkpoint
-
     from convis_jax.atlas import Atlas, build_atlas
     from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.testing import make_clip_checkpoint
 
     photos, float32, _ = bundled
     atlas_dir = tmp_path / "atlas"

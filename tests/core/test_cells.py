@@ -3,13 +3,6 @@ plain loops; and the whole Algorithm 1 fast path against the plain reference."""
 
 import numpy as np
 import pytest
-from reference import (
-    plain_accumulate,
-    plain_map_from_ranks,
-    plain_occlusion_map,
-    plain_subtree_index,
-    plain_window_ranks,
-)
 
 from convis_jax.core.cells import (
     accumulate_cells,
@@ -24,6 +17,13 @@ from convis_jax.core.cells import (
 from convis_jax.core.ranks import rank_similarity, ranks, subtree_min
 from convis_jax.core.windows import crop_windows, pad_images, prepare_image, window_grid
 from convis_jax.errors import InputError
+from tests.reference import (
+    plain_accumulate,
+    plain_map_from_ranks,
+    plain_occlusion_map,
+    plain_subtree_index,
+    plain_window_ranks,
+)
 
 PAPER_GRID = window_grid((224, 224))
 ODD_GRID = window_grid((100, 70), (32, 16), 8, 32)

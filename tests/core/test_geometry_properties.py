@@ -7,7 +7,6 @@ import math
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import plain_accumulate
 
 from convis_jax.core.cells import (
     accumulate_cells,
@@ -17,6 +16,7 @@ from convis_jax.core.cells import (
 )
 from convis_jax.core.windows import window_grid
 from convis_jax.errors import InputError
+from tests.reference import plain_accumulate
 
 
 @st.composite

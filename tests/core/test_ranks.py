@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from reference import plain_ranks, plain_subtree_index
 
 from convis_jax.core.ranks import (
     rank_similarity,
@@ -11,6 +10,7 @@ from convis_jax.core.ranks import (
     subtree_min,
 )
 from convis_jax.errors import InputError
+from tests.reference import plain_ranks, plain_subtree_index
 
 # A small DAG: 4 has two parents (1 and 2), so subtrees overlap.
 #          0

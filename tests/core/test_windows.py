@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from PIL import Image
-from reference import plain_window_ranks
 
 from convis_jax.core.windows import (
     SquareCrop,
@@ -16,6 +15,7 @@ from convis_jax.core.windows import (
     window_grid,
 )
 from convis_jax.errors import InputError
+from tests.reference import plain_window_ranks
 
 
 def _enumerate_windows(image_size, window_sizes, stride, padding):

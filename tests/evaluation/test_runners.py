@@ -17,42 +17,17 @@ import pytest
 from PIL import Image
 
 from convis_jax import evaluation
-from convis_jax.evaluation import datasets, metrics
 from convis_jax.core.images import load_image
 from convis_jax.core.vocabulary import ConceptVocabulary
 from convis_jax.core.windows import map_to_image, prepare_image
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.evaluation import datasets, metrics
 from convis_jax.evaluation.datasets import OodPair
-
-# (height, width) of each photo and its box (x, y, width, height) in CUB's form.
-# Odd excesses; the second box sticks out of the centre crop on the left.
-CUB_PHOTOS = {
-    "001.Albatross/a_1.jpg": ((121, 90), (20, 40, 45, 30)),
-    "001.Albatross/a 2.png": ((75, 131), (20, 10, 60, 40)),
-    "002.Ani/b_3.png": ((100, 100), (50, 55, 35, 30)),
-}
-
-
-def cub_photo(size, box) -> np.ndarray:
-    height, width = size
-    x, y, w, h = box
-    photo = np.zeros((height, width, 3), np.uint8)
-    photo[y:y + h, x:x + w] = 255
-    return photo
-
-
-def make_cub_folder(root: Path) -> Path:
-    """A CUB-200-2011 layout with white rectangles where the boxes are."""
-    lines, boxes = [], []
-    for i, (rel, (size, box)) in enumerate(CUB_PHOTOS.items(), start=1):
-        path = root / "images" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(cub_photo(size, box)).save(path, quality=100)
-        lines.append(f"{i} {rel}\n")
-        boxes.append(f"{i} {' '.join(map(str, box))}\n")
-    (root / "images.txt").write_text("".join(lines))
-    (root / "bounding_boxes.txt").write_text("".join(boxes))
-    return root
+from convis_jax.testing import (
+    CUB_PHOTOS,
+    write_cub_folder,
+    write_imagenet_folder,
+)
 
 
 def brightness_map(photo, concepts, image_id):
@@ -81,7 +56,7 @@ SETTINGS = {"task": "wsol", "method": "spy", "tolerance": 15}
 
 
 def test_items_of_cub_and_scenes(tmp_path):
-    records = datasets.read_cub(make_cub_folder(tmp_path / "cub"))
+    records = datasets.read_cub(write_cub_folder(tmp_path / "cub"))
     items = evaluation.cub_items(records)
     assert [i.image_id for i in items] == list(CUB_PHOTOS)
     assert {i.concept for i in items} == {"bird.n.01"}
@@ -105,7 +80,7 @@ def test_items_of_cub_and_scenes(tmp_path):
 
 
 def test_perfect_and_inverted_maps(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path)))
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path)))
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     results = evaluation.run_wsol(items, brightness_map, log, progress=False)
     summary = evaluation.summarise_wsol(results)
@@ -183,7 +158,7 @@ def test_boxes_cut_away_count_as_misses(tmp_path):
 
 
 def test_rerun_skips_finished_images_and_redoes_a_cut_one(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path / "cub")))
     path = tmp_path / "log.jsonl"
     spy = Spy(brightness_map)
     first = evaluation.run_wsol(items, spy, evaluation.ResultLog(path, SETTINGS), progress=False)
@@ -229,7 +204,7 @@ def test_result_log_settings_and_damage(tmp_path):
 
 
 def test_export_reads_back_at_wsolevaluations_size(tmp_path):
-    items = evaluation.cub_items(datasets.read_cub(make_cub_folder(tmp_path / "cub")))
+    items = evaluation.cub_items(datasets.read_cub(write_cub_folder(tmp_path / "cub")))
     out = tmp_path / "scoremaps"
     log = evaluation.ResultLog(tmp_path / "log.jsonl", SETTINGS)
     evaluation.run_wsol(items, brightness_map, log, export_dir=out, progress=False)
@@ -342,23 +317,6 @@ class FakeModel:
         return np.stack([self.vector("image:" + Path(p).name) for p in paths]).astype(np.float32)
 
 
-CLASSES = {  # WordNet id -> images
-    "n01530575": 3,  # brambling: a bird
-    "n01531178": 2,  # goldfinch.n.02: a bird
-    "n02087394": 2,  # Rhodesian ridgeback: a hunting dog
-    "n02088364": 2,  # beagle: a hunting dog
-    "n03001627": 2,  # chair: in no pair, never embedded
-}
-
-
-def make_imagenet_folder(root: Path) -> Path:
-    for wnid, count in CLASSES.items():
-        (root / wnid).mkdir(parents=True)
-        for j in range(count):
-            Image.new("RGB", (12 + j, 10), (j * 40, 90, 10)).save(root / wnid / f"{wnid}_{j}.JPEG")
-    return root
-
-
 @pytest.fixture(scope="module")
 def wordnet():
     from convis_jax.core.wordnet import load_wordnet
@@ -396,7 +354,7 @@ def test_ood_concepts_and_scores_against_a_plain_loop(wordnet):
 
 
 def test_run_ood_against_a_pairwise_count_and_resume(tmp_path, wordnet):
-    records = datasets.read_imagenet_folders(make_imagenet_folder(tmp_path / "inet"), wordnet)
+    records = datasets.read_imagenet_folders(write_imagenet_folder(tmp_path / "inet"), wordnet)
     pairs = (OodPair("bird.n.01", "hunting_dog.n.01"), OodPair("bird.n.01", "dog.n.01"),
              OodPair("spider.n.01", "butterfly.n.01"))
     vocab = ConceptVocabulary.from_synsets(

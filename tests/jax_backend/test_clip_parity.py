@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from checkpoints import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 from convis_jax.jax_backend.loading import load_clip
+from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 PATCH14_336 = dict(
     vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,

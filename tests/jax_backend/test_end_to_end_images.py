@@ -9,10 +9,10 @@ layers, with a small text tower that this test does not use.
 import numpy as np
 import pytest
 import skimage.data
-from checkpoints import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 from PIL import Image
 
 from convis_jax.jax_backend.loading import load_clip
+from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 # Max abs difference of unit embeddings that issue 2 allows. A two-layer random
 # model is not very sensitive to its input: bilinear instead of bicubic resizing

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from checkpoints import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 from convis_jax.errors import InputError
 from convis_jax.jax_backend import clip, gradients
 from convis_jax.jax_backend.gradients import SCORES, SubtreeIndex, concept_gradient_maps
 from convis_jax.jax_backend.loading import load_clip
+from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 NUM_CONCEPTS = 60
 # Inner nodes with subtrees of several concepts (not the root, whose subtree

@@ -5,7 +5,6 @@ weights: transformers' PyTorch `CLIPModel`, or transformers 4's
 `FlaxCLIPModel` for the committed msgpack fixture (`expected.npz`).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,13 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from checkpoints import TINY
 from safetensors.numpy import load_file, save_file
 
 from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
 from convis_jax.jax_backend import checkpoints, clip, loading
 from convis_jax.jax_backend.loading import load_clip
+from convis_jax.testing import TINY, make_clip_checkpoint
+from tests.checkpoints import lay_out_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "data" / "flax_clip_tiny"
@@ -158,25 +158,6 @@ def test_unknown_dtype_is_an_input_error(tiny_checkpoint):
 
 
 # ----------------------------------------------------------------- hub ids
-
-
-def lay_out_hub_cache(hub: Path, repo_id: str, folder: Path) -> str:
-    """Copies `folder` into a Hugging Face cache laid out as huggingface_hub writes it.
-
-    `models--org--name/blobs/<sha256>` holds the files, `snapshots/<commit>/`
-    relative links to them, and `refs/main` the commit hash. Returns the commit.
-    """
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for file in sorted(folder.iterdir()):
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, repo / "blobs" / digest)
-        os.symlink(f"../../blobs/{digest}", repo / "snapshots" / commit / file.name)
-    return commit
 
 
 HUB_PROBE = textwrap.dedent("""
@@ -319,11 +300,19 @@ def test_tokenizer_files_in_the_folder_are_used(tiny_checkpoint, tmp_path):
 
     from convis_jax.jax_backend.tokenizer import bundled_vocabulary
 
-    folder = tmp_path / "ckpt"
-    shutil.copytree(tiny_checkpoint[0], folder)
     vocab, merges = bundled_vocabulary()
     saved = CLIPTokenizer(vocab=vocab, merges=merges)
-    saved.add_tokens(["<concept>"])  # only the folder's tokenizer knows this token
+    saved.add_tokens(["<concept>"])  # only the folder's tokenizer knows this token: id 49408
+    # The tiny checkpoint's 49,408 embedding rows have none for it: refused, not read past.
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint[0], folder)
+    saved.save_pretrained(folder)
+    with pytest.raises(ModelLoadError, match="49409 tokens but the model's text embedding "
+                                             "table .* has 49408 rows"):
+        load_clip(folder)
+    # A text tower with a row for it loads, and reads the token.
+    folder = tmp_path / "wider"
+    make_clip_checkpoint(folder, dict(TINY, text=dict(TINY["text"], vocab_size=49409)))
     saved.save_pretrained(folder)
     model = load_clip(folder)
     bundled = load_clip(tiny_checkpoint[0])

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import plain_map_from_ranks, plain_subtree_index, plain_window_ranks
 
 from convis_jax.core.cells import cells_to_pixels
 from convis_jax.core.windows import pad_images, prepare_image, window_grid
@@ -15,6 +14,11 @@ from convis_jax.jax_backend.occlusion import (
     subtree_request,
     window_pixel_values,
     window_rank_similarities,
+)
+from tests.reference import (
+    plain_map_from_ranks,
+    plain_subtree_index,
+    plain_window_ranks,
 )
 
 # A small DAG over 24 synsets: 0 is the root, inner nodes 1-5, the rest leaves.

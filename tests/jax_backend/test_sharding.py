@@ -38,13 +38,13 @@ def child(checkpoint: str, out: str) -> None:
     """Every sweep on one device and on all 8; results saved to `out` (.npz)."""
     import jax
     import jax.numpy as jnp
-    from reference import plain_subtree_index
 
     from convis_jax.core.windows import pad_images, window_grid
     from convis_jax.jax_backend import occlusion, sharding
     from convis_jax.jax_backend.gradients import concept_gradient_maps
     from convis_jax.jax_backend.occlusion import TRACES
     from convis_jax.jax_backend.loading import load_clip
+    from tests.reference import plain_subtree_index
 
     assert jax.local_device_count() == DEVICES
     model = load_clip(checkpoint)

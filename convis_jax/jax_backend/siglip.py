@@ -1,0 +1,243 @@
+"""The Flax SigLIP: a ViT without class token pooled by attention, a text tower pooled at its last token.
+
+Submodules are named after the Hugging Face PyTorch `SiglipModel` keys, so
+that `pytorch_names.py` converts checkpoints with the same short table of
+rules as CLIP. The transformer blocks are CLIP's (`clip.Encoder`: the same
+names and the same pre-norm block); what differs:
+
+* the patch embedding has a bias and there is no class token; the position
+  embeddings cover the patches only;
+* the image embedding is the attention-pooling ("MAP") head over the
+  post-layernormed tokens: one learnt probe attends to every token through a
+  `torch.nn.MultiheadAttention` (whose fused `in_proj_weight` [3D, D] and
+  `in_proj_bias` [3D] are kept as they are stored), then a residual MLP;
+* the text tower is bidirectional (no causal mask), pools the LAST position
+  (which is padding for short texts: SigLIP was trained on texts padded to
+  the maximum length, see `SiglipModel.tokenize`) and maps it through a
+  linear `head`;
+* `logit_scale` and `logit_bias` [1]: p(match) = sigmoid(exp(scale) * cos + bias).
+
+Every module works on ONE example; `vmap` adds the batch (`encode_images`,
+`encode_texts`).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from convis_jax.jax_backend.clip import Encoder, Mlp, TextEmbeddings, normalise
+from convis_jax.jax_backend.config import (
+    SiglipConfig,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
+
+
+def _layer_norm(config, dtype):
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=dtype)
+
+
+class SiglipVisionEmbeddings(nn.Module):
+    config: SiglipVisionConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.patch_embedding = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size),
+                                       strides=(c.patch_size, c.patch_size), padding="VALID",
+                                       use_bias=True, dtype=self.dtype, param_dtype=self.dtype)
+        self.position_embedding = nn.Embed(c.num_patches, c.hidden_size, dtype=self.dtype,
+                                           param_dtype=self.dtype)
+
+    def __call__(self, pixels_hwc):
+        """pixels_hwc [S, S, 3] -> patch tokens [patches, D] in row-major grid order."""
+        patches = self.patch_embedding(pixels_hwc.astype(self.dtype))  # [g, g, D]
+        return (patches.reshape(-1, self.config.hidden_size)
+                + self.position_embedding.embedding.astype(self.dtype))
+
+
+class MultiheadAttention(nn.Module):
+    """`torch.nn.MultiheadAttention` (no mask, no dropout), with its parameter names and layout.
+
+    `in_proj_weight` [3D, D] stacks the query, key and value weights in
+    PyTorch's [out, in] layout; `out_proj` is an ordinary Dense.
+    """
+
+    hidden_size: int
+    num_heads: int
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        d = self.hidden_size
+        self.in_proj_weight = self.param("in_proj_weight", nn.initializers.xavier_uniform(),
+                                         (3 * d, d), self.dtype)
+        self.in_proj_bias = self.param("in_proj_bias", nn.initializers.zeros, (3 * d,),
+                                       self.dtype)
+        self.out_proj = nn.Dense(d, dtype=self.dtype, param_dtype=self.dtype)
+
+    def __call__(self, query, x):
+        """query [Lq, D] attends to x [L, D] -> [Lq, D]."""
+        d, heads = self.hidden_size, self.num_heads
+        w = self.in_proj_weight.astype(self.dtype)
+        b = self.in_proj_bias.astype(self.dtype)
+        q = query @ w[:d].T + b[:d]
+        k = x @ w[d:2 * d].T + b[d:2 * d]
+        v = x @ w[2 * d:].T + b[2 * d:]
+        split = lambda t: t.reshape(t.shape[0], heads, d // heads)
+        q, k, v = split(q) * (d // heads) ** -0.5, split(k), split(v)
+        logits = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(query.shape[0], d)
+        return self.out_proj(out)
+
+
+class MultiheadAttentionPoolingHead(nn.Module):
+    """The MAP head: a learnt probe attends to the tokens, then a residual MLP."""
+
+    config: SiglipVisionConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.probe = self.param("probe", nn.initializers.normal(1.0), (1, 1, c.hidden_size),
+                                self.dtype)
+        self.attention = MultiheadAttention(c.hidden_size, c.num_attention_heads, self.dtype)
+        self.layernorm = _layer_norm(c, self.dtype)
+        self.mlp = Mlp(c, self.dtype)
+
+    def __call__(self, tokens):
+        """tokens [L, D] -> pooled [D]."""
+        hidden = self.attention(self.probe[0].astype(self.dtype), tokens)  # [1, D]
+        hidden = hidden + self.mlp(self.layernorm(hidden))
+        return hidden[0]
+
+
+class SiglipVisionTransformer(nn.Module):
+    config: SiglipVisionConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.embeddings = SiglipVisionEmbeddings(self.config, self.dtype)
+        self.encoder = Encoder(self.config, self.dtype)
+        self.post_layernorm = _layer_norm(self.config, self.dtype)
+        self.head = MultiheadAttentionPoolingHead(self.config, self.dtype)
+
+    def tokens(self, pixels_hwc, layer: int):
+        """Hidden state after `layer` encoder layers (transformers' hidden_states[layer])."""
+        return self.encoder(self.embeddings(pixels_hwc), stop=layer)
+
+    def pooled_from_tokens(self, tokens, layer: int):
+        """Continues from hidden_states[layer] to the pooled output [D] of the head."""
+        return self.head(self.post_layernorm(self.encoder(tokens, start=layer)))
+
+
+class SiglipTextTransformer(nn.Module):
+    config: SiglipTextConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.embeddings = TextEmbeddings(c, self.dtype)
+        self.encoder = Encoder(c, self.dtype)
+        self.final_layer_norm = _layer_norm(c, self.dtype)
+        self.head = nn.Dense(c.projection_size, dtype=self.dtype, param_dtype=self.dtype)
+
+    def __call__(self, input_ids):
+        """input_ids [L] -> the head of the last position [projection_size] (no mask: as trained)."""
+        hidden = self.final_layer_norm(self.encoder(self.embeddings(input_ids)))
+        return self.head(hidden[-1])
+
+
+class SIGLIP(nn.Module):
+    """Both towers, the logit scale and bias (one example at a time)."""
+
+    config: SiglipConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.vision_model = SiglipVisionTransformer(self.config.vision, self.dtype)
+        self.text_model = SiglipTextTransformer(self.config.text, self.dtype)
+        # SigLIP's initial values (log 10 and -10); shape [1] as in the PyTorch checkpoints.
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(2.302585),
+                                      (1,), self.dtype)
+        self.logit_bias = self.param("logit_bias", nn.initializers.constant(-10.0), (1,),
+                                     self.dtype)
+
+    def __call__(self, pixel_values, input_ids):
+        """Both features; used to create the parameter tree."""
+        return (self.image_features(pixel_values), self.text_features(input_ids),
+                self.logit_scale, self.logit_bias)
+
+    def image_features(self, pixel_values):
+        """pixel_values [3, S, S] (transformers' layout) -> pooled image feature [d], not normalised."""
+        layer = self.config.vision.num_hidden_layers
+        return self.image_features_from_tokens(self.image_tokens(pixel_values, layer), layer)
+
+    def image_tokens(self, pixel_values, layer: int):
+        """pixel_values [3, S, S] -> patch token activations [patches, D] after `layer` layers.
+
+        Unlike CLIP's there is no class token: every row is a patch.
+        """
+        return self.vision_model.tokens(jnp.transpose(pixel_values, (1, 2, 0)), layer)
+
+    def image_features_from_tokens(self, tokens, layer: int):
+        """Token activations after `layer` layers -> pooled image feature [d]."""
+        return self.vision_model.pooled_from_tokens(tokens, layer)
+
+    def text_features(self, input_ids):
+        """input_ids [L] int (padded to the maximum length) -> text feature [d], not normalised."""
+        return self.text_model(input_ids)
+
+
+def _apply(config: SiglipConfig, params, method: str, *args):
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    return SIGLIP(config, dtype).apply({"params": params}, *args, method=method)
+
+
+def image_features(params, config: SiglipConfig, pixel_values):
+    """One image: pixel_values [3, S, S] float -> unnormalised image feature [d]."""
+    return _apply(config, params, "image_features", pixel_values)
+
+
+def image_tokens(params, config: SiglipConfig, pixel_values, layer: int):
+    """One image: patch token activations [patches, D] after `layer` vision layers."""
+    return _apply(config, params, "image_tokens", pixel_values, layer)
+
+
+def image_features_from_tokens(params, config: SiglipConfig, tokens, layer: int):
+    """One image: pooled feature [d] from the tokens after `layer` vision layers."""
+    return _apply(config, params, "image_features_from_tokens", tokens, layer)
+
+
+def text_features(params, config: SiglipConfig, input_ids):
+    """One text: input_ids [L] int -> unnormalised text feature [d]."""
+    return _apply(config, params, "text_features", input_ids)
+
+
+def encode_images(params, config: SiglipConfig, pixel_values, normalize: bool = True):
+    """pixel_values [N, 3, S, S] -> image embeddings [N, d] float32 (unit vectors by default)."""
+    features = jax.vmap(image_features, in_axes=(None, None, 0))(params, config, pixel_values)
+    return normalise(features) if normalize else features.astype(jnp.float32)
+
+
+def encode_texts(params, config: SiglipConfig, input_ids, normalize: bool = True):
+    """input_ids [N, L] int -> text embeddings [N, d] float32 (unit vectors by default)."""
+    features = jax.vmap(text_features, in_axes=(None, None, 0))(params, config, input_ids)
+    return normalise(features) if normalize else features.astype(jnp.float32)
+
+
+def parameter_shapes(config: SiglipConfig, dtype=jnp.float32):
+    """The parameter tree's shapes and dtypes (jax.ShapeDtypeStruct leaves), without allocating."""
+    pixels = jax.ShapeDtypeStruct((3, config.vision.image_size, config.vision.image_size), dtype)
+    ids = jax.ShapeDtypeStruct((config.text.max_position_embeddings,), jnp.int32)
+    return jax.eval_shape(SIGLIP(config, dtype).init, jax.random.key(0), pixels, ids)["params"]
+
+
+def init_params(config: SiglipConfig, seed: int = 0, dtype=jnp.float32):
+    """Random parameters."""
+    c = config
+    pixels = jnp.zeros((3, c.vision.image_size, c.vision.image_size), dtype)
+    ids = jnp.zeros((c.text.max_position_embeddings,), jnp.int32)
+    return SIGLIP(config, dtype).init(jax.random.key(seed), pixels, ids)["params"]
