@@ -27,6 +27,8 @@ _EXPORTS = {
     "build_bank": "convis_jax.jax_backend.bank",
     "ConVis": "convis_jax.api",
     "TopConcepts": "convis_jax.api",
+    "Atlas": "convis_jax.atlas",
+    "build_atlas": "convis_jax.atlas",
     "load_image": "convis_jax.core.images",
     "load_images": "convis_jax.core.images",
     "preprocess": "convis_jax.jax_backend.preprocessing",
@@ -62,6 +64,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     from convis_jax.api import ConVis, TopConcepts
+    from convis_jax.atlas import Atlas, build_atlas
     from convis_jax.core.images import load_image, load_images
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import map_to_image, prepare_image, window_grid

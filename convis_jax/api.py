@@ -251,7 +251,7 @@ class ConVis:
         from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
         from convis_jax.core.cells import webapp_cell_maps
         from convis_jax.core.images import image_sources, load_source
-        from convis_jax.core.windows import prepare_image
+        from convis_jax.core.windows import pad_squares
         from convis_jax.jax_backend import occlusion
 
         if padding not in ("noise", "constant"):
@@ -294,16 +294,11 @@ class ConVis:
                 return webapp_cell_maps(np.asarray(sims)[:n], grid, sub_offsets, sub_members)
 
         def prepare(number: int) -> tuple[np.ndarray, int]:
-            # Decode, square crop and pad batch `number`: one noise draw per image, from
-            # (seed, its number), the same however the images are batched or shared out.
-            # Looked up here, not imported above, so that tests can patch pad_images.
-            from convis_jax.core.windows import pad_images
-
+            # Decode, square crop and pad batch `number` (in a background thread): one noise
+            # draw per image, from (seed, its number), however the images are batched.
             part = slice(number * batch, (number + 1) * batch)
-            padded = np.concatenate([
-                pad_images(prepare_image(load_source(entry), IMAGE_SIZE)[None], grid.padding,
-                           padding, seed=[seed, image])
-                for entry, image in zip(sources[part], numbers[part])])
+            padded = pad_squares([load_source(entry) for entry in sources[part]], numbers[part],
+                                 grid.padding, padding, seed, IMAGE_SIZE)
             return pad_to_multiple(padded, batch)
 
         count = -(-len(sources) // batch)

@@ -1,4 +1,4 @@
-"""The `convis-jax` command line: explain, top, bank, explore, demo.
+"""The `convis-jax` command line: explain, top, bank, explore, atlas, demo.
 
 User mistakes (missing or damaged files, unknown concepts, bad options) and
 files that cannot be read or written end with one line on stderr and exit
@@ -178,11 +178,76 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
     add_model_options(explore)
 
+    add_atlas_commands(commands)
+
     demo = command("demo", "a small gallery from the bundled model")
     demo.add_argument("--out", required=True,
                       help="output folder: scenes, maps/<scene>/grid.png, explorer/index.html")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def add_atlas_commands(commands) -> None:
+    """`atlas build` and `atlas explore`: sweep a collection once, ask any concept later."""
+    atlas = commands.add_parser("atlas", help="the concept atlas of an image collection")
+    sub = atlas.add_subparsers(dest="atlas_command", required=True, parser_class=OneLineParser)
+    build = sub.add_parser("build", help="encode every window of every image once (resumable)")
+    build.add_argument("images", help="a folder of images (recursive) or a list file")
+    build.add_argument("--out", required=True, help="the atlas folder (shared by all processes)")
+    add_model_options(build, vocabulary=False)
+    build.add_argument("--store", choices=["float16", "float32"], default="float16",
+                       help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
+    build.add_argument("--padding", choices=["noise", "constant"], default="noise")
+    build.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
+    build.add_argument("--batch", type=POSITIVE_INT, default=8, help="images per compiled call")
+    build.add_argument("--chunk", type=POSITIVE_INT, default=32, help="windows per step")
+    hosts = build.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
+    hosts.add_argument("--coordinator", default=None,
+                       help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
+                       help="how many processes share the images (or JAX_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=int, default=None,
+                       help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
+    hosts.add_argument("--cluster", action="store_true",
+                       help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
+    explore = sub.add_parser("explore", help="write the atlas page: search a concept, see the "
+                                             "images that show it most")
+    explore.add_argument("atlas", help="the atlas folder")
+    explore.add_argument("--out", required=True, help="the page's folder")
+    explore.add_argument("--k", type=POSITIVE_INT, default=8, help="images shown per concept")
+    explore.add_argument("--images", default=None,
+                         help="where the photos are now (folder or list file; default: where "
+                              "the atlas was built from)")
+    add_model_options(explore)
+
+
+def cmd_atlas(args) -> None:
+    """`atlas build` / `atlas explore`."""
+    if args.atlas_command == "build":
+        from convis_jax.atlas import build_atlas, init_processes, list_images
+
+        list_images(args.images)  # before any model work: a wrong path costs no waiting
+        process_id, count = init_processes(coordinator=args.coordinator,
+                                           num_processes=args.num_processes,
+                                           process_id=args.process_id, cluster=args.cluster)
+        try:
+            summary = build_atlas(args.images, args.out, model=_model(args), dtype=args.store,
+                                  padding=args.padding, seed=args.seed, batch=args.batch,
+                                  chunk=args.chunk, progress=not args.quiet, source=args.model)
+        except KeyboardInterrupt:
+            print("the images finished so far are kept; run the same command again to resume",
+                  file=sys.stderr)
+            raise
+        print(f"atlas {summary.out}: process {process_id} of {count} encoded {summary.built} "
+              f"image(s) ({summary.skipped} already there)")
+        return
+    from convis_jax.atlas import Atlas
+
+    _output_folder(args.out)
+    atlas = Atlas.open(args.atlas, model=None if args.model is None else _model(args),
+                       vocabulary=args.vocabulary, text=args.text, progress=not args.quiet)
+    page = atlas.explore(args.out, k=args.k, images=args.images)
+    print(f"wrote {page}")
 
 
 def _model(args):
@@ -539,7 +604,7 @@ def cmd_demo(args) -> None:
 
 
 COMMANDS = {"explain": cmd_explain, "top": cmd_top, "bank": cmd_bank, "explore": cmd_explore,
-            "demo": cmd_demo}
+            "atlas": cmd_atlas, "demo": cmd_demo}
 
 
 def one_line(message: str) -> str:

@@ -1,10 +1,12 @@
-"""Redraw the README's two pictures from the demo: docs/demo-grid.png and docs/explorer.png.
+"""Redraw the README's pictures: docs/demo-grid.png, docs/explorer.png and docs/atlas.png.
 
 Runs `convis-jax demo` on the bundled model into a temporary folder, copies
 scene-1's grid (its one shape and that shape's parent) and photographs the
 demo's explorer page on scene-1 with that shape selected, 1280 x 800, in
 Debian's Chromium through Playwright (no browser download; see
-tests/test_explorer_browser.py).
+tests/test_explorer_browser.py). Then builds an atlas of twelve scenes
+(`convis-jax atlas build`), writes its page (`convis-jax atlas explore`)
+and photographs it with `ATLAS_CONCEPT` searched.
 
 Usage (from the repository root):
     python scripts/readme_pictures.py [--out docs]
@@ -35,14 +37,15 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+ATLAS_CONCEPT = "circle.n.01"
 
 
-def draw(out: Path) -> tuple[Path, Path]:
-    """Writes `out/demo-grid.png` and `out/explorer.png`; returns their paths."""
+def draw(out: Path) -> tuple[Path, Path, Path]:
+    """Writes `out/demo-grid.png`, `out/explorer.png` and `out/atlas.png`; returns their paths."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
-    grid, explorer = out / "demo-grid.png", out / "explorer.png"
+    grid, explorer, atlas = out / "demo-grid.png", out / "explorer.png", out / "atlas.png"
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp)
         cli.main(["demo", "--out", str(demo)])
@@ -56,8 +59,30 @@ def draw(out: Path) -> tuple[Path, Path]:
             page.get_by_text(shape, exact=True).first.click()
             page.wait_for_timeout(500)  # the map redraws after the click
             page.screenshot(path=str(explorer))
+            _atlas_page(demo / "atlas")
+            page.goto((demo / "atlas" / "page" / "index.html").as_uri())
+            page.wait_for_selector("body[data-ready='true']")
+            page.fill("#search", ATLAS_CONCEPT)
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"location.hash === '#concept={ATLAS_CONCEPT}'")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(atlas))
             browser.close()
-    return grid, explorer
+    return grid, explorer, atlas
+
+
+def _atlas_page(folder: Path) -> None:
+    """Twelve scenes, their atlas and its page, under `folder`."""
+    from convis_jax.pictures.overlays import save_png
+    from convis_jax.scenes import make_dataset
+
+    for i, scene in enumerate(make_dataset(seed=7, n=12, size=224)):
+        save_png(scene.image, folder / "photos" / f"scene-{i:02d}.png")
+    for command in (["atlas", "build", str(folder / "photos"), "--out", str(folder / "atlas")],
+                    ["atlas", "explore", str(folder / "atlas"), "--out", str(folder / "page"),
+                     "--k", "4"]):
+        if cli.main(command + ["--quiet"]) != 0:
+            raise RuntimeError(f"convis-jax {' '.join(command)} failed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -295,6 +295,15 @@ def mistakes(setup: Setup, tmp: Path) -> dict[str, tuple[list, str]]:
         "unknown command": (["explian", image], r"invalid choice: 'explian'"),
         "no command": ([], r"the following arguments are required: command"),
         "missing --out": (["explain", image, "--concepts", "dog"], r"required: --out"),
+        "atlas without a subcommand": (["atlas"], r"required: atlas_command"),
+        "atlas build of a missing folder": (["atlas", "build", str(tmp / "no-photos"), "--out",
+                                             str(tmp / "atlas")], r"no such path '.*no-photos'"),
+        "atlas build with an unknown store": (["atlas", "build", str(tmp), "--out",
+                                               str(tmp / "atlas"), "--store", "int8"],
+                                              r"--store: invalid choice: 'int8'"),
+        "atlas explore of a folder that is no atlas": (
+            ["atlas", "explore", str(tmp), "--out", str(tmp / "page")],
+            r"expected an atlas folder with atlas\.json, found none"),
     }
 
 

@@ -250,6 +250,30 @@ def pad_images(
     return padded
 
 
+def pad_squares(photos: Sequence[np.ndarray], numbers: Sequence[int], padding: int,
+                mode: str = "noise", seed: int = 0, size: int = 224) -> np.ndarray:
+    """Algorithm 1 steps 1-2 for photos numbered in a collection.
+
+    Each photo is centre-cropped and resized (`prepare_image`), then padded
+    (`pad_images`) with noise drawn from (seed, its number), so that an image's
+    padding does not depend on how images are batched or shared out.
+
+    Args:
+        photos: N uint8 [H, W, 3] photos.
+        numbers: N ints >= 0, each photo's number in its collection.
+        padding: pixels added on every side.
+        mode: "noise" or "constant" (`pad_images`).
+        seed: seed of the noise.
+        size: side of the square.
+
+    Returns:
+        float32 [N, size + 2 padding, size + 2 padding, 3] in [0, 255].
+    """
+    return np.concatenate([pad_images(prepare_image(photo, size)[None], padding, mode,
+                                      seed=[seed, int(number)])
+                           for photo, number in zip(photos, numbers)])
+
+
 def crop_windows(padded: np.ndarray, grid: WindowGrid, size_index: int) -> np.ndarray:
     """Cut out every window of one size (plain NumPy, for references).
 

@@ -224,6 +224,8 @@ def sweep_tables(params, padded, bank, finish, *, embed, image_size: int, grid: 
             whose devices each take a block of the table's chunks.
         split_bank: with a mesh, split the bank's rows over its devices instead of
             replicating it.
+        similarities: (v [chunk, d], bank) -> what `finish` receives: z by default;
+            `keep_embeddings` passes the embeddings on (then bank may be None).
 
     Returns:
         [n_chunks, chunk, ...] outputs of `finish` (sharded along the chunk axis over
@@ -437,6 +439,42 @@ def sweep_sizes(config, grid: WindowGrid, num_synsets: int, devices=None) -> tup
     wanted = -(-GPU_STEPS_PER_CALL * chunk * len(devices) // grid.n_windows)
     scores_fit = max(budget // (grid.n_windows * num_synsets * 4), 1)
     return chunk, int(max(1, min(wanted, GPU_MAX_IMAGES_PER_CALL, scores_fit)))
+
+
+def keep_embeddings(v, bank):
+    """The `similarities` that keep the unit window embeddings v [chunk, d] instead (the atlas)."""
+    return v
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _window_embeddings(params, padded, *, embed, image_size: int, grid: WindowGrid,
+                       chunk: int, mean, std, mesh, split_bank: bool):
+    TRACES["window_embeddings"] += 1
+    outputs = sweep_tables(params, padded, None, lambda v: v, embed=embed,
+                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
+                           mesh=mesh, similarities=keep_embeddings)
+    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+
+
+def window_embeddings(params, padded, *, embed, image_size: int, grid: WindowGrid, chunk: int,
+                      mean, std, devices=None):
+    """The unit embedding of every window (Algorithm 1 steps 1-3, no concepts): the atlas's input.
+
+    The windows are cut and encoded exactly as by `occlusion_cells` (split over the
+    devices the same way); only the finish differs: the embeddings are kept instead of
+    ranked, so that ranks against any concept bank can be taken later
+    (`jax_backend.stored_windows`, `convis_jax.atlas`).
+
+    Args:
+        params, padded, embed, image_size, grid, chunk, mean, std, devices: as
+            `occlusion_cells`.
+
+    Returns:
+        float32 [N, n_windows, d] unit vectors, windows listed per size, each row-major
+        (the order of `window_list` and `core.cells.coverage_matrix`).
+    """
+    return _on_devices(_window_embeddings, devices, False, None, params, padded, embed=embed,
+                       image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std)
 
 
 def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,

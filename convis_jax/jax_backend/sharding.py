@@ -43,7 +43,7 @@ def local_mesh(devices=None) -> Mesh:
     """A 1-D mesh (axis `AXIS`) over the given devices, default this process's local devices.
 
     Local, not global: under `jax.distributed` every process sweeps its own images
-    (scripts/sweep_dataset.py), so no computation spans hosts.
+    (`convis-jax atlas build`), so no computation spans hosts.
 
     Args:
         devices: a sequence of jax devices, or None for `jax.local_devices()`.

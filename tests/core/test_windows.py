@@ -284,3 +284,19 @@ def test_map_to_image_is_the_identity_on_a_square_of_the_same_size():
 def test_map_to_image_rejects_non_square_maps():
     with pytest.raises(InputError, match="S, S"):
         map_to_image(np.zeros((14, 13)), (100, 100))
+
+
+def test_pad_squares_draws_each_images_noise_from_its_number():
+    from convis_jax.core.windows import pad_squares
+
+    rng = np.random.default_rng(4)
+    photos = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8),
+              rng.integers(0, 256, (50, 30, 3), dtype=np.uint8)]
+    both = pad_squares(photos, [3, 0], 8, "noise", seed=11, size=32)
+    assert both.shape == (2, 48, 48, 3) and both.dtype == np.float32
+    for row, photo, number in zip(both, photos, [3, 0]):
+        want = pad_images(prepare_image(photo, 32)[None], 8, "noise", seed=[11, number])[0]
+        np.testing.assert_array_equal(row, want)
+    # Alone or in another batch, image number 3 gets the same padding.
+    np.testing.assert_array_equal(pad_squares(photos[:1], [3], 8, "noise", 11, 32)[0], both[0])
+    assert not np.array_equal(pad_squares(photos[:1], [4], 8, "noise", 11, 32)[0], both[0])

@@ -1,0 +1,12 @@
+"""The concept atlas of an image collection: every window encoded once, any concept asked later.
+
+`build_atlas` stores the unit embedding of every occlusion window of every
+image (`store` holds the layout); `Atlas.open` answers maps, cells, top
+images and concept scores for any vocabulary from them (`query`).
+"""
+
+from convis_jax.atlas.build import build_atlas, init_processes, list_images
+from convis_jax.atlas.query import Atlas, ImageConceptScores, TopImages
+
+__all__ = ["Atlas", "ImageConceptScores", "TopImages", "build_atlas", "init_processes",
+           "list_images"]

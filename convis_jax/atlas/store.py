@@ -1,0 +1,329 @@
+"""The atlas on disk: a manifest, and one part per building process of zarr v3 arrays.
+
+Layout of an atlas folder:
+    atlas.json                    the manifest: format version, the model's fingerprint,
+                                  the window grid, the padding and its seed, the stored
+                                  dtype, and the image ids in atlas order (image i's
+                                  padding noise is drawn from (seed, i))
+    part-P/windows/               zarr v3 array float16|float32 [N, n_windows, d]: the unit
+                                  embedding of every window of image i at [i] (one chunk
+                                  per image)
+    part-P/image/                 zarr v3 array float32 [N, d]: the unit embedding of the
+                                  whole image, as `ClipModel.embed_images` gives it
+    part-P/done/NNNNNNNNN.json    one record per finished batch of images: for each, its
+                                  number, id, (height, width) and square crop
+
+Why zarr v3 through tensorstore: tensorstore already comes with orbax (no new
+dependency), is the JAX ecosystem's array store (orbax checkpoints are zarr
+through tensorstore), reads and writes chunks concurrently from C++, and
+zarr v3's crc32c codec makes every damaged chunk a read error naming its
+file rather than wrong numbers. One chunk per image makes writing an image
+one file and reading any image one file; chunks never written take no space,
+so a part's arrays span every image number but hold only its own images.
+
+Why parts: each process writes only its own folder, so processes on hosts
+sharing a file system never write the same file. A rerun with another
+number of processes simply adds chunks to the parts it uses; an image is
+read from whichever part recorded it.
+
+Completion: a batch's record is written (atomically) only after its chunks
+are written, so a build killed at any moment leaves every recorded image
+complete, and loses at most the batch in flight, which a rerun redoes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convis_jax.core.cache import atomic_write_bytes
+from convis_jax.errors import InputError
+
+MANIFEST = "atlas.json"
+FORMAT = "convis-atlas"
+# The layout's version; a reader refuses any other.
+VERSION = 1
+DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the atlas keeps about one image besides its embeddings.
+
+    Attributes:
+        index: the image's number in the atlas (its padding noise comes from (seed, index)).
+        image_id: its id: a folder's file by its "/"-separated path relative to the folder,
+            or a list file's line.
+        size: (height, width) of the photo in pixels.
+        crop: (top, left, side) of the centred square the maps refer to.
+        part: the part folder holding its embeddings.
+    """
+
+    index: int
+    image_id: str
+    size: tuple[int, int]
+    crop: tuple[int, int, int]
+    part: str
+
+
+def _ts():
+    import tensorstore
+
+    return tensorstore
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The manifest of an atlas folder, checked; None when the folder has none.
+
+    Raises:
+        InputError: the manifest is unreadable or not an atlas manifest of this version.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"expected an atlas manifest at {str(path)!r}, found unreadable "
+                         f"JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"expected an atlas manifest (format {FORMAT!r}) at {str(path)!r}, "
+                         f"found another file")
+    if manifest.get("version") != VERSION:
+        raise InputError(f"expected atlas layout version {VERSION} in {str(path)!r}, found "
+                         f"{manifest.get('version')!r}; rebuild the atlas with this version")
+    missing = [key for key in ("model", "grid", "padding", "seed", "dtype", "images")
+               if key not in manifest]
+    if missing or manifest["dtype"] not in DTYPES or not isinstance(manifest["images"], list):
+        raise InputError(f"expected a complete atlas manifest at {str(path)!r}, found "
+                         f"{'missing ' + ', '.join(missing) if missing else 'bad values'}")
+    return manifest
+
+
+def new_manifest(model, grid, *, padding: str, seed: int, dtype: str, images: list[str],
+                 sources: list[str], source: str | None = None) -> dict:
+    """The manifest of an atlas of `images` built with `model` on `grid`.
+
+    Args:
+        model: the `ClipModel` (recorded by its weights' fingerprint; where it was loaded
+            from may differ between hosts, so `source` is only a hint for `Atlas.open`).
+        grid: the `WindowGrid`.
+        padding, seed: the padding mode and the seed of its noise.
+        dtype: the stored window embeddings' dtype, one of `DTYPES`.
+        images: the image ids, in atlas order.
+        sources: where the photos were (folders or list files), for pages that show them.
+        source: the model's folder or hub id; None for the bundled model.
+    """
+    return {"format": FORMAT, "version": VERSION,
+            "model": {"fingerprint": model.fingerprint, "source": source, "name": model.name,
+                      "embedding_dim": model.embedding_dim},
+            "grid": {"image_size": list(grid.image_size),
+                     "window_sizes": list(grid.window_sizes), "stride": grid.stride,
+                     "padding": grid.padding, "n_windows": grid.n_windows},
+            "padding": padding, "seed": int(seed), "dtype": dtype, "images": list(images),
+            "sources": list(sources)}
+
+
+def claim(root: Path, manifest: dict) -> dict:
+    """Creates the atlas manifest, or checks that the folder's matches and adds new images.
+
+    Every process calls this with the same arguments; the merged list is the same for
+    all of them and the write is atomic, so whichever lands last will do.
+
+    Args:
+        root: the atlas folder.
+        manifest: the settings (everything but "images" must match an existing atlas) and
+            "images": the ids this build wants, in order.
+
+    Returns:
+        The manifest now on disk: an existing atlas keeps its images in their order and
+        gets the new ids appended, in the order given.
+
+    Raises:
+        InputError: the folder holds an atlas built with another model, grid, padding,
+            seed or dtype (naming the manifest file and the difference).
+    """
+    root = Path(root)
+    found = read_manifest(root)
+    if found is None:
+        merged = dict(manifest)
+    else:
+        for key in ("model", "grid", "padding", "seed", "dtype"):
+            mine, theirs = manifest[key], found[key]
+            if key == "model":  # the weights decide; where they were loaded from may differ
+                mine, theirs = mine["fingerprint"], theirs["fingerprint"]
+            if mine != theirs:
+                raise InputError(f"{str(root / MANIFEST)!r} holds an atlas built with another "
+                                 f"{key} ({theirs!r}, this build: {mine!r}); use a new --out "
+                                 f"folder, or build with the atlas's settings")
+        known = set(found["images"])
+        merged = dict(found, images=found["images"] + [i for i in manifest["images"]
+                                                         if i not in known],
+                      sources=found.get("sources", []) + [
+                          s for s in manifest.get("sources", [])
+                          if s not in found.get("sources", [])])
+        if merged == found:
+            return found
+    atomic_write_bytes(root / MANIFEST, json.dumps(merged, indent=1).encode())
+    return merged
+
+
+def _array_spec(path: Path, shape, dtype: str, chunk) -> dict:
+    return {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+            "metadata": {"shape": list(shape), "data_type": dtype,
+                         "chunk_grid": {"name": "regular",
+                                        "configuration": {"chunk_shape": list(chunk)}},
+                         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                                    {"name": "crc32c"}]}}
+
+
+def _open_array(path: Path, *, shape=None, dtype=None, chunk=None, create=False):
+    """Opens (or creates) one zarr v3 array; a damaged one is an InputError naming it."""
+    ts = _ts()
+    try:
+        if create:
+            return ts.open(_array_spec(path, shape, dtype, chunk), create=True,
+                           open=True).result()
+        return ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
+                       open=True).result()
+    except ValueError as err:
+        raise InputError(f"expected an atlas array at {str(path / 'zarr.json')!r}, found it "
+                         f"missing or damaged ({one_line(err)})") from None
+
+
+def one_line(err) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+class Part:
+    """One process's folder of an atlas, for writing.
+
+    Args:
+        root: the atlas folder.
+        process_id: this process's number.
+        n_images: the atlas's image count (the arrays grow to it).
+        n_windows, dim: the window count and embedding width.
+        dtype: "float16" or "float32", the stored window embeddings' type.
+    """
+
+    def __init__(self, root: Path, process_id: int, *, n_images: int, n_windows: int, dim: int,
+                 dtype: str):
+        self.folder = Path(root) / f"part-{process_id}"
+        (self.folder / "done").mkdir(parents=True, exist_ok=True)
+        self.windows = self._grow(self.folder / "windows", (n_images, n_windows, dim), dtype,
+                                  (1, n_windows, dim))
+        self.image = self._grow(self.folder / "image", (n_images, dim), "float32", (1, dim))
+
+    @staticmethod
+    def _grow(path: Path, shape, dtype: str, chunk):
+        array = _open_array(path, shape=shape, dtype=dtype, chunk=chunk,
+                            create=not (path / "zarr.json").is_file())
+        found = tuple(array.shape)
+        if found[1:] != tuple(shape[1:]) or str(array.dtype.name) != dtype:
+            raise InputError(f"expected {dtype} {list(shape[1:])} rows in "
+                             f"{str(path / 'zarr.json')!r}, found {array.dtype.name} "
+                             f"{list(found[1:])}")
+        if found[0] < shape[0]:
+            array = array.resize(exclusive_max=list(shape), expand_only=True,
+                                 resize_metadata_only=True).result()
+        return array
+
+    def write(self, records: list[ImageRecord], windows: np.ndarray, image: np.ndarray) -> None:
+        """Writes a batch's embeddings, then (only then) its record.
+
+        Args:
+            records: the batch's images.
+            windows: float [B, n_windows, d] their window embeddings.
+            image: float [B, d] their whole-image embeddings.
+        """
+        futures = []
+        for n, record in enumerate(records):
+            futures.append(self.windows[record.index].write(
+                windows[n].astype(self.windows.dtype.numpy_dtype)))
+            futures.append(self.image[record.index].write(image[n].astype(np.float32)))
+        for future in futures:
+            future.result()
+        body = [{"index": r.index, "id": r.image_id, "size": list(r.size), "crop": list(r.crop)}
+                for r in records]
+        atomic_write_bytes(self.folder / "done" / f"{records[0].index:09d}.json",
+                           json.dumps({"images": body}).encode())
+
+
+def read_records(root: Path, manifest: dict) -> dict[int, ImageRecord]:
+    """{image number: record} of every finished image, from every part's records.
+
+    Raises:
+        InputError: a record file that is unreadable, or that names an image the
+            manifest does not hold at that number (naming the file).
+    """
+    root = Path(root)
+    ids = manifest["images"]
+    done: dict[int, ImageRecord] = {}
+    for path in sorted(root.glob("part-*/done/*.json")):
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))["images"]
+            records = [ImageRecord(int(e["index"]), str(e["id"]), tuple(e["size"]),
+                                   tuple(e["crop"]), path.parent.parent.name) for e in entries]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise InputError(f"expected an atlas record at {str(path)!r}, found a damaged "
+                             f"file ({type(err).__name__}: {one_line(err)})") from None
+        for record in records:
+            if not 0 <= record.index < len(ids) or ids[record.index] != record.image_id:
+                raise InputError(f"{str(path)!r} records image {record.image_id!r} as number "
+                                 f"{record.index}, but {str(root / MANIFEST)!r} does not list "
+                                 f"it there; this part belongs to another atlas")
+            done.setdefault(record.index, record)
+    return done
+
+
+class Reader:
+    """Reads the embeddings of finished images from whichever part holds them.
+
+    Args:
+        root: the atlas folder.
+        manifest: its manifest.
+        records: its finished images (`read_records`).
+    """
+
+    def __init__(self, root: Path, manifest: dict, records: dict[int, ImageRecord]):
+        self.root = Path(root)
+        n_windows, dim = manifest["grid"]["n_windows"], manifest["model"]["embedding_dim"]
+        self.windows, self.image = {}, {}
+        for part in sorted({r.part for r in records.values()}):
+            for name, rows, dtype, store in (("windows", (n_windows, dim), manifest["dtype"],
+                                              self.windows),
+                                             ("image", (dim,), "float32", self.image)):
+                path = self.root / part / name
+                array = _open_array(path)
+                if tuple(array.shape[1:]) != rows or array.dtype.name != dtype:
+                    raise InputError(f"expected {dtype} {list(rows)} rows in "
+                                     f"{str(path / 'zarr.json')!r} (as {MANIFEST} says), found "
+                                     f"{array.dtype.name} {list(array.shape[1:])}")
+                store[part] = array
+        self.records = records
+
+    def read(self, name: str, indices) -> np.ndarray:
+        """The stored rows of images `indices` (finished ones) of array `name`.
+
+        Returns:
+            "windows": [B, n_windows, d] in the stored dtype; "image": float32 [B, d].
+
+        Raises:
+            InputError: a damaged chunk (its checksum fails), naming the file.
+        """
+        arrays = self.windows if name == "windows" else self.image
+        futures = [arrays[self.records[i].part][int(i)].read() for i in indices]
+        out = []
+        for i, future in zip(indices, futures):
+            try:
+                out.append(future.result())
+            except ValueError as err:
+                part = self.records[i].part
+                raise InputError(f"atlas data of image {self.records[i].image_id!r} in "
+                                 f"{str(self.root / part / name)!r} is damaged "
+                                 f"({one_line(err)}); delete {part}/done and rebuild to "
+                                 f"redo that part") from None
+        return np.stack(out)
