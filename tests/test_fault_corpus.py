@@ -620,7 +620,9 @@ def test_ctrl_c_at_several_moments_exits_130_with_no_partial_files(tiny_checkpoi
         process.stdout.close()
         process.stderr.close()
         text = b"".join(stderr).decode(errors="replace")
-        assert process.returncode in (130, 0), (delay, process.returncode, text)
+        # -SIGINT: the signal landed after the run had finished, during the interpreter's
+        # shutdown, whose default action ends the process (a shell reports that as 130 too).
+        assert process.returncode in (130, 0, -signal.SIGINT), (delay, process.returncode, text)
         assert "Traceback" not in text and "Exception ignored" not in text, text
         if process.returncode == 130:
             # A progress bar's last redraw may land after the message on a loaded machine.
