@@ -267,9 +267,9 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     windows (the last chunk padded by repeating): what "encoding its crops
     alone" costs.
     """
-    chunk = setup.settings.chunk
-    padded, count = pad_to_multiple(pixels, chunk)
-    chunks = jnp.asarray(padded.reshape((-1, chunk) + pixels.shape[1:]))
+    n_chunks, size = occlusion.window_tables(setup.grid, 1, setup.settings.chunk).shape[:2]
+    padded, count = pad_to_multiple(pixels, n_chunks * size)
+    chunks = jnp.asarray(padded.reshape((n_chunks, size) + pixels.shape[1:]))
 
     def run():
         out = np.asarray(encode_chunks(setup.model.params, chunks, config=setup.model.config))
@@ -308,12 +308,10 @@ def rank_chunks(v_chunks, bank, members, segment_ids, *, num_concepts):
 
 
 def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
-    """Crops the sweep encodes (its one window table filled to whole chunks) and what
-    encoding the windows alone in chunks costs: the same count since the sweep keeps one
-    table for all window sizes."""
-    sweep = -(-n_images * grid.n_windows // chunk) * chunk
-    alone = -(-n_images * grid.n_windows // chunk) * chunk
-    return {"windows": n_images * grid.n_windows, "sweep": sweep, "encode_alone": alone}
+    """Crops the sweep encodes (its one window table, `occlusion.window_tables`, filled
+    to whole chunks); `jax_encode_alone` encodes the same table."""
+    count = int(np.prod(occlusion.window_tables(grid, n_images, chunk).shape[:2]))
+    return {"windows": n_images * grid.n_windows, "sweep": count, "encode_alone": count}
 
 
 def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
@@ -321,9 +319,9 @@ def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
     c = setup.concepts
     members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
                                                             np.arange(c.count))
-    count = encoded_crops(setup.grid, setup.settings.chunk)["sweep"]
-    rows = np.resize(embeddings, (count, embeddings.shape[1]))  # repeats rows to fill
-    args = (jnp.asarray(rows.reshape(-1, setup.settings.chunk, rows.shape[1])),
+    n_chunks, size = occlusion.window_tables(setup.grid, 1, setup.settings.chunk).shape[:2]
+    rows = np.resize(embeddings, (n_chunks * size, embeddings.shape[1]))  # repeats rows to fill
+    args = (jnp.asarray(rows.reshape(n_chunks, size, rows.shape[1])),
             jnp.asarray(c.bank), jnp.asarray(members), jnp.asarray(segments))
 
     def run():

@@ -44,17 +44,18 @@ class Attention(nn.Module):
         self.v_proj = dense()
         self.out_proj = dense()
 
-    def __call__(self, x, mask=None):
-        length = x.shape[0]
+    def __call__(self, x, mask=None, queries: int | None = None):
+        """x [L, D] -> [L, D]; with `queries`, only the first `queries` rows attend
+        (their outputs alone, [queries, D]; keys and values still come from all L)."""
         heads, head_dim = self.config.num_attention_heads, self.config.head_dim
-        split = lambda t: t.reshape(length, heads, head_dim)
-        q = split(self.q_proj(x)) * head_dim ** -0.5
+        split = lambda t: t.reshape(t.shape[0], heads, head_dim)
+        q = split(self.q_proj(x[:queries])) * head_dim ** -0.5
         k, v = split(self.k_proj(x)), split(self.v_proj(x))
         logits = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
         if mask is not None:
-            logits = logits + mask
+            logits = logits + mask[:queries]
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(length, -1)
+        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(q.shape[0], -1)
         return self.out_proj(out)
 
 
@@ -86,8 +87,9 @@ class EncoderLayer(nn.Module):
         self.layer_norm2 = _layer_norm(self.config, self.dtype)
         self.mlp = Mlp(self.config, self.dtype)
 
-    def __call__(self, x, mask=None):
-        x = x + self.self_attn(self.layer_norm1(x), mask)
+    def __call__(self, x, mask=None, queries: int | None = None):
+        """x [L, D] -> [L, D], or only the first `queries` tokens' outputs [queries, D]."""
+        x = x[:queries] + self.self_attn(self.layer_norm1(x), mask, queries)
         return x + self.mlp(self.layer_norm2(x))
 
 
@@ -104,6 +106,18 @@ class Encoder(nn.Module):
         for layer in self.layers[start:stop]:
             x = layer(x, mask)
         return x
+
+    def first_token(self, x, start: int = 0):
+        """The first token's output [D] of layers [start, end) on x [L, D].
+
+        The last layer computes that token alone (keys and values still from
+        every token): the same numbers as `self(x, start=start)[0]`, with
+        about 1/L of the last layer's work.
+        """
+        if start >= len(self.layers):
+            return x[0]
+        x = self(x, start=start, stop=len(self.layers) - 1)
+        return self.layers[-1](x, queries=1)[0]
 
 
 class VisionEmbeddings(nn.Module):
@@ -143,7 +157,7 @@ class VisionTransformer(nn.Module):
 
     def pooled_from_tokens(self, tokens, layer: int):
         """Continues from hidden_states[layer] to the pooled (class token) output."""
-        return self.post_layernorm(self.encoder(tokens, start=layer)[0])
+        return self.post_layernorm(self.encoder.first_token(tokens, start=layer))
 
 
 class TextTransformer(nn.Module):

@@ -115,19 +115,21 @@ def window_pixel_values(crops, size: int, mean, std):
 def window_tables(grid: WindowGrid, n_images: int, chunk: int, parts: int = 1) -> np.ndarray:
     """Every window of every image, of every size, as one table cut into chunks.
 
-    One table for all window sizes: only the last chunk of the whole sweep is
-    filled with repeats (one table per size would fill the last chunk of each,
-    38 extra crops of 730 at chunk 32).
+    One table for all window sizes, and chunks as even as `chunk` allows: the
+    fewest chunks of at most `chunk` windows, all of one size, so that at most
+    n_chunks - 1 repeats fill the table (one table per size would fill the last
+    chunk of each, 38 extra crops of 730 at chunk 32; 164 windows in chunks of
+    exactly 32 would encode 28 repeats, 17% more, against 4 in 6 chunks of 28).
 
     Args:
         grid: the window grid.
         n_images: N, the images of the batch.
-        chunk: windows per chunk, >= 1.
+        chunk: the most windows per chunk, >= 1.
         parts: the number of chunks is rounded up to a multiple of this (the
             devices that will share the table), >= 1.
 
     Returns:
-        int32 [n_chunks, chunk, 4]: rows (image, y origin, x origin, size index) in
+        int32 [n_chunks, size <= chunk, 4]: rows (image, y origin, x origin, size index) in
         padded pixels, size-major in grid order, then image-major, then row-major
         over that size's lattice; the last row is repeated to fill the table, and
         `lattice_outputs` cuts those repeats away again.
@@ -139,8 +141,11 @@ def window_tables(grid: WindowGrid, n_images: int, chunk: int, parts: int = 1) -
         for n in range(n_images):
             rows.append(np.concatenate([np.full((len(per_image), 1), n), per_image,
                                         np.full((len(per_image), 1), size_index)], axis=1))
-    table, _ = pad_to_multiple(np.concatenate(rows), chunk * parts)
-    return table.reshape(-1, chunk, 4).astype(np.int32)
+    rows = np.concatenate(rows)
+    n_chunks = -(-len(rows) // (chunk * parts)) * parts
+    size = -(-len(rows) // n_chunks)
+    table, _ = pad_to_multiple(rows, n_chunks * size)
+    return table.reshape(n_chunks, size, 4).astype(np.int32)
 
 
 def dense_similarities(v, bank):
