@@ -763,6 +763,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
         "encode_alone": jax_encode_alone(setup, window_pixels(setup)),
         "torch_batched": torch_batched(setup, everything, 1, threads["batched"]),
         "torch_encode_alone": torch_encode_alone(setup, threads["batched"]),
+        "torch_matmul_float32": common.torch_matmul_function(matmul_n, threads["batched"]),
     }
     if dtype != "float32":
         functions[f"matmul_{dtype}"] = common.matmul_function(matmul_n, dtype)
@@ -856,7 +857,14 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     hardware = common.hardware_report(timings["convis_all"].median_s, geometry["sweep_windows"],
                                      model.config.vision, model.config.projection_dim, matmul,
                                      matmul_n, timings["torch_batched"].median_s,
-                                     paired_ratio(timings, "matmul_float32", "convis_all"))
+                                     paired_ratio(timings, "matmul_float32", "convis_all"),
+                                     timings["torch_matmul_float32"].median_s,
+                                     timings["torch_encode_alone"].median_s)
+    log("  forward-equivalent GFLOP/s: sweep {:.0f}, PyTorch bare encoding {:.0f}; float32 "
+        "matmul: JAX {:.0f}, PyTorch {:.0f}".format(
+            hardware["sweep_flop_per_s"] / 1e9, hardware["torch_encode_alone_flop_per_s"] / 1e9,
+            hardware["matmul_flop_per_s"]["float32"] / 1e9,
+            hardware["torch_matmul_flop_per_s"] / 1e9))
     hardware["timings"] = {name: timings[name].to_dict() for name in timings
                            if name.startswith("matmul_")}
     return {"occlusion": occlusion, "hardware": hardware}

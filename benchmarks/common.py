@@ -371,9 +371,27 @@ def matmul_function(n: int, dtype: str = "float32", seed: int = 0):
     return run
 
 
+def torch_matmul_function(n: int, threads: int, seed: int = 0):
+    """`matmul_function`'s PyTorch twin (float32, on the GPU when torch sees one), so that
+    both frameworks' matmul rates are measured in the same rounds."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = torch.Generator().manual_seed(seed)
+    a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
+
+    def run():
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return float((a @ b)[0, 0])
+
+    return run
+
+
 def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, matmul_s: dict,
            matmul_n: int, torch_batched_s: float | None = None,
-           matmul_over_sweep_paired: float | None = None) -> dict:
+           matmul_over_sweep_paired: float | None = None, torch_matmul_s: float | None = None,
+           torch_encode_s: float | None = None) -> dict:
     """Achieved FLOP/s of the sweep (and of PyTorch's batched forward) against matmuls.
 
     Args:
@@ -386,9 +404,14 @@ def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, m
         matmul_over_sweep_paired: median over rounds of (float32 matmul seconds / sweep
             seconds) in the same round; when given, the sweep's fraction of the matmul's
             FLOP/s is taken from it (load changing between rounds cancels).
+        torch_matmul_s: median seconds of PyTorch's float32 matmul of the same side.
+        torch_encode_s: median seconds of PyTorch's bare encoding of the same crops.
 
     Returns:
-        A JSON-able dict (FLOPs per crop by part, FLOP/s, fractions of the matmul).
+        A JSON-able dict (FLOPs per crop by part, FLOP/s, fractions of the matmul). The
+        FLOPs are those of the whole forward, as PyTorch runs it; convis_jax's last
+        layer computes the class token alone (`clip.Encoder.first_token`), so its rates
+        are forward-equivalent ones.
     """
     flops = vit_forward_flops(vision, projection_dim)
     sweep_flops = flops["total"] * n_crops
@@ -414,4 +437,8 @@ def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, m
     if torch_batched_s is not None:
         out["torch_batched_flop_per_s"] = sweep_flops / torch_batched_s
         out["torch_batched_fraction_of_matmul"] = sweep_flops / torch_batched_s / reference
+    if torch_matmul_s is not None:
+        out["torch_matmul_flop_per_s"] = matmul_flops / torch_matmul_s
+    if torch_encode_s is not None:
+        out["torch_encode_alone_flop_per_s"] = sweep_flops / torch_encode_s
     return out

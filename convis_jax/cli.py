@@ -115,12 +115,17 @@ def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = Tru
         parser.add_argument("--vocabulary", default=None,
                             help="physical_objects, all_nouns, or a file of words/synsets "
                                  "(default: the model's own vocabulary, else physical_objects)")
-        parser.add_argument("--text", default="definition",
-                            help='concept texts: definition, lemmas, or a template like '
-                                 '"a photo of a {}"')
+        add_text_option(parser)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="dtype of the model's parameters and compute")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+
+
+def add_text_option(parser: argparse.ArgumentParser) -> None:
+    """--text: how a concept becomes the text that is encoded."""
+    parser.add_argument("--text", default="definition",
+                        help='concept texts: definition, lemmas, or a template like '
+                             '"a photo of a {}"')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -617,24 +622,20 @@ def one_line(message: str) -> str:
 
 
 def script_parser(prog: str, description: str):
-    """The evaluation scripts' argument parser, with the options they share.
+    """The evaluation scripts' argument parser, with the options they share
+    (each script adds its own --vocabulary: their defaults differ).
 
     Its errors raise `ConvisError` (one line, no usage block), like the
     `convis-jax` command line's.
     """
-    parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("--model", default=None,
-                        help="model folder or Hugging Face hub id of a CLIP or an OpenCLIP ViT-CLIP "
-                             "(default: the bundled model)")
-    parser.add_argument("--text", default="definition",
-                        help='concept texts: definition, lemmas, or a template like '
-                             '"a photo of a {}"')
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser = OneLineParser(prog=prog, description=description,
+                           formatter_class=DefaultsHelpFormatter)
+    add_model_options(parser, vocabulary=False)
+    add_text_option(parser)
     parser.add_argument("--log", default=None,
                         help="per-image results file (default: <out>.images.jsonl)")
     parser.add_argument("--restart", action="store_true",
                         help="discard earlier per-image results instead of resuming")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 

@@ -105,7 +105,7 @@ def run(args) -> dict:
         write_json,
     )
     from convis_jax.evaluation.datasets import read_imagenet_folders
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.jax_backend.loading import load_model
 
     pairs = parse_pairs(args.pairs)
     if args.batch_size < 1:
@@ -115,7 +115,7 @@ def run(args) -> dict:
     wordnet = load_wordnet()
     records = limit_per_class(read_imagenet_folders(args.data, wordnet), args.limit)
     vocabulary = load_vocabulary(args.vocabulary, records, pairs, wordnet)
-    model = load_clip(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype)
 
     settings = {"task": "ood", "model_fingerprint": model.fingerprint, "dtype": args.dtype,
                 "vocabulary": vocabulary.fingerprint(), "text": args.text,

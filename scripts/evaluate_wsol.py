@@ -135,7 +135,7 @@ def run(args) -> dict:
         write_json,
         wsol_report,
     )
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.jax_backend.loading import load_model
 
     if args.seed < 0:
         raise InputError(f"--seed: expected an integer >= 0, found {args.seed}")
@@ -149,7 +149,7 @@ def run(args) -> dict:
         except ImportError as err:
             raise InputError(f"--protocol wsolevaluation: {err}") from None
     kind, items = read_items(args)
-    model = load_clip(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype)
     convis = ConVis(model, args.vocabulary, text=args.text, progress=not args.quiet)
     items = resolve_concepts(convis.vocabulary, items)
     concepts = sorted({item.concept for item in items})
