@@ -68,7 +68,19 @@ def synthetic_atlas(folder: Path, model, count: int, seed: int = 0, batch: int =
 
 
 def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
-        concept: str = "dog.n.01", log=print) -> dict:
+        concept: str = "dog.n.01", *, checkpoint: Path | None = None,
+        vocabulary="physical_objects", log=print) -> dict:
+    """The atlas figures (module docstring) as a JSON-able dict.
+
+    Args:
+        depth: vision and text depth of the ViT-B/32-shaped benchmark checkpoint.
+        images: images per timed build and sweep.
+        repeats: interleaved rounds.
+        stored: synthetic stored images of the ranking queries.
+        concept: the concept those queries rank.
+        checkpoint: another transformers CLIP folder instead (the smoke test's tiny one).
+        vocabulary: what `ConVis` and `Atlas.open` accept.
+    """
     from PIL import Image
 
     from convis_jax.api import ConVis
@@ -78,10 +90,15 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
 
     spec = {name: dict(part, num_hidden_layers=depth) if isinstance(part, dict) else part
             for name, part in common.VIT_B32.items()}
-    model = load_clip(common.benchmark_checkpoint(spec=spec) if depth != 12
+    if checkpoint is None:
+        checkpoint = (common.benchmark_checkpoint(spec=spec) if depth != 12
                       else common.benchmark_checkpoint())
-    convis = ConVis(model, "physical_objects", progress=False)
-    results = {"model": f"ViT-B/32 shape, random weights, vision depth {depth}",
+        description = f"ViT-B/32 shape, random weights, vision depth {depth}"
+    else:
+        description = str(checkpoint)
+    model = load_clip(checkpoint)
+    convis = ConVis(model, vocabulary, progress=False)
+    results = {"model": description,
                "concepts": len(convis.vocabulary), "environment": common.environment("float32"),
                "note": "shared 2-core machine: timings are noisy"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +151,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
         log(f"bytes per image: float16 {float16_bytes:,.0f}, float32 {float32_bytes:,.0f}")
 
         # All 7,080 maps of one stored image from a warm atlas, checked against the sweep.
-        atlas = Atlas.open(atlas_dir, model=model, vocabulary="physical_objects", progress=False)
+        atlas = Atlas.open(atlas_dir, model=model, vocabulary=vocabulary, progress=False)
         image_id = atlas.image_ids[0]
         first, cells = common.timed(atlas.cells, image_id)
         correlation = float(np.corrcoef(cells.ravel(), outputs["sweep"][0].ravel())[0, 1])
@@ -147,18 +164,19 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
         log(f"all {cells.shape[1]} maps of one stored image: {all_maps.median_s:.2f} s "
             f"(first call {first:.2f} s); correlation with the sweep {correlation:.6f}")
 
-        results.update(stored_queries(model, tmp / "many", stored, concept, log))
+        results.update(stored_queries(model, tmp / "many", stored, concept, vocabulary, log))
     return results
 
 
-def stored_queries(model, folder: Path, stored: int, concept: str, log=print) -> dict:
+def stored_queries(model, folder: Path, stored: int, concept: str,
+                   vocabulary="physical_objects", log=print) -> dict:
     """Rankings over `stored` synthetic stored images, and all maps of one of them."""
     from convis_jax.atlas import Atlas
 
     start = time.perf_counter()
     synthetic_atlas(folder, model, stored)
     write_s = time.perf_counter() - start
-    atlas = Atlas.open(folder, model=model, vocabulary="physical_objects", progress=False)
+    atlas = Atlas.open(folder, model=model, vocabulary=vocabulary, progress=False)
     image_id = atlas.image_ids[0]
     all_maps = common.Timing(common.timed(atlas.cells, image_id)[0])
     for _ in range(3):

@@ -242,3 +242,20 @@ def test_random_vocabulary_is_a_rooted_tree():
     assert sizes.max() == 50  # the root's subtree holds every concept
     root = vocabulary.index("concept00000.n.01")
     assert sizes[root] == 50
+
+
+def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
+    """benchmarks/bench_atlas.py end to end on the tiny model: its maps cross-check holds."""
+    bench_atlas = load_benchmark("bench_atlas")
+
+    result = bench_atlas.run(images=1, repeats=1, stored=12, concept="dog.n.01",
+                             checkpoint=tiny_checkpoint[0], vocabulary=vocabularies["small"],
+                             log=lambda *_: None)
+    count = len(vocabularies["small"])  # the synsets and their hypernyms
+    assert result["concepts"] == count
+    assert result["all_maps_one_image"]["correlation_with_sweep_float16"] >= 0.999
+    assert result["all_maps_one_image"]["shape"] == [1, count, 14, 14]
+    sizes = result["bytes_per_image"]
+    assert sizes["float16"] < sizes["float32"] and sizes["windows_float16_payload"] == 730 * 16 * 2
+    assert result["stored_synthetic"]["images"] == 12
+    assert result["build_vs_sweep"]["build_cost_over_sweep_cost"] > 0
