@@ -10,6 +10,7 @@ short table of rules. Every module works on ONE example (no batch axis);
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import flax.linen as nn
 import jax
@@ -245,47 +246,60 @@ class CLIP(nn.Module):
         return self.text_projection(self.text_model(input_ids))
 
 
-def _apply(config: ClipConfig, params, method: str, *args):
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    return CLIP(config, dtype).apply({"params": params}, *args, method=method)
-
-
-def image_features(params, config: ClipConfig, pixel_values):
-    """One image: pixel_values [3, S, S] float -> unnormalised projected feature [d]."""
-    return _apply(config, params, "image_features", pixel_values)
-
-
-def image_tokens(params, config: ClipConfig, pixel_values, layer: int):
-    """One image: token activations [1 + patches, D] after `layer` vision layers."""
-    return _apply(config, params, "image_tokens", pixel_values, layer)
-
-
-def image_features_from_tokens(params, config: ClipConfig, tokens, layer: int):
-    """One image: projected feature [d] from the tokens after `layer` vision layers."""
-    return _apply(config, params, "image_features_from_tokens", tokens, layer)
-
-
-def text_features(params, config: ClipConfig, input_ids):
-    """One text: input_ids [L] int -> unnormalised projected feature [d]."""
-    return _apply(config, params, "text_features", input_ids)
-
-
 def normalise(x, axis: int = -1):
     """x / ||x|| along `axis` (in float32)."""
     x = x.astype(jnp.float32)
     return x / jnp.linalg.norm(x, axis=axis, keepdims=True)
 
 
-def encode_images(params, config: ClipConfig, pixel_values, normalize: bool = True):
-    """pixel_values [N, 3, S, S] -> image embeddings [N, d] (unit vectors by default)."""
-    features = jax.vmap(image_features, in_axes=(None, None, 0))(params, config, pixel_values)
-    return normalise(features) if normalize else features.astype(jnp.float32)
+def tower_functions(module: type[nn.Module]) -> SimpleNamespace:
+    """The functions of a two-tower Flax module class (`CLIP`, `siglip.SIGLIP`) on a
+    parameter tree, whose dtype is the compute dtype:
+
+    * `image_features(params, config, pixel_values [3, S, S])` -> unnormalised feature [d];
+    * `image_tokens(params, config, pixel_values, layer)` -> token activations after
+      `layer` vision layers;
+    * `image_features_from_tokens(params, config, tokens, layer)` -> feature [d] from them;
+    * `text_features(params, config, input_ids [L])` -> unnormalised feature [d];
+    * `encode_images(params, config, pixel_values [N, 3, S, S], normalize=True)` and
+      `encode_texts(params, config, input_ids [N, L], normalize=True)` -> float32 [N, d],
+      unit vectors by default.
+    """
+    def apply(config, params, method: str, *args):
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        return module(config, dtype).apply({"params": params}, *args, method=method)
+
+    def image_features(params, config, pixel_values):
+        return apply(config, params, "image_features", pixel_values)
+
+    def image_tokens(params, config, pixel_values, layer: int):
+        return apply(config, params, "image_tokens", pixel_values, layer)
+
+    def image_features_from_tokens(params, config, tokens, layer: int):
+        return apply(config, params, "image_features_from_tokens", tokens, layer)
+
+    def text_features(params, config, input_ids):
+        return apply(config, params, "text_features", input_ids)
+
+    def encode(features):
+        def batched(params, config, inputs, normalize: bool = True):
+            out = jax.vmap(features, in_axes=(None, None, 0))(params, config, inputs)
+            return normalise(out) if normalize else out.astype(jnp.float32)
+        return batched
+
+    return SimpleNamespace(image_features=image_features, image_tokens=image_tokens,
+                           image_features_from_tokens=image_features_from_tokens,
+                           text_features=text_features, encode_images=encode(image_features),
+                           encode_texts=encode(text_features))
 
 
-def encode_texts(params, config: ClipConfig, input_ids, normalize: bool = True):
-    """input_ids [N, L] int -> text embeddings [N, d] (unit vectors by default)."""
-    features = jax.vmap(text_features, in_axes=(None, None, 0))(params, config, input_ids)
-    return normalise(features) if normalize else features.astype(jnp.float32)
+_FUNCTIONS = tower_functions(CLIP)
+image_features = _FUNCTIONS.image_features
+image_tokens = _FUNCTIONS.image_tokens
+image_features_from_tokens = _FUNCTIONS.image_features_from_tokens
+text_features = _FUNCTIONS.text_features
+encode_images = _FUNCTIONS.encode_images
+encode_texts = _FUNCTIONS.encode_texts
 
 
 def parameter_shapes(config: ClipConfig, dtype=jnp.float32):

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convis_jax.jax_backend.clip import Encoder, Mlp, TextEmbeddings, normalise
+from convis_jax.jax_backend.clip import Encoder, Mlp, TextEmbeddings, tower_functions
 from convis_jax.jax_backend.config import (
     SiglipConfig,
     SiglipTextConfig,
@@ -191,41 +191,13 @@ class SIGLIP(nn.Module):
         return self.text_model(input_ids)
 
 
-def _apply(config: SiglipConfig, params, method: str, *args):
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    return SIGLIP(config, dtype).apply({"params": params}, *args, method=method)
-
-
-def image_features(params, config: SiglipConfig, pixel_values):
-    """One image: pixel_values [3, S, S] float -> unnormalised image feature [d]."""
-    return _apply(config, params, "image_features", pixel_values)
-
-
-def image_tokens(params, config: SiglipConfig, pixel_values, layer: int):
-    """One image: patch token activations [patches, D] after `layer` vision layers."""
-    return _apply(config, params, "image_tokens", pixel_values, layer)
-
-
-def image_features_from_tokens(params, config: SiglipConfig, tokens, layer: int):
-    """One image: pooled feature [d] from the tokens after `layer` vision layers."""
-    return _apply(config, params, "image_features_from_tokens", tokens, layer)
-
-
-def text_features(params, config: SiglipConfig, input_ids):
-    """One text: input_ids [L] int -> unnormalised text feature [d]."""
-    return _apply(config, params, "text_features", input_ids)
-
-
-def encode_images(params, config: SiglipConfig, pixel_values, normalize: bool = True):
-    """pixel_values [N, 3, S, S] -> image embeddings [N, d] float32 (unit vectors by default)."""
-    features = jax.vmap(image_features, in_axes=(None, None, 0))(params, config, pixel_values)
-    return normalise(features) if normalize else features.astype(jnp.float32)
-
-
-def encode_texts(params, config: SiglipConfig, input_ids, normalize: bool = True):
-    """input_ids [N, L] int -> text embeddings [N, d] float32 (unit vectors by default)."""
-    features = jax.vmap(text_features, in_axes=(None, None, 0))(params, config, input_ids)
-    return normalise(features) if normalize else features.astype(jnp.float32)
+_FUNCTIONS = tower_functions(SIGLIP)
+image_features = _FUNCTIONS.image_features
+image_tokens = _FUNCTIONS.image_tokens  # [patches, D]: no class token
+image_features_from_tokens = _FUNCTIONS.image_features_from_tokens
+text_features = _FUNCTIONS.text_features
+encode_images = _FUNCTIONS.encode_images
+encode_texts = _FUNCTIONS.encode_texts
 
 
 def parameter_shapes(config: SiglipConfig, dtype=jnp.float32):
