@@ -168,13 +168,16 @@ def _check_float(value, where: str, positive: bool = False) -> None:
                              f"number, found {value}")
 
 
-def _check_tower(values: dict, tower_cls: type, where: str) -> None:
+def _check_tower(values: dict, tower_cls: type, where: str, activations=ACTIVATIONS,
+                 token_ids=_TOKEN_IDS) -> None:
     """Validates one tower's fields (types, ranges, consistency) before it is built.
 
     Args:
         values: field name -> value, defaults filled in.
-        tower_cls: VisionConfig or TextConfig.
+        tower_cls: VisionConfig or TextConfig, or a subclass (SigLIP's).
         where: "<source>: '<section>" (the field name and a closing quote are appended).
+        activations: the accepted `hidden_act` values.
+        token_ids: the text fields that must be ids in [0, vocab_size).
 
     Raises:
         ModelLoadError: one line naming the first bad field and what it holds.
@@ -188,21 +191,21 @@ def _check_tower(values: dict, tower_cls: type, where: str) -> None:
             _check_int(value, f"{where}.{name}'", LIMITS[name])
     _check_float(values.get("layer_norm_eps", 1e-5), f"{where}.layer_norm_eps'", positive=True)
     act = values.get("hidden_act", "quick_gelu")
-    if act not in ACTIVATIONS:
-        raise ModelLoadError(f"{where}.hidden_act' must be one of {ACTIVATIONS}, found {act!r}")
+    if act not in activations:
+        raise ModelLoadError(f"{where}.hidden_act' must be one of {activations}, found {act!r}")
     if values["hidden_size"] % values["num_attention_heads"]:
         raise ModelLoadError(
             f"{where}.hidden_size' {values['hidden_size']} is not divisible by "
             f"num_attention_heads {values['num_attention_heads']}")
-    if tower_cls is VisionConfig:
+    if issubclass(tower_cls, VisionConfig):
         image, patch = values.get("image_size", 224), values.get("patch_size", 32)
         if patch > image:
             raise ModelLoadError(f"{where}.patch_size' {patch} is larger than image_size {image}")
-    if tower_cls is TextConfig:
+    if issubclass(tower_cls, TextConfig):
         _check_int(values.get("max_position_embeddings", 77),
                    f"{where}.max_position_embeddings'", LIMITS["max_position_embeddings"], 2)
         vocab = values.get("vocab_size", 49408)
-        for name in _TOKEN_IDS:
+        for name in token_ids:
             if name in values:
                 _check_int(values[name], f"{where}.{name}'", vocab - 1, 0)
 
@@ -286,18 +289,13 @@ class SiglipConfig:
                         raise ModelLoadError(f"{source}: '{key}.{field}' must be square, found "
                                              f"{values[field]}")
                     values[field] = values[field][0]
-            try:
-                tower = tower_cls(**values)
-            except TypeError as err:
-                raise ModelLoadError(f"{source}: bad '{key}': {err}") from None
-            if tower.hidden_act not in SIGLIP_ACTIVATIONS:
-                raise ModelLoadError(f"{source}: '{key}.hidden_act' must be one of "
-                                     f"{SIGLIP_ACTIVATIONS}, found {tower.hidden_act!r}")
-            if tower.hidden_size % tower.num_attention_heads:
-                raise ModelLoadError(
-                    f"{source}: '{key}.hidden_size' {tower.hidden_size} is not divisible by "
-                    f"num_attention_heads {tower.num_attention_heads}")
-            towers[key] = tower
+            # transformers' own SigLIP defaults put bos/eos ids (49406, 49407) outside its
+            # 32,000-token vocabulary; the towers never read them, so they are not checked.
+            _check_tower(values, tower_cls, f"{source}: '{key}", SIGLIP_ACTIVATIONS, token_ids=())
+            if "projection_size" in values:
+                _check_int(values["projection_size"], f"{source}: '{key}.projection_size'",
+                           LIMITS["projection_dim"])
+            towers[key] = tower_cls(**values)
         vision, text = towers["vision_config"], towers["text_config"]
         if not vision.vision_use_head:
             raise ModelLoadError(f"{source}: vision_use_head is false: this vision tower has no "

@@ -196,6 +196,29 @@ def test_config_without_head_or_with_mismatched_widths_is_refused(tiny_siglip, t
             load_model(target)
 
 
+@pytest.mark.parametrize("section, field, value, match", [
+    ("vision_config", "num_hidden_layers", 10**9, r"'vision_config.num_hidden_layers' must be in "
+                                                  r"\[1, 256\], found 1000000000"),
+    ("text_config", "hidden_size", "32", r"'text_config.hidden_size' must be an integer, found str"),
+    ("vision_config", "layer_norm_eps", -1.0, r"'vision_config.layer_norm_eps' must be a finite "
+                                              r"positive number"),
+    ("vision_config", "hidden_act", "relu", r"'vision_config.hidden_act' must be one of"),
+    ("vision_config", "num_attention_heads", 5, "not divisible by num_attention_heads 5"),
+    ("vision_config", "patch_size", 64, "patch_size' 64 is larger than image_size 32"),
+    ("text_config", "projection_size", 0, r"'text_config.projection_size' must be in \[1,"),
+])
+def test_malformed_config_fields_are_refused_before_building(tiny_siglip, section, field, value,
+                                                             match):
+    """SigLIP configs go through the same field checks (`config.LIMITS`) as CLIP's."""
+    from convis_jax.jax_backend.config import SiglipConfig
+
+    folder, _ = tiny_siglip
+    raw = json.loads((folder / "config.json").read_text())
+    raw[section][field] = value
+    with pytest.raises(ModelLoadError, match=match):
+        SiglipConfig.from_dict(raw, source="config.json")
+
+
 HUB_PROBE = """
 import json, sys
 import numpy as np
