@@ -641,6 +641,8 @@ def script_parser(prog: str, description: str):
 
 def script_main(parser, run: Callable, argv: Sequence[str] | None = None) -> int:
     """Parses `argv` and calls `run(args)`: a script's `main`, with the CLI's exit codes."""
+    if argv is None:
+        ignore_interrupts_after_the_run()
     return run_command(lambda: run(parser.parse_args(argv)),
                        interrupted="interrupted; run the same command again to resume")
 
@@ -685,6 +687,18 @@ def _unsafe_for_interrupt(frame) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def ignore_interrupts_after_the_run() -> None:
+    """For a program's `main`: Ctrl-C is ignored outside `run_command`'s run.
+
+    `interrupt_at_safe_points` restores the handler it found, so a Ctrl-C that
+    lands once the run has ended (during the interpreter's shutdown) is ignored:
+    the exit code stays the run's, where Python's default would end the process
+    by SIGINT. Only for programs: a library call must not change its caller's
+    handlers.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -750,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
 
+    if argv is None:
+        ignore_interrupts_after_the_run()
     code = run_command(dispatch)
     if code == EXIT_INTERRUPTED and argv is None:
         sys.stdout.flush()
