@@ -7,8 +7,8 @@ loaded machine, where one round per contender (`run_all.py --quick`) says
 little: the convis_jax all-concept sweep of one image (ViT-B/32 shape, every
 concept of `physical_objects`), the same crops encoded alone by convis_jax
 (`bench_occlusion.jax_encode_alone`) and by PyTorch
-(`bench_occlusion.torch_encode_alone`, one thread), interleaved in each
-round; ratios are taken within a round and their medians reported. The bank
+(`bench_occlusion.torch_encode_alone`, on the faster of 1 and all cores,
+as `run_all.py` picks), interleaved in each round; ratios are taken within a round and their medians reported. The bank
 is random unit vectors (ranking costs the same as for a text bank, and no
 7,080-text bank has to be built first).
 """
@@ -38,15 +38,17 @@ def run(rounds: int = 3, stride: int = 32, log=print) -> dict:
     concepts = bench_occlusion.concepts_from(vocabulary, bank)
     setup = bench_occlusion.make_setup(model, torch_model, concepts,
                                        bench_occlusion.Settings(stride=stride), "float32", 1)
+    threads = bench_occlusion.pick_torch_threads(setup, 8, log)
     functions = {
         "sweep": bench_occlusion.jax_sweep(setup, np.arange(concepts.count), 1),
         "encode_alone": bench_occlusion.jax_encode_alone(setup,
                                                          bench_occlusion.window_pixels(setup)),
-        "torch_encode_alone": bench_occlusion.torch_encode_alone(setup, 1),
+        "torch_encode_alone": bench_occlusion.torch_encode_alone(setup, threads),
     }
     timings, _ = common.measure(functions, rounds, log=log)
     t = {name: np.asarray(timing.times) for name, timing in timings.items()}
     out = {"stride": stride, "crops": setup.grid.n_windows, "chunk": setup.settings.chunk,
+           "torch_threads": threads,
            "rounds_s": {name: times.tolist() for name, times in t.items()},
            "sweep_over_encode_alone_per_round": (t["sweep"] / t["encode_alone"]).tolist(),
            "torch_encode_alone_over_sweep_per_round":
