@@ -204,8 +204,10 @@ def add_atlas_commands(commands) -> None:
                        help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
     build.add_argument("--padding", choices=["noise", "constant"], default="noise")
     build.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
-    build.add_argument("--batch", type=POSITIVE_INT, default=8, help="images per compiled call")
-    build.add_argument("--chunk", type=POSITIVE_INT, default=32, help="windows per step")
+    build.add_argument("--batch", type=POSITIVE_INT, default=None,
+                       help="images per compiled call (default: the device's; 1 on CPUs)")
+    build.add_argument("--chunk", type=POSITIVE_INT, default=None,
+                       help="windows per step (default: the device's; 32 on CPUs)")
     hosts = build.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
     hosts.add_argument("--coordinator", default=None,
                        help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")

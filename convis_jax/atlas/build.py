@@ -144,7 +144,7 @@ def _listing(images) -> list[tuple[str, Path]]:
 
 def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str = "noise",
                 seed: int = 0, window_sizes: tuple[int, ...] = WINDOW_SIZES,
-                stride: int = STRIDE, batch: int = 8, chunk: int = 32,
+                stride: int = STRIDE, batch: int | None = None, chunk: int | None = None,
                 progress: bool = True, source: str | None = None) -> BuildSummary:
     """Encodes every window of every image once into the atlas at `out` (this process's share).
 
@@ -162,8 +162,9 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         padding: "noise" (image i's from (seed, i)) or "constant".
         seed: seed of the padding noise.
         window_sizes, stride: the window grid.
-        batch: images per compiled call (the last batch is filled with repeats).
-        chunk: windows encoded per step.
+        batch: images per compiled call (the last batch is filled with repeats); None:
+            the device's default (`occlusion.sweep_sizes`, as `ConVis` uses: 1 on CPUs).
+        chunk: windows encoded per step; None: the device's default (32 on CPUs).
         progress: show a progress bar (images/s).
         source: where `model` was loaded from, recorded for `Atlas.open` (default: `model`
             itself when it is a folder or hub id; None means the bundled model).
@@ -183,14 +184,15 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
     from convis_jax.jax_backend.loading import load_clip
     from convis_jax.jax_backend.model import ClipModel
-    from convis_jax.jax_backend.occlusion import window_embeddings
+    from convis_jax.jax_backend.occlusion import sweep_sizes, window_embeddings
     from convis_jax.jax_backend.preprocessing import preprocess
 
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype must be 'float16' or 'float32', found {dtype!r}")
     if padding not in ("noise", "constant"):
         raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-    batch, chunk = positive_int(batch, "batch"), positive_int(chunk, "chunk")
+    batch = None if batch is None else positive_int(batch, "batch")
+    chunk = None if chunk is None else positive_int(chunk, "chunk")
     listing = _listing(images)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -199,6 +201,10 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         source = str(model)
     model = model if isinstance(model, ClipModel) else load_clip(model)
     grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride)
+    # What a window keeps here is its embedding: a row of d values where a sweep keeps T.
+    default_chunk, default_batch = sweep_sizes(model.config, grid, model.embedding_dim)
+    batch = default_batch if batch is None else batch
+    chunk = default_chunk if chunk is None else chunk
     process_id, num_processes = jax.process_index(), jax.process_count()
     sources = [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []
     manifest = claim(out, new_manifest(model, grid, padding=padding, seed=seed, dtype=dtype,

@@ -356,3 +356,30 @@ def test_host_and_device_sorts_give_the_same_maps():
     assert host.shape == (2, 40) + grid.cells_shape
     assert np.abs(device - host).max() <= 1e-6
     assert host[:, 1:4].std(axis=(-1, -2)).min() > 0.01
+
+
+def test_batch_and_chunk_default_to_the_devices_sizes(bundled, tmp_path, monkeypatch):
+    """Without batch or chunk, a build asks `occlusion.sweep_sizes` (as `ConVis` does) and
+    encodes that many images per call in chunks of that many windows; its store equals
+    the fixture's, built with batch=2."""
+    from convis_jax.atlas import Atlas, build_atlas
+    from convis_jax.jax_backend import occlusion
+
+    asked, calls = [], []
+    monkeypatch.setattr(occlusion, "sweep_sizes",
+                        lambda config, grid, rows: asked.append(rows) or (48, 3))
+    real = occlusion.window_embeddings
+
+    def spy(params, padded, **static):
+        calls.append((padded.shape[0], static["chunk"]))
+        return real(params, padded, **static)
+
+    monkeypatch.setattr(occlusion, "window_embeddings", spy)
+    photos, float32, _ = bundled
+    build_atlas(photos, tmp_path / "atlas", dtype="float32", progress=False)
+    assert calls == [(3, 48)]  # the folder's 3 images in one call of 3
+    built, reference = (Atlas.open(folder, progress=False) for folder in (tmp_path / "atlas",
+                                                                          float32))
+    assert asked == [built.model.embedding_dim]
+    np.testing.assert_allclose(built.cells(built.image_ids), reference.cells(built.image_ids),
+                               atol=1e-6)
