@@ -20,6 +20,7 @@ LIMITS = {
     "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 256,
     "num_attention_heads": 256, "image_size": 4096, "patch_size": 4096, "num_channels": 16,
     "vocab_size": 1 << 22, "max_position_embeddings": 8192, "projection_dim": 16384,
+    "projection_size": 16384,  # SigLIP's text head
 }
 # Fields that are token ids: in [0, vocab_size).
 _TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
@@ -292,9 +293,6 @@ class SiglipConfig:
             # transformers' own SigLIP defaults put bos/eos ids (49406, 49407) outside its
             # 32,000-token vocabulary; the towers never read them, so they are not checked.
             _check_tower(values, tower_cls, f"{source}: '{key}", SIGLIP_ACTIVATIONS, token_ids=())
-            if "projection_size" in values:
-                _check_int(values["projection_size"], f"{source}: '{key}.projection_size'",
-                           LIMITS["projection_dim"])
             towers[key] = tower_cls(**values)
         vision, text = towers["vision_config"], towers["text_config"]
         if not vision.vision_use_head:
