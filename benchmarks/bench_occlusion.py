@@ -267,7 +267,7 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     windows (the last chunk padded by repeating): what "encoding its crops
     alone" costs.
     """
-    n_chunks, size = occlusion.window_tables(setup.grid, 1, setup.settings.chunk).shape[:2]
+    n_chunks, size = table_chunks(setup.grid, setup.settings.chunk)
     padded, count = pad_to_multiple(pixels, n_chunks * size)
     chunks = jnp.asarray(padded.reshape((n_chunks, size) + pixels.shape[1:]))
 
@@ -307,10 +307,16 @@ def rank_chunks(v_chunks, bank, members, segment_ids, *, num_concepts):
     return jax.lax.map(lambda v: finish(occlusion.dense_similarities(v, bank)), v_chunks)
 
 
+def table_chunks(grid, chunk: int, n_images: int = 1) -> tuple[int, int]:
+    """(chunks, windows per chunk) of the sweep's one window table (`occlusion.window_tables`)."""
+    n_chunks, size = occlusion.window_tables(grid, n_images, chunk).shape[:2]
+    return int(n_chunks), int(size)
+
+
 def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
-    """Crops the sweep encodes (its one window table, `occlusion.window_tables`, filled
-    to whole chunks); `jax_encode_alone` encodes the same table."""
-    count = int(np.prod(occlusion.window_tables(grid, n_images, chunk).shape[:2]))
+    """Crops the sweep encodes (its one window table filled to whole chunks);
+    `jax_encode_alone` encodes the same table."""
+    count = int(np.prod(table_chunks(grid, chunk, n_images)))
     return {"windows": n_images * grid.n_windows, "sweep": count, "encode_alone": count}
 
 
@@ -319,7 +325,7 @@ def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
     c = setup.concepts
     members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
                                                             np.arange(c.count))
-    n_chunks, size = occlusion.window_tables(setup.grid, 1, setup.settings.chunk).shape[:2]
+    n_chunks, size = table_chunks(setup.grid, setup.settings.chunk)
     rows = np.resize(embeddings, (n_chunks * size, embeddings.shape[1]))  # repeats rows to fill
     args = (jnp.asarray(rows.reshape(n_chunks, size, rows.shape[1])),
             jnp.asarray(c.bank), jnp.asarray(members), jnp.asarray(segments))

@@ -8,9 +8,10 @@ little: the convis_jax all-concept sweep of one image (ViT-B/32 shape, every
 concept of `physical_objects`), the same crops encoded alone by convis_jax
 (`bench_occlusion.jax_encode_alone`) and by PyTorch
 (`bench_occlusion.torch_encode_alone`, on the faster of 1 and all cores,
-as `run_all.py` picks), interleaved in each round; ratios are taken within a round and their medians reported. The bank
-is random unit vectors (ranking costs the same as for a text bank, and no
-7,080-text bank has to be built first).
+as `run_all.py` picks), interleaved in each round; ratios are taken within
+a round and their medians reported. The bank is random unit vectors
+(ranking costs the same as for a text bank, and no 7,080-text bank has to
+be built first).
 """
 
 from __future__ import annotations
