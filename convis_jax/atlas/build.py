@@ -179,7 +179,7 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from convis_jax.core.batches import pad_to_multiple, positive_int
+    from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
     from convis_jax.core.images import load_image
     from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
     from convis_jax.jax_backend.loading import load_clip
@@ -233,15 +233,21 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         params = replicate(params, local_mesh())
     bar = tqdm(total=len(todo), unit="image", desc=f"atlas build (process {process_id})",
                disable=not progress)
-    start = time.perf_counter()
-    for first in range(0, len(todo), batch):
-        numbers = todo[first:first + batch]
+
+    def prepare(number: int):
+        # Decode, square crop, pad and preprocess batch `number` (in a background thread,
+        # while the device encodes the one before, as `ConVis` does). Full batches only:
+        # a short last batch would compile the encoder again.
+        numbers = todo[number * batch:(number + 1) * batch]
         photos = [load_image(paths[n]) for n in numbers]
-        # Full batches only: a short last batch would compile the encoder again.
         padded, _ = pad_to_multiple(pad_squares(photos, numbers, grid.padding, padding,
                                                 int(seed), IMAGE_SIZE), batch)
-        windows = np.asarray(window_embeddings(params, jnp.asarray(padded), **static))
         pixels, _ = pad_to_multiple(preprocess(photos, pre), batch)
+        return numbers, photos, padded, pixels
+
+    start = time.perf_counter()
+    for numbers, photos, padded, pixels in prefetched(prepare, -(-len(todo) // batch)):
+        windows = np.asarray(window_embeddings(params, jnp.asarray(padded), **static))
         whole = model.embed_pixel_values(pixels, batch_size=batch)
         records = []
         for n, photo in zip(numbers, photos):
