@@ -34,10 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 # A sibling module: the script's folder is first on sys.path.
 import common
+import numpy as np
 
 
 def folder_bytes(folder: Path) -> int:
@@ -85,7 +84,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
 
     from convis_jax.api import ConVis
     from convis_jax.atlas import Atlas, build_atlas
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
     from convis_jax.scenes import render_scene
 
     spec = {name: dict(part, num_hidden_layers=depth) if isinstance(part, dict) else part
@@ -213,7 +212,7 @@ def main(argv=None) -> None:
                         help="only the stored-image queries (no encoder work)")
     args = parser.parse_args(argv)
     if args.queries_only:
-        from convis_jax.jax_backend.loading import load_clip
+        from convis_jax.models.loading import load_clip
 
         with tempfile.TemporaryDirectory() as tmp:
             results = dict(stored_queries(load_clip(common.benchmark_checkpoint()),

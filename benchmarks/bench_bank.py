@@ -25,10 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 # Sibling modules: the script's folder is first on sys.path.
 import common
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,15 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32",
         and the cross-check.
     """
     from torch_reference import torch_model_of
+
     from convis_jax.core.cache import save_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import (
+    from convis_jax.kernels.bank import (
         bank_cache_path,
         build_bank,
         encode_texts_bucketed,
     )
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     s = settings
     if vocabularies is None:

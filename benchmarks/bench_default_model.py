@@ -234,7 +234,7 @@ def run(n_single: int, n_map_single: int, n_multi: int, model_path: Path | None 
         model_path: the model folder; None for the bundled one.
     """
     from convis_jax.api import ConVis
-    from convis_jax.jax_backend.loading import default_model_path, load_clip
+    from convis_jax.models.loading import default_model_path, load_clip
 
     folder = Path(model_path) if model_path is not None else default_model_path()
     model = load_clip(folder)

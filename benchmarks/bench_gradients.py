@@ -31,10 +31,9 @@ import socket
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 # Sibling modules: the script's folder is first on sys.path.
 import common
+import numpy as np
 
 NUM_CONCEPTS = 7080  # the paper's vocabulary
 FULL = {"vmap": (1, 16, 64, 512), "jacobian": (1, 16, 64, 512, 7080), "loop": 16, "repeats": 3}
@@ -86,7 +85,7 @@ def time_jax(run, reference: np.ndarray, repeats: int, log) -> dict:
         run: () -> maps [1, K, S, S] as NumPy (the device has finished).
         reference: PyTorch's maps [CHECKED, S, S] of the first concepts.
     """
-    from convis_jax.jax_backend.gradients import TRACES
+    from convis_jax.kernels.gradients import TRACES
 
     before = TRACES.count
     first, maps = common.timed(run)
@@ -133,8 +132,8 @@ def main(argv=None) -> dict:
 
     from transformers import CLIPModel
 
-    from convis_jax.jax_backend.gradients import concept_gradient_maps
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels.gradients import concept_gradient_maps
+    from convis_jax.models.loading import load_clip
 
     checkpoint = args.checkpoint or common.benchmark_checkpoint(seed=args.seed)
     model = load_clip(checkpoint)

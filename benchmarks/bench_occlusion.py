@@ -34,15 +34,16 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+# Sibling modules: the script's folder is first on sys.path.
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# Sibling modules: the script's folder is first on sys.path.
-import common
 import torch_reference
+
 from convis_jax.core.batches import pad_to_multiple
-from convis_jax.jax_backend import clip, occlusion
+from convis_jax.kernels import occlusion
+from convis_jax.models import clip
 
 __all__ = ["Settings", "FULL", "QUICK", "replace", "run", "main"]
 
@@ -202,7 +203,7 @@ def load_models(checkpoint: Path, dtype: str):
 
     The PyTorch model goes to the GPU when torch sees one (as JAX does by itself).
     """
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     return load_clip(checkpoint, dtype=dtype), torch_reference.torch_model_of(checkpoint, dtype)
 
@@ -693,7 +694,7 @@ def memory_probe(checkpoint: Path, concepts: Concepts, settings: Settings, dtype
 def _probe(args) -> None:
     """The memory-probe subprocess: load, sweep, print peak RSS as one JSON line."""
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     arrays = np.load(args.memory_probe)
     rss_start = common.peak_rss_bytes()
@@ -740,7 +741,7 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     """
     from convis_jax.api import ConVis
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     s = settings
     vocabulary = vocabulary if vocabulary is not None else ConceptVocabulary.physical_objects()

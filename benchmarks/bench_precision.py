@@ -18,11 +18,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 # Sibling modules: the script's folder is first on sys.path.
 import bench_occlusion
 import common
+import numpy as np
 
 
 def run(checkpoint: Path, n_images: int = 3, stride: int = 32, chunk: int = 32,
@@ -44,9 +43,9 @@ def run(checkpoint: Path, n_images: int = 3, stride: int = 32, chunk: int = 32,
 
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
-    from convis_jax.jax_backend import occlusion
-    from convis_jax.jax_backend.bank import build_bank
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels import occlusion
+    from convis_jax.kernels.bank import build_bank
+    from convis_jax.models.loading import load_clip
 
     vocabulary = vocabulary or ConceptVocabulary.physical_objects()
     grid = window_grid((224, 224), (128, 64), stride)

@@ -20,11 +20,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 # Sibling modules: the script's folder is first on sys.path.
 import bench_occlusion
 import common
+import numpy as np
 
 
 def run(rounds: int = 3, stride: int = 32, log=print) -> dict:

@@ -410,7 +410,7 @@ def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, m
     Returns:
         A JSON-able dict (FLOPs per crop by part, FLOP/s, fractions of the matmul). The
         FLOPs are those of the whole forward, as PyTorch runs it; convis_jax's last
-        layer computes the class token alone (`clip.Encoder.first_token`), so its rates
+        layer computes the class token alone (`clip.LayerStack.first_token`), so its rates
         are forward-equivalent ones.
     """
     flops = vit_forward_flops(vision, projection_dim)

@@ -49,11 +49,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 # Sibling modules: the script's folder is first on sys.path.
 import bench_occlusion
 import common
+import numpy as np
 import torch_reference
 
 
@@ -240,9 +239,9 @@ def run(settings: CheckSettings, checkpoint: Path | None = None, log=print) -> d
     import jax
     import torch
 
-    from convis_jax.jax_backend import occlusion
-    from convis_jax.jax_backend.bank import build_bank
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels import occlusion
+    from convis_jax.kernels.bank import build_bank
+    from convis_jax.models.loading import load_clip
 
     budget = Budget(settings.budget_s)
     on_gpu = torch.cuda.is_available()

@@ -16,23 +16,23 @@ _EXPORTS = {
     "ModelLoadError": "convis_jax.errors",
     "ConceptError": "convis_jax.errors",
     "CacheError": "convis_jax.errors",
-    "load_clip": "convis_jax.jax_backend.loading",
-    "load_model": "convis_jax.jax_backend.loading",
-    "ClipModel": "convis_jax.jax_backend.model",
-    "SiglipModel": "convis_jax.jax_backend.model",
-    "Encoder": "convis_jax.jax_backend.encoder",
+    "load_clip": "convis_jax.models.loading",
+    "load_model": "convis_jax.models.loading",
+    "ClipModel": "convis_jax.models.model",
+    "SiglipModel": "convis_jax.models.model",
+    "Encoder": "convis_jax.models.encoder",
     "ConceptVocabulary": "convis_jax.core.vocabulary",
     "load_wordnet": "convis_jax.core.wordnet",
-    "ConceptBank": "convis_jax.jax_backend.bank",
-    "build_bank": "convis_jax.jax_backend.bank",
+    "ConceptBank": "convis_jax.kernels.bank",
+    "build_bank": "convis_jax.kernels.bank",
     "ConVis": "convis_jax.api",
     "TopConcepts": "convis_jax.api",
     "Atlas": "convis_jax.atlas",
     "build_atlas": "convis_jax.atlas",
     "load_image": "convis_jax.core.images",
     "load_images": "convis_jax.core.images",
-    "preprocess": "convis_jax.jax_backend.preprocessing",
-    "PreprocessConfig": "convis_jax.jax_backend.preprocessing",
+    "preprocess": "convis_jax.models.preprocessing",
+    "PreprocessConfig": "convis_jax.models.preprocessing",
     "prepare_image": "convis_jax.core.windows",
     "map_to_image": "convis_jax.core.windows",
     "window_grid": "convis_jax.core.windows",
@@ -78,11 +78,11 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the lazy names
     )
     from convis_jax.evaluation.boxes import boxes_to_square
     from convis_jax.evaluation.export import export_wsolevaluation
-    from convis_jax.jax_backend.bank import ConceptBank, build_bank
-    from convis_jax.jax_backend.encoder import Encoder
-    from convis_jax.jax_backend.loading import load_clip, load_model
-    from convis_jax.jax_backend.model import ClipModel, SiglipModel
-    from convis_jax.jax_backend.preprocessing import PreprocessConfig, preprocess
+    from convis_jax.kernels.bank import ConceptBank, build_bank
+    from convis_jax.models.encoder import Encoder
+    from convis_jax.models.loading import load_clip, load_model
+    from convis_jax.models.model import ClipModel, SiglipModel
+    from convis_jax.models.preprocessing import PreprocessConfig, preprocess
     from convis_jax.pictures.explorer import write_explorer
     from convis_jax.pictures.overlays import (
         concept_grid,

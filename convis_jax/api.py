@@ -102,10 +102,10 @@ class ConVis:
 
     def __init__(self, model=None, vocabulary=None, *, text: str = "definition",
                  cache: bool = True, progress: bool = True):
-        from convis_jax.jax_backend.bank import build_bank
-        from convis_jax.jax_backend.encoder import Encoder
-        from convis_jax.jax_backend.loading import load_model
-        from convis_jax.jax_backend.model import LoadedModel
+        from convis_jax.kernels.bank import build_bank
+        from convis_jax.models.encoder import Encoder
+        from convis_jax.models.loading import load_model
+        from convis_jax.models.model import LoadedModel
 
         self.model = model if isinstance(model, (LoadedModel, Encoder)) else load_model(model)
         self.encoder = self.model if isinstance(self.model, Encoder) else self.model.encoder
@@ -127,7 +127,7 @@ class ConVis:
 
             placed = (self.encoder.params, jnp.asarray(self.bank.embeddings))
             if jax.local_device_count() > 1:
-                from convis_jax.jax_backend.sharding import local_mesh, replicate
+                from convis_jax.kernels.sharding import local_mesh, replicate
 
                 placed = replicate(placed, local_mesh())
             self._placed = placed
@@ -152,7 +152,7 @@ class ConVis:
             return self.model.embed_images(images)
         import jax
 
-        from convis_jax.jax_backend.model import in_chunks
+        from convis_jax.models.model import in_chunks
 
         pixels = self._pixel_values(images)
         embed = jax.jit(self.encoder.embed_images)
@@ -211,7 +211,7 @@ class ConVis:
         The one pipeline from photos to maps: each image is centre-cropped to a
         square and resized to 224 x 224 (the maps refer to that square), padded
         with noise from (seed, its number), and swept in batches of `batch` images
-        on every local device (`jax_backend.occlusion`); a background thread decodes
+        on every local device (`kernels.occlusion`); a background thread decodes
         and pads the next batch while the device sweeps the current one. One sweep
         of the windows serves every concept.
 
@@ -252,11 +252,11 @@ class ConVis:
         from convis_jax.core.cells import webapp_cell_maps
         from convis_jax.core.images import image_sources, load_source
         from convis_jax.core.windows import pad_squares
-        from convis_jax.jax_backend import occlusion
+        from convis_jax.kernels import occlusion
 
         if padding not in ("noise", "constant"):
             raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-        from convis_jax.jax_backend.memory import check_chunk, window_bytes
+        from convis_jax.kernels.memory import check_chunk, window_bytes
 
         grid = _occlusion_grid(window_sizes, stride, aggregation)
         config = getattr(self.model, "config", None)  # None: a bare Encoder
@@ -354,7 +354,7 @@ class ConVis:
 
         from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
         from convis_jax.core.images import image_sources, load_source
-        from convis_jax.jax_backend.gradients import concept_gradient_maps
+        from convis_jax.kernels.gradients import concept_gradient_maps
 
         _check_gradient_options(self.model, kind, chunk, smoothgrad_samples, smoothgrad_sigma,
                                 seed)
@@ -505,7 +505,7 @@ def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
     """
     import math
 
-    from convis_jax.jax_backend.memory import check_chunk, pullback_bytes
+    from convis_jax.kernels.memory import check_chunk, pullback_bytes
 
     if chunk is not None:
         check_chunk(chunk, pullback_bytes(getattr(model, "config", None), model.image_size),

@@ -27,3 +27,12 @@ class ConceptError(ConvisError, KeyError):
 
 class CacheError(ConvisError):
     """A cache file is damaged or cannot be written."""
+
+
+def one_line(message: str) -> str:
+    """A possibly multi-line error message (a list of problems) as one line."""
+    lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)

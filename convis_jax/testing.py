@@ -126,7 +126,7 @@ def make_clip_checkpoint(path: Path, spec: dict | None = None, *, hidden_act: st
         if tokenizer:
             from transformers import CLIPTokenizer
 
-            from convis_jax.jax_backend.tokenizer import bundled_vocabulary
+            from convis_jax.models.tokenizer import bundled_vocabulary
 
             vocab, merges = bundled_vocabulary()
             CLIPTokenizer(vocab=vocab, merges=merges).save_pretrained(staging)

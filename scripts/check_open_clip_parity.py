@@ -68,7 +68,7 @@ def check(name: str, depth: int) -> tuple[float, bool]:
     import torch
     from safetensors.torch import save_file
 
-    from convis_jax.jax_backend.loading import load_model
+    from convis_jax.models.loading import load_model
 
     cfg = copy.deepcopy(open_clip.get_model_config(name))
     cfg["vision_cfg"]["layers"] = depth

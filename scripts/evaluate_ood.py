@@ -31,8 +31,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convis_jax.cli import script_main, script_parser
 from convis_jax.errors import InputError
+from convis_jax.programs import script_main, script_parser
 
 
 def build_parser():
@@ -105,7 +105,7 @@ def run(args) -> dict:
         write_json,
     )
     from convis_jax.evaluation.datasets import read_imagenet_folders
-    from convis_jax.jax_backend.loading import load_model
+    from convis_jax.models.loading import load_model
 
     pairs = parse_pairs(args.pairs)
     if args.batch_size < 1:

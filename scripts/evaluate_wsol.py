@@ -37,8 +37,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from convis_jax.cli import add_gradient_options, script_main, script_parser
 from convis_jax.errors import InputError
+from convis_jax.programs import add_gradient_options, script_main, script_parser
 
 
 def build_parser():
@@ -80,8 +80,7 @@ def build_parser():
 
 def read_items(args) -> tuple[str, list]:
     """The dataset's kind and its items, before any model is loaded."""
-    from convis_jax.evaluation import datasets
-    from convis_jax.evaluation import WSOL_CONCEPT, cub_items, scene_items
+    from convis_jax.evaluation import WSOL_CONCEPT, cub_items, datasets, scene_items
 
     root = Path(args.data)
     if not root.is_dir():
@@ -135,7 +134,7 @@ def run(args) -> dict:
         write_json,
         wsol_report,
     )
-    from convis_jax.jax_backend.loading import load_model
+    from convis_jax.models.loading import load_model
 
     if args.seed < 0:
         raise InputError(f"--seed: expected an integer >= 0, found {args.seed}")

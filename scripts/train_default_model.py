@@ -73,15 +73,15 @@ import optax  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from convis_jax.core.vocabulary import ConceptVocabulary  # noqa: E402
-from convis_jax.jax_backend import clip  # noqa: E402
-from convis_jax.jax_backend.config import ClipConfig, TextConfig, VisionConfig  # noqa: E402
-from convis_jax.jax_backend.preprocessing import (  # noqa: E402
+from convis_jax.models import clip  # noqa: E402
+from convis_jax.models.config import ClipConfig, TextConfig, VisionConfig  # noqa: E402
+from convis_jax.models.preprocessing import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
     PreprocessConfig,
     preprocess,
 )
-from convis_jax.jax_backend.pytorch_names import flax_to_pytorch  # noqa: E402
+from convis_jax.models.pytorch_names import flax_to_pytorch  # noqa: E402
 from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, render_scene  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "convis_jax" / "data" / "default_model"

@@ -1,6 +1,6 @@
 """Test-only model helpers: OpenCLIP's ViT-CLIP written out in PyTorch under OpenCLIP's
 names (the reference for the OpenCLIP loader, since open_clip itself cannot be installed
-here: see tests/jax_backend/test_openclip.py) and a Hugging Face hub-cache layout.
+here: see tests/models/test_openclip.py) and a Hugging Face hub-cache layout.
 
 Random CLIP and SigLIP folders come from `convis_jax.testing`.
 """
@@ -12,12 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
+
 def open_clip_reference(model_cfg: dict, seed: int = 0):
     """A PyTorch ViT-CLIP written out from OpenCLIP's code (`open_clip.model.CLIP`,
     `open_clip.transformer.VisionTransformer / ResidualAttentionBlock`), with its parameter
     names, so that `state_dict()` is what OpenCLIP writes. Returns the module.
 
-    OpenCLIP itself cannot be imported here (see tests/jax_backend/test_openclip.py).
+    OpenCLIP itself cannot be imported here (see tests/models/test_openclip.py).
     """
     from collections import OrderedDict
 

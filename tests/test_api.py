@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from convis_jax.errors import ConceptError, InputError
-from convis_jax.jax_backend.memory import window_bytes
+from convis_jax.kernels.memory import window_bytes
 from convis_jax.testing import write_words_file
 
 CONCEPTS = ["dog.n.01", "cat.n.01"]  # the same request as test_cli: one compiled sweep
@@ -194,7 +194,7 @@ def test_every_sweep_gives_batched_calls_the_one_image_maps(convis, photos, tmp_
 def test_default_sweep_sizes_come_from_the_device(convis):
     """CPUs take the measured sizes; accelerators size the chunk to their memory."""
     from convis_jax.api import _occlusion_grid
-    from convis_jax.jax_backend import occlusion
+    from convis_jax.kernels import occlusion
 
     grid = _occlusion_grid((128, 64), 16, "window")
     config = convis.model.config

@@ -1,7 +1,7 @@
 """`ConVis` on every kind of `Encoder`: a SigLIP, an OpenCLIP folder and a Flax module written
 outside the package, against plain per-window and per-concept loops over the encoder's own
 embeddings (each family's embeddings are held to PyTorch within 1e-5 in
-tests/jax_backend/test_siglip.py and test_openclip.py), and a sharded SigLIP sweep on 8
+tests/models/test_siglip.py and test_openclip.py), and a sharded SigLIP sweep on 8
 forced CPU devices against one device."""
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_occlusion_maps_equal_a_plain_window_loop(convis, photo):
     import jax.numpy as jnp
 
     from convis_jax.core.windows import prepare_image
-    from convis_jax.jax_backend.occlusion import window_pixel_values
+    from convis_jax.kernels.occlusion import window_pixel_values
     from tests.reference import plain_map_from_ranks, plain_window_ranks
 
     enc, vocab = convis.encoder, convis.vocabulary
@@ -170,8 +170,8 @@ def test_siglip_token_maps_match_pytorch_hooks(siglip_folder):
     """SigLIP has no class token: every token is a patch, and its head pools them all."""
     import torch
 
-    from convis_jax.jax_backend.gradients import concept_gradient_maps
-    from convis_jax.jax_backend.loading import load_model
+    from convis_jax.kernels.gradients import concept_gradient_maps
+    from convis_jax.models.loading import load_model
 
     folder, torch_model = siglip_folder
     model = load_model(folder)
@@ -250,9 +250,9 @@ def child(folder: str, out: str) -> None:
     import jax.numpy as jnp
 
     from convis_jax.core.windows import pad_images, window_grid
-    from convis_jax.jax_backend import occlusion
-    from convis_jax.jax_backend.gradients import concept_gradient_maps
-    from convis_jax.jax_backend.loading import load_model
+    from convis_jax.kernels import occlusion
+    from convis_jax.kernels.gradients import concept_gradient_maps
+    from convis_jax.models.loading import load_model
 
     assert jax.local_device_count() == 8
     enc = load_model(folder).encoder

@@ -104,7 +104,7 @@ def test_readme_table_renders_the_figures(suite):
 
 @pytest.fixture(scope="module")
 def tiny_setup(tiny_checkpoint, vocabularies, one_torch_thread):
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     model, torch_model = bench_occlusion.load_models(tiny_checkpoint[0], "float32")
     vocabulary = vocabularies["small"]

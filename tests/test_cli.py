@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.cli import main, one_line
+from convis_jax.cli import main
+from convis_jax.errors import one_line
 from convis_jax.testing import WORDS, write_words_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,7 @@ def test_gradient_choices_are_the_backends():
     """The parser spells the choices out (so `--help` and typos need no jax import); they must
     stay those the gradients backend accepts."""
     from convis_jax.cli import build_parser
-    from convis_jax.jax_backend import gradients
+    from convis_jax.kernels import gradients
 
     explain = build_parser()._subparsers._group_actions[0].choices["explain"]
     choices = {action.dest: action.choices for action in explain._actions}

@@ -35,7 +35,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def model():
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     return load_clip(None)
 

@@ -32,8 +32,8 @@ def compute(checkpoint: str, words: str, barrier: str, name: str) -> dict[str, n
     """Race the other process to build the bank, then compute maps (in the cache `CONVIS_JAX_CACHE`)."""
     from convis_jax.api import ConVis
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import bank_cache_path, build_bank
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels.bank import bank_cache_path, build_bank
+    from convis_jax.models.loading import load_clip
 
     model = load_clip(checkpoint)
     vocabulary = ConceptVocabulary.from_file(words)
@@ -104,8 +104,8 @@ def test_two_processes_give_bit_identical_outputs(runs):
 def test_two_processes_building_one_bank_leave_one_good_copy(runs, tiny_checkpoint, monkeypatch):
     from convis_jax.core.cache import load_arrays
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend import bank as bank_module
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels import bank as bank_module
+    from convis_jax.models.loading import load_clip
 
     *outputs, cache = runs
     assert [bool(run["found_a_bank"]) for run in outputs] == [False, False]  # a true race

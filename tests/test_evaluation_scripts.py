@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.evaluation.test_protocols import wsolevaluation_reference
 
 from convis_jax import evaluation
 from convis_jax.core.vocabulary import ConceptVocabulary
 from convis_jax.evaluation import datasets
 from convis_jax.scenes import DRAWN_CONCEPTS, make_dataset
 from convis_jax.testing import CUB_PHOTOS, write_cub_folder, write_imagenet_folder
+from tests.evaluation.test_protocols import wsolevaluation_reference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monk
 
 
 def test_ood_end_to_end(data, tiny_checkpoint, tmp_path, capsys):
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     out = tmp_path / "ood.json"
     args = [str(data / "inet"), "--out", str(out), "--model", str(tiny_checkpoint[0]),

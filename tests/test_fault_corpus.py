@@ -103,7 +103,7 @@ CONFIGS = [
 @pytest.mark.parametrize("name, edit, words", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_absurd_configs_are_one_line_errors_before_any_weight(name, edit, words, tiny_checkpoint,
                                                              tmp_path):
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     folder = folder_with(tmp_path, tiny_checkpoint[0], edit)
     start = time.perf_counter()
@@ -134,7 +134,7 @@ TOKENIZERS = [
 
 @pytest.mark.parametrize("name, edit, drop, words", TOKENIZERS, ids=[t[0] for t in TOKENIZERS])
 def test_a_tokenizer_must_fit_the_text_tower(name, edit, drop, words, tmp_path):
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     folder = folder_with(tmp_path, BUNDLED, edit, drop)
     with pytest.raises(ModelLoadError) as caught:
@@ -164,7 +164,7 @@ def test_nan_weights_give_a_one_line_error_and_no_cache(tiny_checkpoint, tmp_pat
     from safetensors.numpy import load_file, save_file
 
     from convis_jax.api import ConVis
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path / "cache"))
     folder = folder_with(tmp_path, tiny_checkpoint[0], drop=("model.safetensors",))
@@ -301,8 +301,8 @@ def test_concept_names_become_safe_unique_file_names(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tiny_checkpoint, tmp_path_factory):
     """(model, vocabulary, the bank built fresh without any cache)."""
-    from convis_jax.jax_backend.bank import build_bank
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels.bank import build_bank
+    from convis_jax.models.loading import load_clip
 
     model = load_clip(tiny_checkpoint[0], cache=False)
     vocabulary = WORDS_VOCABULARY()
@@ -328,7 +328,7 @@ BANK_POISONS = [
 @pytest.mark.parametrize("name, make", BANK_POISONS, ids=[p[0] for p in BANK_POISONS])
 def test_a_poisoned_bank_entry_is_rebuilt(name, make, tiny, tmp_path, monkeypatch):
     from convis_jax.core.cache import load_arrays
-    from convis_jax.jax_backend.bank import bank_cache_path, build_bank
+    from convis_jax.kernels.bank import bank_cache_path, build_bank
 
     model, vocabulary, fresh = tiny
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path))
@@ -348,7 +348,7 @@ def test_a_poisoned_bank_entry_is_rebuilt(name, make, tiny, tmp_path, monkeypatc
 
 def test_the_bank_key_covers_everything_that_changes_the_bank(tiny):
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.bank import bank_cache_path
+    from convis_jax.kernels.bank import bank_cache_path
 
     model, vocabulary, _ = tiny
     base = bank_cache_path(model, vocabulary, "definition")
@@ -374,8 +374,8 @@ def test_the_bank_key_covers_everything_that_changes_the_bank(tiny):
                          ids=["entry a number", "entry of wrong types", "a list", "a string",
                               "broken JSON"])
 def test_a_malformed_hash_memo_is_rebuilt(memo, tiny_checkpoint, tmp_path):
-    from convis_jax.jax_backend import checkpoints
-    from convis_jax.jax_backend.loading import fingerprint_files
+    from convis_jax.models import checkpoints
+    from convis_jax.models.loading import fingerprint_files
 
     files = checkpoints.weight_files(tiny_checkpoint[0])
     expected = fingerprint_files(files)
@@ -422,7 +422,7 @@ class FullDisk:
 
 def test_a_full_cache_disk_warns_once_and_the_bank_is_right(tiny, tmp_path, monkeypatch):
     from convis_jax.core import cache
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     model, vocabulary, fresh = tiny
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path))
@@ -438,7 +438,7 @@ def test_a_full_disk_for_converted_weights_is_one_warning(tiny_checkpoint, tmp_p
     """pytorch_model.bin goes through the orbax cache; no room -> one line, weights still right."""
     import torch
 
-    from convis_jax.jax_backend import loading
+    from convis_jax.models import loading
 
     folder = tmp_path / "bin"
     folder.mkdir()
@@ -458,14 +458,14 @@ def test_a_full_disk_for_converted_weights_is_one_warning(tiny_checkpoint, tmp_p
 
 
 def test_a_full_output_disk_is_exit_2_with_no_partial_file(tmp_path, capsys, monkeypatch):
-    from convis_jax import cli
+    from convis_jax import cli, programs
     from convis_jax.core import cache
 
     maps = np.random.default_rng(1).random((1, 2, 224, 224), np.float32)
     convis = stand_in(WORDS_VOCABULARY(), maps)
     monkeypatch.setattr(cache, "os", FullDisk())
     out = tmp_path / "out"
-    code = cli.run_command(lambda: cli.write_explanations(
+    code = programs.run_command(lambda: cli.write_explanations(
         convis, [np.zeros((20, 30, 3), np.uint8)], ["photo"], ["dog.n.01", "cat.n.01"], out))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: No space left on device") and "\n" not in err
@@ -543,7 +543,7 @@ def test_top_streams_long_image_lists(convis, tiny_checkpoint, tmp_path, capsys,
 
 def test_ctrl_c_inside_a_gc_callback_still_stops_the_run():
     """Python drops exceptions raised in GC callbacks; the CLI's handler defers, then raises."""
-    from convis_jax.cli import interrupt_at_safe_points
+    from convis_jax.programs import interrupt_at_safe_points
 
     fired = []
 
@@ -642,7 +642,7 @@ def test_ctrl_c_at_several_moments_exits_130_with_no_partial_files(tiny_checkpoi
         process.stderr.close()
         text = b"".join(stderr).decode(errors="replace")
         # 0: the signal landed after the run had finished; a program ignores it then
-        # (`cli.ignore_interrupts_after_the_run`), where Python would die by SIGINT.
+        # (`programs.ignore_interrupts_after_the_run`), where Python would die by SIGINT.
         assert process.returncode in (130, 0), (delay, process.returncode, text)
         assert "Traceback" not in text and "Exception ignored" not in text, text
         if process.returncode == 130:

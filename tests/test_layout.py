@@ -28,6 +28,8 @@ CORE = "convis_jax.core"
 CORE_MAY_IMPORT = ("convis_jax.core", "convis_jax.errors")
 CLI = "convis_jax.cli"
 CLI_MAY_BE_IMPORTED_BY = ("convis_jax.cli", "convis_jax.__main__")
+MODELS = "convis_jax.models"  # the checkpoints and towers: they never know the method
+KERNELS = "convis_jax.kernels"
 
 
 # ---------------------------------------------------------------------------
@@ -178,7 +180,8 @@ def find_cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def layering_violations(edges: dict[str, dict[str, int]]) -> list[str]:
-    """Imports that break the layering: core reaching out, anything importing the CLI."""
+    """Imports that break the layering: core reaching out, the models reaching the
+    method's kernels, anything importing the CLI."""
     problems = []
     for source, targets in sorted(edges.items()):
         for target, line in sorted(targets.items()):
@@ -187,6 +190,9 @@ def layering_violations(edges: dict[str, dict[str, int]]) -> list[str]:
                     target == allowed or target.startswith(allowed + ".")
                     for allowed in CORE_MAY_IMPORT):
                 problems.append(f"{where}: core may import only core and errors")
+            if (source == MODELS or source.startswith(MODELS + ".")) and (
+                    target == KERNELS or target.startswith(KERNELS + ".")):
+                problems.append(f"{where}: the models never import the method's kernels")
             if target == CLI and source not in CLI_MAY_BE_IMPORTED_BY:
                 problems.append(f"{where}: the library never imports its command line")
     return problems
@@ -241,7 +247,7 @@ def test_no_import_cycles(graph):
 def test_core_stays_the_method_and_nothing_imports_the_cli(graph):
     runtime, every = graph
     problems = layering_violations(every)
-    for package in ("convis_jax.evaluation", CORE, "convis_jax.pictures", "convis_jax.jax_backend"):
+    for package in ("convis_jax.evaluation", CORE, "convis_jax.pictures", MODELS, KERNELS):
         path = reaches(every, package, CLI)
         if path:
             problems.append(f"{package} reaches the CLI: {' -> '.join(path)}")
@@ -261,6 +267,11 @@ FAULTY = {
     "pkg.cli": "from pkg import a\n",
     "pkg.evaluation": "",
     "pkg.evaluation.wsol": "from pkg.cli import main\n",
+    "pkg.models": "",
+    "pkg.models.clip": "from pkg.kernels.sweep import Sweep\n",
+    "pkg.kernels": "",
+    "pkg.kernels.sweep": "from pkg.models import config\n",  # kernels use the models: fine
+    "pkg.models.config": "",
 }
 
 
@@ -269,6 +280,8 @@ def test_the_checks_find_faults_in_a_made_up_package(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "CORE_MAY_IMPORT", ("pkg.core", "pkg.errors"))
     monkeypatch.setattr(sys.modules[__name__], "CLI", "pkg.cli")
     monkeypatch.setattr(sys.modules[__name__], "CLI_MAY_BE_IMPORTED_BY", ("pkg.cli",))
+    monkeypatch.setattr(sys.modules[__name__], "MODELS", "pkg.models")
+    monkeypatch.setattr(sys.modules[__name__], "KERNELS", "pkg.kernels")
     runtime, every = import_graph(FAULTY, package="pkg")
     assert every["pkg.b"] == {"pkg.a": 2, "pkg.d": 4}  # relative, deferred, dotted
     assert "pkg.a" not in runtime["pkg.scenes"] and "pkg.a" in every["pkg.scenes"]
@@ -279,6 +292,8 @@ def test_the_checks_find_faults_in_a_made_up_package(monkeypatch):
         "pkg.core.c (line 2) imports pkg.scenes: core may import only core and errors",
         "pkg.evaluation.wsol (line 1) imports pkg.cli: the library never imports its "
         "command line",
+        "pkg.models.clip (line 1) imports pkg.kernels.sweep: the models never import the "
+        "method's kernels",
     ]
     assert reaches(every, "pkg.evaluation", "pkg.cli") is None  # the package init itself
     assert reaches(every, "pkg.evaluation.wsol", "pkg.cli") == ["pkg.evaluation.wsol", "pkg.cli"]

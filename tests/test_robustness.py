@@ -2,7 +2,7 @@
 and what was found; damaged concept-bank caches are rebuilt with a warning.
 
 The image-file corpus lives in tests/core/test_bad_images.py, damaged checkpoints in
-tests/jax_backend/test_loading.py, the command line's mistakes in tests/test_cli.py and
+tests/models/test_loading.py, the command line's mistakes in tests/test_cli.py and
 two processes racing for one bank in tests/test_determinism.py; here the same kinds of
 input go through `ConVis`, `load_clip` and the vocabulary loaders.
 """
@@ -217,7 +217,7 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_bank_file_warns_and_is_rebuilt(damage, convis, built, monkeypatch):
     from convis_jax.core.cache import load_arrays
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(built[0].parents[1]))
     path, embeddings, good = built
@@ -233,7 +233,7 @@ def test_a_damaged_bank_file_warns_and_is_rebuilt(damage, convis, built, monkeyp
 
 def test_a_bank_file_of_another_shape_is_rebuilt(convis, built, monkeypatch):
     from convis_jax.core.cache import save_arrays
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(built[0].parents[1]))
     path, embeddings, _ = built
@@ -255,7 +255,7 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 
 
 def test_a_missing_cache_folder_is_created(convis, tmp_path, monkeypatch):
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
 
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path / "new" / "cache"))
     bank = build_bank(convis.model, convis.vocabulary, progress=False)

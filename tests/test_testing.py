@@ -13,7 +13,7 @@ from convis_jax.errors import InputError
 def test_clip_folder_with_tokenizer_files_loads(tmp_path):
     from transformers import CLIPModel, CLIPTokenizer
 
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     torch_model = testing.make_clip_checkpoint(tmp_path / "clip", seed=5, tokenizer=True)
     names = {p.name for p in (tmp_path / "clip").iterdir()}

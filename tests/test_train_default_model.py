@@ -76,7 +76,7 @@ def test_crop_labels_match_a_count_of_visible_pixels(train, scene, box):
 def test_texts_padded_to_their_group_embed_as_at_full_length(train, texts):
     import jax.numpy as jnp
 
-    from convis_jax.jax_backend import clip
+    from convis_jax.models import clip
 
     config = train.model_config(train.TrainSettings(), 3000, 2998, 2999)  # the shipped ids
     eos = config.text.eos_token_id
@@ -120,7 +120,7 @@ def test_a_short_run_writes_a_folder_pytorch_clip_loads(short_run):
     import torch
     from transformers import CLIPModel, CLIPTokenizer
 
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     tmp_path, log = short_run
     assert [entry["step"] for entry in log["curve"]] == [2]
@@ -147,7 +147,7 @@ def test_after_text_steps_the_text_tower_stays_exactly_as_it_was(train, texts):
     import jax
     import jax.numpy as jnp
 
-    from convis_jax.jax_backend import clip
+    from convis_jax.models import clip
 
     settings = train.TrainSettings(**dict(TINY, steps=3))
     config = train.model_config(settings, 3000, 2998, 2999)
@@ -183,7 +183,7 @@ def test_loss_terms_follow_a_plain_loop_over_crops(train, texts):
     """Objects, no object (the general concepts are the targets) and a cut object."""
     import jax.numpy as jnp
 
-    from convis_jax.jax_backend import clip
+    from convis_jax.models import clip
 
     general = [texts.concepts[row] for row in texts.general_index]
     assert sorted(general) == ["abstraction.n.06", "attribute.n.02", "entity.n.01", "shape.n.02"]

@@ -182,10 +182,10 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
     from convis_jax.core.images import load_image
     from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
-    from convis_jax.jax_backend.loading import load_clip
-    from convis_jax.jax_backend.model import ClipModel
-    from convis_jax.jax_backend.occlusion import sweep_sizes, window_embeddings
-    from convis_jax.jax_backend.preprocessing import preprocess
+    from convis_jax.kernels.occlusion import sweep_sizes, window_embeddings
+    from convis_jax.models.loading import load_clip
+    from convis_jax.models.model import ClipModel
+    from convis_jax.models.preprocessing import preprocess
 
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype must be 'float16' or 'float32', found {dtype!r}")
@@ -228,7 +228,7 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
                   mean=tuple(pre.image_mean), std=tuple(pre.image_std))
     params = model.params
     if devices > 1:  # copied to every local device once, not at every call
-        from convis_jax.jax_backend.sharding import local_mesh, replicate
+        from convis_jax.kernels.sharding import local_mesh, replicate
 
         params = replicate(params, local_mesh())
     bar = tqdm(total=len(todo), unit="image", desc=f"atlas build (process {process_id})",

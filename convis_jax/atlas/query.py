@@ -2,7 +2,7 @@
 
 Every answer is the rest of Algorithm 1 after the encoder (ranks against a
 concept bank, subtree minima, accumulation into cells, normalisation), run
-on the stored window embeddings by `jax_backend.stored_windows`; a new
+on the stored window embeddings by `kernels.stored_windows`; a new
 vocabulary or text mode needs only a new concept bank, never the images.
 """
 
@@ -121,9 +121,9 @@ class Atlas:
                 or a model with other weights than the atlas's.
         """
         from convis_jax.api import resolve_vocabulary
-        from convis_jax.jax_backend.bank import build_bank
-        from convis_jax.jax_backend.loading import load_clip
-        from convis_jax.jax_backend.model import ClipModel
+        from convis_jax.kernels.bank import build_bank
+        from convis_jax.models.loading import load_clip
+        from convis_jax.models.model import ClipModel
 
         root = Path(root)
         manifest = read_manifest(root)
@@ -195,7 +195,7 @@ class Atlas:
         """Runs a stored-windows kernel over images in fixed batches; NumPy outputs."""
         import jax.numpy as jnp
 
-        from convis_jax.jax_backend.occlusion import subtree_request
+        from convis_jax.kernels.occlusion import subtree_request
 
         vocab = self.vocabulary
         members, segments, k_padded = subtree_request(vocab.subtree_offsets,
@@ -233,7 +233,7 @@ class Atlas:
         """
         import jax
 
-        from convis_jax.jax_backend.stored_windows import (
+        from convis_jax.kernels.stored_windows import (
             COUNT_CONCEPTS,
             hierarchy_levels,
             host_cells,
@@ -313,7 +313,7 @@ class Atlas:
                       @ self.bank.embeddings[subtree].T).max(axis=1)
             cells = np.full(len(numbers), -1, np.int32)
         else:
-            from convis_jax.jax_backend.stored_windows import stored_peaks
+            from convis_jax.kernels.stored_windows import stored_peaks
 
             peaks, cells = self._per_image(stored_peaks, numbers, index)
             scores, cells = peaks[:, 0], cells[:, 0]

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes
-from convis_jax.errors import InputError
+from convis_jax.errors import InputError, one_line
 
 MANIFEST = "atlas.json"
 FORMAT = "convis-atlas"
@@ -191,11 +191,7 @@ def _open_array(path: Path, *, shape=None, dtype=None, chunk=None, create=False)
                        open=True).result()
     except ValueError as err:
         raise InputError(f"expected an atlas array at {str(path / 'zarr.json')!r}, found it "
-                         f"missing or damaged ({one_line(err)})") from None
-
-
-def one_line(err) -> str:
-    return " ".join(str(err).split())[:300]
+                         f"missing or damaged ({one_line(err)[:300]})") from None
 
 
 class Part:
@@ -269,7 +265,7 @@ def read_records(root: Path, manifest: dict) -> dict[int, ImageRecord]:
                                    tuple(e["crop"]), path.parent.parent.name) for e in entries]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise InputError(f"expected an atlas record at {str(path)!r}, found a damaged "
-                             f"file ({type(err).__name__}: {one_line(err)})") from None
+                             f"file ({type(err).__name__}: {one_line(err)[:300]})") from None
         for record in records:
             if not 0 <= record.index < len(ids) or ids[record.index] != record.image_id:
                 raise InputError(f"{str(path)!r} records image {record.image_id!r} as number "
@@ -324,6 +320,6 @@ class Reader:
                 part = self.records[i].part
                 raise InputError(f"atlas data of image {self.records[i].image_id!r} in "
                                  f"{str(self.root / part / name)!r} is damaged "
-                                 f"({one_line(err)}); delete {part}/done and rebuild to "
+                                 f"({one_line(err)[:300]}); delete {part}/done and rebuild to "
                                  f"redo that part") from None
         return np.stack(out)

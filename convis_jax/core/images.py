@@ -2,7 +2,7 @@
 
 `load_image` / `load_images` turn a path, a PIL image or an array into a
 uint8 RGB array; the model's own preprocessing of such arrays
-(`convis_jax.jax_backend.preprocessing`) and the square crop of Algorithm 1
+(`convis_jax.models.preprocessing`) and the square crop of Algorithm 1
 (`convis_jax.core.windows`) start from them, so the maps drawn later sit on
 exactly the pixels the model saw.
 

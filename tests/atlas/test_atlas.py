@@ -36,7 +36,7 @@ def correlation(a, b) -> float:
 def bundled(tmp_path_factory):
     """(photos folder, float32 atlas, float16 atlas) built with the bundled model."""
     from convis_jax.atlas import build_atlas
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     root = tmp_path_factory.mktemp("bundled_atlas")
     write_photos(root / "photos")
@@ -87,7 +87,7 @@ def test_vit_b32_shaped_atlas_maps_equal_occlusion_maps(tmp_path):
     from convis_jax.api import ConVis
     from convis_jax.atlas import Atlas, build_atlas
     from convis_jax.core.vocabulary import ConceptVocabulary
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
     from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
     spec = dict(vision=dict(VIT_B32_SHALLOW["vision"], num_hidden_layers=1), text=TINY["text"],
@@ -120,8 +120,8 @@ def test_counted_ranks_equal_sorted_ranks_with_ties():
     import jax.numpy as jnp
 
     from convis_jax.core.ranks import ranks, subtree_min
-    from convis_jax.jax_backend.occlusion import subtree_min_ranks, subtree_request
-    from convis_jax.jax_backend.stored_windows import counted_subtree_min_ranks
+    from convis_jax.kernels.occlusion import subtree_min_ranks, subtree_request
+    from convis_jax.kernels.stored_windows import counted_subtree_min_ranks
 
     rng = np.random.default_rng(0)
     t, windows = 40, 25
@@ -234,7 +234,7 @@ def test_append_and_resume_keep_numbers_and_redo_only_what_is_missing(bundled, t
 
 def test_damaged_or_mismatched_stores_are_clear_errors(bundled, tmp_path):
     from convis_jax.atlas import Atlas, build_atlas
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
     from convis_jax.testing import make_clip_checkpoint
 
     photos, float32, _ = bundled
@@ -324,8 +324,8 @@ def test_host_and_device_sorts_give_the_same_maps():
     from convis_jax.core.ranks import subtree_min
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import window_grid
-    from convis_jax.jax_backend.occlusion import subtree_request
-    from convis_jax.jax_backend.stored_windows import (
+    from convis_jax.kernels.occlusion import subtree_request
+    from convis_jax.kernels.stored_windows import (
         hierarchy_levels,
         host_cells,
         stored_cells,
@@ -363,7 +363,7 @@ def test_batch_and_chunk_default_to_the_devices_sizes(bundled, tmp_path, monkeyp
     encodes that many images per call in chunks of that many windows; its store equals
     the fixture's, built with batch=2."""
     from convis_jax.atlas import Atlas, build_atlas
-    from convis_jax.jax_backend import occlusion
+    from convis_jax.kernels import occlusion
 
     asked, calls = [], []
     monkeypatch.setattr(occlusion, "sweep_sizes",

@@ -20,7 +20,7 @@ from PIL import Image
 
 from convis_jax.core.images import load_image, load_images
 from convis_jax.errors import InputError
-from convis_jax.jax_backend.preprocessing import PreprocessConfig, preprocess
+from convis_jax.models.preprocessing import PreprocessConfig, preprocess
 
 RNG_SEED = 0
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from convis_jax.core.images import load_image, load_images
 from convis_jax.errors import ModelLoadError
-from convis_jax.jax_backend.preprocessing import (
+from convis_jax.models.preprocessing import (
     CLIP_MEAN,
     CLIP_STD,
     PreprocessConfig,

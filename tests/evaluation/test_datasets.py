@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.evaluation import datasets, metrics
 from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import ConceptError, InputError
+from convis_jax.evaluation import datasets, metrics
 
 
 @pytest.fixture(scope="module")

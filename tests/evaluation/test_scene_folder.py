@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from convis_jax.evaluation import datasets
 from convis_jax.core.images import load_image
 from convis_jax.errors import InputError
+from convis_jax.evaluation import datasets
 from convis_jax.scenes import make_dataset
 
 

@@ -7,14 +7,14 @@ import pytest
 
 from convis_jax.core.cells import cells_to_pixels
 from convis_jax.core.windows import pad_images, prepare_image, window_grid
-from convis_jax.jax_backend.loading import load_clip
-from convis_jax.jax_backend.occlusion import (
+from convis_jax.kernels.occlusion import (
     TRACES,
     occlusion_cells,
     subtree_request,
     window_pixel_values,
     window_rank_similarities,
 )
+from convis_jax.models.loading import load_clip
 from tests.reference import (
     plain_map_from_ranks,
     plain_subtree_index,

@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from convis_jax.errors import InputError, ModelLoadError
-from convis_jax.jax_backend.checkpoints import OPEN_CLIP_CONFIG as CONFIG_FILE
-from convis_jax.jax_backend.config import ClipConfig, TextConfig, VisionConfig
-from convis_jax.jax_backend.preprocessing import CLIP_MEAN, CLIP_STD, PreprocessConfig
+from convis_jax.models.checkpoints import OPEN_CLIP_CONFIG as CONFIG_FILE
+from convis_jax.models.config import ClipConfig, TextConfig, VisionConfig
+from convis_jax.models.preprocessing import CLIP_MEAN, CLIP_STD, PreprocessConfig
 
 # Options of OpenCLIP's CLIPVisionCfg / CLIPTextCfg that this network implements only at
 # these values (None: the option must be absent or null). Anything else is refused.

@@ -13,10 +13,15 @@ import numpy as np
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.errors import InputError
-from convis_jax.jax_backend import clip, siglip
-from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
-from convis_jax.jax_backend.encoder import Encoder, FlaxImageEmbedder, ImageTokens, WithConfig
-from convis_jax.jax_backend.tokenizer import (
+from convis_jax.models import clip, siglip
+from convis_jax.models.config import ClipConfig, SiglipConfig
+from convis_jax.models.encoder import (
+    Encoder,
+    FlaxImageEmbedder,
+    ImageTokens,
+    WithConfig,
+)
+from convis_jax.models.tokenizer import (
     TokenBatch,
     open_clip_clean,
     tokenize,
@@ -56,7 +61,7 @@ class LoadedModel:
         config: the architecture (`ClipConfig` or `SiglipConfig`).
         params: the Flax parameter tree (PyTorch-named, see `pytorch_names`).
         tokenizer: a transformers tokenizer.
-        preprocess_config: the image preprocessing (`convis_jax.jax_backend.preprocessing.PreprocessConfig`).
+        preprocess_config: the image preprocessing (`convis_jax.models.preprocessing.PreprocessConfig`).
         name: where it was loaded from.
         fingerprint: a hash of the weights, for cache keys.
         vocabulary_path: the vocabulary file shipped with the checkpoint, if any.
@@ -120,7 +125,7 @@ class LoadedModel:
     def preprocess(self, images) -> np.ndarray:
         """Images (paths, PIL images, arrays, lists of mixed sizes) -> pixel_values [N, 3, S, S]."""
         from convis_jax.core.images import load_images
-        from convis_jax.jax_backend.preprocessing import preprocess
+        from convis_jax.models.preprocessing import preprocess
 
         return preprocess(load_images(images), self.preprocess_config)
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from convis_jax.errors import InputError
-from convis_jax.jax_backend import clip, gradients
-from convis_jax.jax_backend.gradients import SCORES, SubtreeIndex, concept_gradient_maps
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.kernels import gradients
+from convis_jax.kernels.gradients import SCORES, SubtreeIndex, concept_gradient_maps
+from convis_jax.models import clip
+from convis_jax.models.loading import load_clip
 from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 NUM_CONCEPTS = 60

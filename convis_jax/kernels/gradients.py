@@ -49,9 +49,9 @@ import numpy as np
 
 from convis_jax.core.batches import pad_to_multiple, positive_int
 from convis_jax.errors import InputError
-from convis_jax.jax_backend import sharding
-from convis_jax.jax_backend.clip import normalise
-from convis_jax.jax_backend.encoder import Encoder, ImageTokens
+from convis_jax.kernels import sharding
+from convis_jax.models.clip import normalise
+from convis_jax.models.encoder import Encoder, ImageTokens
 
 SCORES = ("cosine", "subtree_cosine", "probability", "subtree_probability")
 KINDS = ("gradient", "grad_x_input", "smoothgrad", "tokens")

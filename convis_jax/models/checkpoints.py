@@ -20,8 +20,8 @@ import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes
 from convis_jax.errors import ModelLoadError
-from convis_jax.jax_backend.config import read_config_json
-from convis_jax.jax_backend.pytorch_names import transformers_flax_to_pytorch
+from convis_jax.models.config import read_config_json
+from convis_jax.models.pytorch_names import transformers_flax_to_pytorch
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.models.loading import load_clip
 from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 PATCH14_336 = dict(
@@ -82,7 +82,7 @@ def test_bucketed_text_lengths_do_not_change_embeddings(tiny_checkpoint):
 def test_eos_legacy_rule_uses_largest_id():
     import jax.numpy as jnp
 
-    from convis_jax.jax_backend.clip import eos_position
+    from convis_jax.models.clip import eos_position
 
     ids = jnp.array([49406, 320, 49407, 49407, 49407])
     assert int(eos_position(ids, 2)) == 2

@@ -24,8 +24,8 @@ from safetensors.numpy import load_file, save_file
 
 from convis_jax.core.cache import CACHE_ENV
 from convis_jax.errors import InputError, ModelLoadError
-from convis_jax.jax_backend import checkpoints, clip
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.models import checkpoints, clip
+from convis_jax.models.loading import load_clip
 from convis_jax.testing import TINY, make_clip_checkpoint
 from tests.checkpoints import lay_out_hub_cache
 
@@ -164,7 +164,7 @@ HUB_PROBE = textwrap.dedent("""
     import json, sys
     import numpy as np
     from convis_jax.errors import ModelLoadError
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     model = load_clip("org/tiny-clip")
     pixel_values = np.load(sys.argv[1])
@@ -298,7 +298,7 @@ def test_nan_weights_warn(tiny_checkpoint, tmp_path):
 def test_tokenizer_files_in_the_folder_are_used(tiny_checkpoint, tmp_path):
     from transformers import CLIPTokenizer
 
-    from convis_jax.jax_backend.tokenizer import bundled_vocabulary
+    from convis_jax.models.tokenizer import bundled_vocabulary
 
     vocab, merges = bundled_vocabulary()
     saved = CLIPTokenizer(vocab=vocab, merges=merges)
@@ -542,7 +542,7 @@ RACE_PROBE = textwrap.dedent("""
     import sys, time, warnings
     from pathlib import Path
     import numpy as np
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.models.loading import load_clip
 
     ready, go = Path(sys.argv[2]), Path(sys.argv[3])
     ready.touch()

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convis_jax.jax_backend.config import (
+from convis_jax.models.config import (
     ClipConfig,
     TextConfig,
     TowerConfig,
@@ -94,7 +94,7 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
-class Encoder(nn.Module):
+class LayerStack(nn.Module):
     config: TowerConfig
     dtype: jnp.dtype = jnp.float32
 
@@ -149,7 +149,7 @@ class VisionTransformer(nn.Module):
     def setup(self):
         self.embeddings = VisionEmbeddings(self.config, self.dtype)
         self.pre_layrnorm = _layer_norm(self.config, self.dtype)  # sic: the PyTorch key
-        self.encoder = Encoder(self.config, self.dtype)
+        self.encoder = LayerStack(self.config, self.dtype)
         self.post_layernorm = _layer_norm(self.config, self.dtype)
 
     def tokens(self, pixels_hwc, layer: int):
@@ -168,7 +168,7 @@ class TextTransformer(nn.Module):
     def setup(self):
         c = self.config
         self.embeddings = TextEmbeddings(c, self.dtype)
-        self.encoder = Encoder(c, self.dtype)
+        self.encoder = LayerStack(c, self.dtype)
         self.final_layer_norm = _layer_norm(c, self.dtype)
 
     def __call__(self, input_ids):

@@ -15,7 +15,7 @@ one device or the mesh themselves and use these helpers:
 * `StaticArray`: a NumPy array as a static jit argument.
 
 Sharding changes where work runs, not what it computes: the entry points give
-the single-device results (tests/jax_backend/test_sharding.py holds them to 1e-6).
+the single-device results (tests/kernels/test_sharding.py holds them to 1e-6).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.models.loading import load_clip
 from convis_jax.testing import TINY, VIT_B32_SHALLOW, make_clip_checkpoint
 
 # Max abs difference of unit embeddings that issue 2 allows. A two-layer random

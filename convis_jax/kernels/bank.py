@@ -129,7 +129,7 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
             or inf, or overflow); nothing is cached then.
         InputError: an Encoder's embed_texts gave no finite [T, d] array.
     """
-    from convis_jax.jax_backend.encoder import Encoder
+    from convis_jax.models.encoder import Encoder
 
     texts = vocabulary.texts(text)
     cache = cache and getattr(model, "fingerprint", None) is not None

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from convis_jax.errors import InputError
-from convis_jax.jax_backend.encoder import Encoder
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.models.encoder import Encoder
+from convis_jax.models.loading import load_clip
 
 
 class OutsideTower(nn.Module):

@@ -2,7 +2,7 @@
 
 Submodules are named after the Hugging Face PyTorch `SiglipModel` keys, so
 that `pytorch_names.py` converts checkpoints with the same short table of
-rules as CLIP. The transformer blocks are CLIP's (`clip.Encoder`: the same
+rules as CLIP. The transformer blocks are CLIP's (`clip.LayerStack`: the same
 names and the same pre-norm block); what differs:
 
 * the patch embedding has a bias and there is no class token; the position
@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convis_jax.jax_backend.clip import Encoder, Mlp, TextEmbeddings, tower_functions
-from convis_jax.jax_backend.config import (
+from convis_jax.models.clip import LayerStack, Mlp, TextEmbeddings, tower_functions
+from convis_jax.models.config import (
     SiglipConfig,
     SiglipTextConfig,
     SiglipVisionConfig,
@@ -120,7 +120,7 @@ class SiglipVisionTransformer(nn.Module):
 
     def setup(self):
         self.embeddings = SiglipVisionEmbeddings(self.config, self.dtype)
-        self.encoder = Encoder(self.config, self.dtype)
+        self.encoder = LayerStack(self.config, self.dtype)
         self.post_layernorm = _layer_norm(self.config, self.dtype)
         self.head = MultiheadAttentionPoolingHead(self.config, self.dtype)
 
@@ -140,7 +140,7 @@ class SiglipTextTransformer(nn.Module):
     def setup(self):
         c = self.config
         self.embeddings = TextEmbeddings(c, self.dtype)
-        self.encoder = Encoder(c, self.dtype)
+        self.encoder = LayerStack(c, self.dtype)
         self.final_layer_norm = _layer_norm(c, self.dtype)
         self.head = nn.Dense(c.projection_size, dtype=self.dtype, param_dtype=self.dtype)
 

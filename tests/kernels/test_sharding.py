@@ -40,10 +40,10 @@ def child(checkpoint: str, out: str) -> None:
     import jax.numpy as jnp
 
     from convis_jax.core.windows import pad_images, window_grid
-    from convis_jax.jax_backend import occlusion, sharding
-    from convis_jax.jax_backend.gradients import concept_gradient_maps
-    from convis_jax.jax_backend.occlusion import TRACES
-    from convis_jax.jax_backend.loading import load_clip
+    from convis_jax.kernels import occlusion, sharding
+    from convis_jax.kernels.gradients import concept_gradient_maps
+    from convis_jax.kernels.occlusion import TRACES
+    from convis_jax.models.loading import load_clip
     from tests.reference import plain_subtree_index
 
     assert jax.local_device_count() == DEVICES
@@ -167,7 +167,7 @@ def test_sharded_gradients_equal_single_device(eight_devices):
 def test_one_device_mesh_and_refusals():
     import jax
 
-    from convis_jax.jax_backend import sharding
+    from convis_jax.kernels import sharding
 
     mesh = sharding.local_mesh()
     assert mesh.axis_names == (sharding.AXIS,) and mesh.size == jax.local_device_count()
@@ -179,7 +179,7 @@ def test_sharding_never_imports_the_sweeps():
     """The mesh helpers know meshes, not sweeps: the sweeps call them, never the reverse."""
     import ast
 
-    source = (TESTS.parent / "convis_jax" / "jax_backend" / "sharding.py").read_text()
+    source = (TESTS.parent / "convis_jax" / "kernels" / "sharding.py").read_text()
     imported = {alias.name for node in ast.walk(ast.parse(source))
                 if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in node.names} | {node.module for node in ast.walk(ast.parse(source))

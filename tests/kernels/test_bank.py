@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from convis_jax.core.vocabulary import ConceptVocabulary
-from convis_jax.jax_backend import bank as bank_module
-from convis_jax.jax_backend.bank import build_bank, encode_texts_bucketed
-from convis_jax.jax_backend.loading import load_clip
+from convis_jax.kernels import bank as bank_module
+from convis_jax.kernels.bank import build_bank, encode_texts_bucketed
+from convis_jax.models.loading import load_clip
 
 
 @pytest.fixture(scope="module")

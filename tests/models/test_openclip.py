@@ -25,12 +25,12 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from tests.checkpoints import open_clip_reference, write_open_clip_folder
 
 from convis_jax.errors import ModelLoadError
-from convis_jax.jax_backend.checkpoints import detect_family
-from convis_jax.jax_backend.loading import load_clip, load_model
-from convis_jax.jax_backend.model import ClipModel
+from convis_jax.models.checkpoints import detect_family
+from convis_jax.models.loading import load_clip, load_model
+from convis_jax.models.model import ClipModel
+from tests.checkpoints import open_clip_reference, write_open_clip_folder
 
 TEXTS = ["a photo of a cat", "fish &amp; chips", "an entity with a much longer description"]
 
@@ -101,7 +101,7 @@ def test_pytorch_bin_with_the_mask_buffer_and_custom_text_prefix(tmp_path):
 def test_pytorch_bin_is_converted_once(tmp_path, monkeypatch):
     """OpenCLIP's pickle goes through the converted-weight cache like pytorch_model.bin."""
     from convis_jax.core.cache import CACHE_ENV
-    from convis_jax.jax_backend import checkpoints
+    from convis_jax.models import checkpoints
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     model_cfg = cfg()
@@ -200,11 +200,11 @@ def test_a_folder_with_both_layouts_loads_as_hugging_face_clip(tiny_checkpoint, 
 def test_convis_takes_an_openclip_folder_unchanged(tmp_path):
     """ConVis(folder) on the OpenCLIP layout draws the maps of the same weights as a
     Hugging Face CLIP folder: occlusion and gradient maps equal."""
-    from convis_jax.testing import write_words_file
     from safetensors.numpy import save_file
 
     from convis_jax.api import ConVis
-    from convis_jax.jax_backend.openclip import clip_state
+    from convis_jax.models.openclip import clip_state
+    from convis_jax.testing import write_words_file
 
     model_cfg = cfg()
     reference = open_clip_reference(model_cfg, seed=4)

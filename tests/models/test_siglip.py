@@ -12,13 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from convis_jax.testing import SIGLIP_TINY, make_siglip_checkpoint
 from safetensors.numpy import load_file, save_file
 
 from convis_jax.errors import ModelLoadError
-from convis_jax.jax_backend import siglip
-from convis_jax.jax_backend.loading import load_clip, load_model
-from convis_jax.jax_backend.model import SiglipModel
+from convis_jax.models import siglip
+from convis_jax.models.loading import load_clip, load_model
+from convis_jax.models.model import SiglipModel
+from convis_jax.testing import SIGLIP_TINY, make_siglip_checkpoint
 
 TEXTS = ["a photo of a cat", "the red car", "an entity with a much longer description"]
 
@@ -210,7 +210,7 @@ def test_config_without_head_or_with_mismatched_widths_is_refused(tiny_siglip, t
 def test_malformed_config_fields_are_refused_before_building(tiny_siglip, section, field, value,
                                                              match):
     """SigLIP configs go through the same field checks (`config.LIMITS`) as CLIP's."""
-    from convis_jax.jax_backend.config import SiglipConfig
+    from convis_jax.models.config import SiglipConfig
 
     folder, _ = tiny_siglip
     raw = json.loads((folder / "config.json").read_text())
@@ -222,7 +222,7 @@ def test_malformed_config_fields_are_refused_before_building(tiny_siglip, sectio
 HUB_PROBE = """
 import json, sys
 import numpy as np
-from convis_jax.jax_backend.loading import load_model
+from convis_jax.models.loading import load_model
 
 out = {}
 for repo, size in (("org/tiny-siglip", 32), ("org/tiny-open-clip", 32)):
@@ -242,7 +242,11 @@ def test_hub_ids_of_siglip_and_openclip_from_the_offline_cache(tiny_siglip, tmp_
     import sys
     from pathlib import Path
 
-    from tests.checkpoints import lay_out_hub_cache, open_clip_reference, write_open_clip_folder
+    from tests.checkpoints import (
+        lay_out_hub_cache,
+        open_clip_reference,
+        write_open_clip_folder,
+    )
 
     folder, _ = tiny_siglip
     model_cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
@@ -270,10 +274,9 @@ def test_hub_ids_of_siglip_and_openclip_from_the_offline_cache(tiny_siglip, tmp_
 
 def test_concept_bank_of_a_siglip_model_keeps_the_full_padding(tiny_siglip, tmp_path):
     """build_bank's length buckets must not cut SigLIP's padding: equal to embed_texts."""
-    from convis_jax.testing import write_words_file
-
     from convis_jax.api import resolve_vocabulary
-    from convis_jax.jax_backend.bank import build_bank
+    from convis_jax.kernels.bank import build_bank
+    from convis_jax.testing import write_words_file
 
     folder, torch_model = tiny_siglip
     model = load_model(folder)

@@ -35,7 +35,7 @@ import numpy as np
 from convis_jax.core.cells import accumulate_cells, normalise_maps
 from convis_jax.core.ranks import ranks
 from convis_jax.core.windows import WindowGrid
-from convis_jax.jax_backend.occlusion import (
+from convis_jax.kernels.occlusion import (
     TRACES,
     cells_from_window_scores,
     subtree_min_ranks,

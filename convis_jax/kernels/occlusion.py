@@ -43,8 +43,8 @@ from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cells import accumulate_cells, normalise_maps
 from convis_jax.core.ranks import ranks
 from convis_jax.core.windows import WindowGrid
-from convis_jax.jax_backend import sharding
-from convis_jax.jax_backend.memory import window_bytes
+from convis_jax.kernels import sharding
+from convis_jax.kernels.memory import window_bytes
 
 # How often each jitted function below was traced; tests read it to prove
 # that repeated calls with the same shapes do not trace (or compile) again.
@@ -468,7 +468,7 @@ def window_embeddings(params, padded, *, embed, image_size: int, grid: WindowGri
     The windows are cut and encoded exactly as by `occlusion_cells` (split over the
     devices the same way); only the finish differs: the embeddings are kept instead of
     ranked, so that ranks against any concept bank can be taken later
-    (`jax_backend.stored_windows`, `convis_jax.atlas`).
+    (`kernels.stored_windows`, `convis_jax.atlas`).
 
     Args:
         params, padded, embed, image_size, grid, chunk, mean, std, devices: as

@@ -65,17 +65,17 @@ import numpy as np
 
 from convis_jax.core.cache import cache_root
 from convis_jax.errors import CacheError, InputError, ModelLoadError
-from convis_jax.jax_backend import checkpoints, clip, openclip, siglip
-from convis_jax.jax_backend.checkpoints import (
+from convis_jax.models import checkpoints, clip, openclip, siglip
+from convis_jax.models.checkpoints import (
     VOCABULARY_FILE,
     default_model_path,
     fingerprint_files,
 )
-from convis_jax.jax_backend.config import ClipConfig, SiglipConfig
-from convis_jax.jax_backend.model import ClipModel, SiglipModel
-from convis_jax.jax_backend.preprocessing import PreprocessConfig
-from convis_jax.jax_backend.pytorch_names import pytorch_key, pytorch_to_flax
-from convis_jax.jax_backend.tokenizer import (
+from convis_jax.models.config import ClipConfig, SiglipConfig
+from convis_jax.models.model import ClipModel, SiglipModel
+from convis_jax.models.preprocessing import PreprocessConfig
+from convis_jax.models.pytorch_names import pytorch_key, pytorch_to_flax
+from convis_jax.models.tokenizer import (
     check_tokenizer,
     load_folder_tokenizer,
     load_tokenizer,

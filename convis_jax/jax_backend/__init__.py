@@ -1,1 +1,0 @@
-"""JAX backend: the Flax CLIP, its checkpoint loader and the jitted sweeps."""
