@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.atlas.storage import Storage
 from convis_jax.atlas.store import MANIFEST, Reader, read_manifest, read_records
 from convis_jax.errors import InputError
 
@@ -63,7 +64,8 @@ class Atlas:
     Open one with `Atlas.open`.
 
     Attributes:
-        root: the atlas folder.
+        root: the atlas's folder (a Path) or URL (a str).
+        storage: its `Storage`.
         manifest: its manifest (`convis_jax.atlas.store`).
         model: the `ClipModel` it was built with (its text tower embeds the concepts).
         vocabulary: the `ConceptVocabulary` asked about.
@@ -78,7 +80,8 @@ class Atlas:
                  progress: bool = True):
         from convis_jax.core.windows import window_grid
 
-        self.root = Path(root)
+        self.storage = Storage(root)
+        self.root = self.storage.local if self.storage.local is not None else self.storage.url
         self.manifest = manifest
         self.model = model
         self.vocabulary = vocabulary
@@ -87,10 +90,10 @@ class Atlas:
         self.grid = window_grid(tuple(grid["image_size"]), tuple(grid["window_sizes"]),
                                 grid["stride"], padding=grid["padding"])
         if self.grid.n_windows != grid["n_windows"]:
-            raise InputError(f"{str(self.root / MANIFEST)!r} says {grid['n_windows']} windows "
+            raise InputError(f"{self.storage.where(MANIFEST)!r} says {grid['n_windows']} windows "
                              f"but its grid has {self.grid.n_windows}; the manifest is damaged")
         self._records = records
-        self._reader = Reader(self.root, manifest, records)
+        self._reader = Reader(self.storage, manifest, records)
         order = sorted(records)
         self.image_ids = tuple(records[i].image_id for i in order)
         self.pending_ids = tuple(image_id for i, image_id in enumerate(manifest["images"])
@@ -106,7 +109,8 @@ class Atlas:
         """Opens an atlas for questions about one vocabulary.
 
         Args:
-            root: the atlas folder (`build_atlas`, `convis-jax atlas build`).
+            root: the atlas: a folder, `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX`
+                (`build_atlas`, `convis-jax atlas build`).
             model: a `ClipModel`, a folder or hub id, or None for the model the atlas
                 names (its source when built, else the bundled model); its weights
                 must be the atlas's (their fingerprint is checked).
@@ -118,31 +122,34 @@ class Atlas:
 
         Raises:
             InputError: not an atlas, a damaged or mismatched store (naming the file),
-                or a model with other weights than the atlas's.
+                a model with other weights than the atlas's, or object storage that
+                cannot be used (a missing bucket, refused credentials, an unreachable
+                endpoint).
         """
         from convis_jax.api import resolve_vocabulary
         from convis_jax.kernels.bank import build_bank
         from convis_jax.models.loading import load_clip
         from convis_jax.models.model import ClipModel
 
-        root = Path(root)
-        manifest = read_manifest(root)
+        storage = Storage(root)
+        storage.check()
+        manifest = read_manifest(storage)
         if manifest is None:
-            raise InputError(f"expected an atlas folder with {MANIFEST}, found none at "
-                             f"{str(root)!r}")
-        records = read_records(root, manifest)
+            raise InputError(f"expected an atlas with {MANIFEST}, found none at "
+                             f"{storage.where()!r}")
+        records = read_records(storage, manifest)
         if not isinstance(model, ClipModel):
             model = load_clip(model if model is not None else manifest["model"]["source"])
         want = manifest["model"]
         if model.fingerprint != want["fingerprint"] or model.embedding_dim != want[
                 "embedding_dim"]:
-            raise InputError(f"{str(root / MANIFEST)!r} was built with model "
+            raise InputError(f"{storage.where(MANIFEST)!r} was built with model "
                              f"{want['name']!r} (fingerprint {want['fingerprint']}), found "
                              f"{model.name!r} (fingerprint {model.fingerprint}); open it with "
                              f"the model it was built with")
         vocabulary = resolve_vocabulary(vocabulary, model)
         bank = build_bank(model, vocabulary, text=text, cache=cache, progress=progress)
-        return cls(root, manifest, records, model, vocabulary, bank, batch, progress)
+        return cls(storage, manifest, records, model, vocabulary, bank, batch, progress)
 
     def __repr__(self) -> str:
         return (f"Atlas({str(self.root)!r}, images={len(self.image_ids)}, "
