@@ -108,7 +108,10 @@ def add_atlas_commands(commands) -> None:
     sub = atlas.add_subparsers(dest="atlas_command", required=True, parser_class=OneLineParser)
     build = sub.add_parser("build", help="encode every window of every image once (resumable)")
     build.add_argument("images", help="a folder of images (recursive) or a list file")
-    build.add_argument("--out", required=True, help="the atlas folder (shared by all processes)")
+    build.add_argument("--out", required=True,
+                       help="the atlas: a folder, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX "
+                            "(shared by all processes; credentials from the usual AWS_* "
+                            "variables or Google's application default credentials)")
     add_model_options(build, vocabulary=False)
     build.add_argument("--store", choices=["float16", "float32"], default="float16",
                        help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
@@ -129,7 +132,8 @@ def add_atlas_commands(commands) -> None:
                        help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
     explore = sub.add_parser("explore", help="write the atlas page: search a concept, see the "
                                              "images that show it most")
-    explore.add_argument("atlas", help="the atlas folder")
+    explore.add_argument("atlas", help="the atlas: a folder, s3://BUCKET/PREFIX or "
+                                       "gs://BUCKET/PREFIX")
     explore.add_argument("--out", required=True, help="the page's folder")
     explore.add_argument("--k", type=POSITIVE_INT, default=8, help="images shown per concept")
     explore.add_argument("--images", default=None,
