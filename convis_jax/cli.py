@@ -121,15 +121,16 @@ def add_atlas_commands(commands) -> None:
                        help="images per compiled call (default: the device's; 1 on CPUs)")
     build.add_argument("--chunk", type=POSITIVE_INT, default=None,
                        help="windows per step (default: the device's; 32 on CPUs)")
-    hosts = build.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
-    hosts.add_argument("--coordinator", default=None,
-                       help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
-    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
-                       help="how many processes share the images (or JAX_NUM_PROCESSES)")
-    hosts.add_argument("--process-id", type=int, default=None,
-                       help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
-    hosts.add_argument("--cluster", action="store_true",
-                       help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
+    _add_process_options(build)
+    index = sub.add_parser("index", help="store every concept's whole-image score and map peak "
+                                         "for every image, so that rankings are reads "
+                                         "(incremental, resumable)")
+    index.add_argument("atlas", help="the atlas: a folder, s3://BUCKET/PREFIX or "
+                                     "gs://BUCKET/PREFIX")
+    index.add_argument("--batch", type=POSITIVE_INT, default=4,
+                       help="images per pass over their stored windows")
+    add_model_options(index)
+    _add_process_options(index)
     explore = sub.add_parser("explore", help="write the atlas page: search a concept, see the "
                                              "images that show it most")
     explore.add_argument("atlas", help="the atlas: a folder, s3://BUCKET/PREFIX or "
@@ -142,8 +143,22 @@ def add_atlas_commands(commands) -> None:
     add_model_options(explore)
 
 
+def _add_process_options(parser) -> None:
+    """--coordinator, --num-processes, --process-id and --cluster of `atlas build` and
+    `atlas index`."""
+    hosts = parser.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
+    hosts.add_argument("--coordinator", default=None,
+                       help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
+                       help="how many processes share the images (or JAX_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=int, default=None,
+                       help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
+    hosts.add_argument("--cluster", action="store_true",
+                       help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
+
+
 def cmd_atlas(args) -> None:
-    """`atlas build` / `atlas explore`."""
+    """`atlas build` / `atlas index` / `atlas explore`."""
     if args.atlas_command == "build":
         from convis_jax.atlas import build_atlas, init_processes, list_images
 
@@ -163,7 +178,28 @@ def cmd_atlas(args) -> None:
               f"image(s) ({summary.skipped} already there)")
         return
     from convis_jax.atlas import Atlas
+    from convis_jax.atlas.storage import Storage
 
+    Storage(args.atlas).check()  # a wrong bucket or credentials: before any model work
+    if args.atlas_command == "index":
+        from convis_jax.atlas import init_processes
+
+        init_processes(coordinator=args.coordinator, num_processes=args.num_processes,
+                       process_id=args.process_id, cluster=args.cluster)
+        atlas = Atlas.open(args.atlas, model=None if args.model is None else _model(args),
+                           vocabulary=args.vocabulary, text=args.text, progress=not args.quiet,
+                           batch=args.batch)
+        try:
+            summary = atlas.index()
+        except KeyboardInterrupt:
+            print("the blocks finished so far are kept; run the same command again to resume",
+                  file=sys.stderr)
+            raise
+        print(f"index {summary.key} of {args.atlas}: process {summary.process_id} of "
+              f"{summary.num_processes} indexed {summary.indexed} image(s) in "
+              f"{summary.blocks} block(s); the index covers {summary.covered} of "
+              f"{summary.built} built image(s)")
+        return
     _output_folder(args.out)
     atlas = Atlas.open(args.atlas, model=None if args.model is None else _model(args),
                        vocabulary=args.vocabulary, text=args.text, progress=not args.quiet)

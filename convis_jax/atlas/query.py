@@ -4,6 +4,8 @@ Every answer is the rest of Algorithm 1 after the encoder (ranks against a
 concept bank, subtree minima, accumulation into cells, normalisation), run
 on the stored window embeddings by `kernels.stored_windows`; a new
 vocabulary or text mode needs only a new concept bank, never the images.
+Rankings read the atlas's concept index (`atlas.index`) for the images it
+covers, and compute the rest.
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ class TopImages:
     image_ids: tuple[str, ...]
     scores: np.ndarray
     cells: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageConceptPeaks:
+    """Every concept's map peak for some images, as `top_images(by="map_peak")` ranks them.
+
+    Attributes:
+        image_ids: N ids.
+        concepts: the vocabulary's T names.
+        peak: float32 [N, T] the peak of each concept's map before min-max.
+        cell: int32 [N, T] the row-major index of the cell where it is reached.
+    """
+
+    image_ids: tuple[str, ...]
+    concepts: tuple[str, ...]
+    peak: np.ndarray
+    cell: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class Atlas:
         self._batch = int(batch)
         self.progress = progress
         self._levels = None  # the hierarchy's levels, for host_cells
+        self._index = False  # the concept index of this bank: not looked for yet
 
     @classmethod
     def open(cls, root, *, model=None, vocabulary=None, text: str = "definition",
@@ -198,9 +218,11 @@ class Atlas:
 
     # ------------------------------------------------------------------ maps
 
-    def _per_image(self, kernel, numbers, index, **static):
-        """Runs a stored-windows kernel over images in fixed batches; NumPy outputs."""
+    def _per_image(self, kernel, numbers, index, desc: str | None = None, **static):
+        """Runs a stored-windows kernel over images in fixed batches; NumPy outputs
+        (with a progress bar over the images when `desc` names the work)."""
         import jax.numpy as jnp
+        from tqdm.auto import tqdm
 
         from convis_jax.kernels.occlusion import subtree_request
 
@@ -210,6 +232,8 @@ class Atlas:
         args = (jnp.asarray(self.bank.embeddings), jnp.asarray(members), jnp.asarray(segments))
         batch = min(self._batch, len(numbers))
         outs = []
+        bar = tqdm(total=len(numbers), desc=desc, unit="image",
+                   disable=desc is None or not self.progress)
         for start in range(0, len(numbers), batch):
             part = numbers[start:start + batch]
             windows = self._reader.read("windows", part)
@@ -220,6 +244,8 @@ class Atlas:
                             **static)
             results = result if isinstance(result, tuple) else (result,)
             outs.append(tuple(np.asarray(r)[: len(part), : len(index)] for r in results))
+            bar.update(len(part))
+        bar.close()
         return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def cells(self, image_ids=None, concepts=None) -> np.ndarray:
@@ -272,21 +298,95 @@ class Atlas:
 
     # ------------------------------------------------------------------ rankings
 
+    @property
+    def concept_index(self):
+        """The stored `atlas.index.ConceptIndex` of this atlas's bank, or None."""
+        if self._index is False:
+            from convis_jax.atlas.index import open_index
+
+            self._index = open_index(self)
+        return self._index
+
+    def index(self, *, batch: int | None = None):
+        """Indexes every built image not yet in this bank's concept index (this process's
+        share of the blocks; see `atlas.index.build_index`); returns its `IndexSummary`."""
+        from convis_jax.atlas.index import build_index
+
+        summary = build_index(self, batch=batch, progress=self.progress)
+        self._index = False  # read the records again at the next question
+        return summary
+
+    def _indexed(self, concept: int, numbers) -> tuple[np.ndarray, np.ndarray]:
+        """(values float32 [3, N] of one concept from the index, covered bool [N])."""
+        index = self.concept_index
+        if index is None:
+            return np.full((3, len(numbers)), np.nan, np.float32), np.zeros(len(numbers), bool)
+        return index.concept(concept, numbers)
+
     def concept_scores(self, image_ids=None) -> ImageConceptScores:
         """Every concept's flat and hierarchical score for whole images (as `top_concepts`).
+
+        The hierarchical scores come from the concept index for the images it covers.
 
         Args:
             image_ids: ids, one id, or None for every built image.
         """
+        from convis_jax.atlas.index import image_scores
         from convis_jax.core.ranks import subtree_max
 
         numbers = self._numbers(image_ids)
-        flat = self._reader.read("image", numbers) @ self.bank.embeddings.T
+        flat = image_scores(self._reader.read("image", numbers), self.bank.embeddings)
         vocab = self.vocabulary
-        hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
+        covered = np.zeros(len(numbers), bool)
+        if self.concept_index is not None:
+            hierarchical, covered = self.concept_index.scores(numbers)
+        if not covered.all():
+            rest = subtree_max(flat[~covered], vocab.subtree_offsets, vocab.subtree_members)
+            hierarchical = rest if not covered.any() else hierarchical
+            hierarchical[~covered] = rest
         return ImageConceptScores(tuple(self._records[n].image_id for n in numbers),
-                                  tuple(vocab.names), flat.astype(np.float32),
-                                  hierarchical.astype(np.float32))
+                                  tuple(vocab.names), flat, hierarchical.astype(np.float32))
+
+    def concept_peaks(self, image_ids=None) -> ImageConceptPeaks:
+        """Every concept's map peak and its cell for images: from the concept index for the
+        images it covers, else computed (one pass over each image's windows, with a
+        progress bar).
+
+        Args:
+            image_ids: ids, one id, or None for every built image.
+        """
+        from tqdm.auto import tqdm
+
+        from convis_jax.atlas.index import index_rows
+        from convis_jax.kernels.stored_windows import hierarchy_levels
+
+        numbers = self._numbers(image_ids)
+        t = len(self.vocabulary)
+        peak = np.full((len(numbers), t), np.nan, np.float32)
+        cell = np.full((len(numbers), t), -1, np.int32)
+        covered = np.zeros(len(numbers), bool)
+        if self.concept_index is not None:
+            covered = np.array([n in self.concept_index.covered for n in numbers], bool)
+            for c in range(t) if covered.any() else ():
+                values, _ = self.concept_index.concept(c, np.asarray(numbers)[covered])
+                peak[covered, c], cell[covered, c] = values[1], values[2].astype(np.int32)
+        rest = [i for i, done in enumerate(covered) if not done]
+        if rest:
+            if self._levels is None:
+                self._levels = hierarchy_levels(self.vocabulary)
+            bar = tqdm(total=len(rest), desc="map peaks (not indexed)", unit="image",
+                       disable=not self.progress)
+            for start in range(0, len(rest), self._batch):
+                part = rest[start:start + self._batch]
+                chosen = [numbers[i] for i in part]
+                rows = index_rows(self._reader.read("windows", chosen),
+                                  self._reader.read("image", chosen), self.bank.embeddings,
+                                  self.vocabulary, self.grid, self._levels)
+                peak[part], cell[part] = rows.peak, rows.cell
+                bar.update(len(part))
+            bar.close()
+        return ImageConceptPeaks(tuple(self._records[n].image_id for n in numbers),
+                                 tuple(self.vocabulary.names), peak, cell)
 
     def top_images(self, concept: str, k: int = 20, *, by: str = "image",
                    image_ids=None) -> TopImages:
@@ -301,6 +401,9 @@ class Atlas:
                 without sorting; see `TopImages`).
             image_ids: the images to rank (default: every built image).
 
+        Both orderings read the concept index (`Atlas.index`) for the images it covers,
+        and compute the others (map peaks with a progress bar); the answers are the same.
+
         Returns:
             The `TopImages`, best first; ties keep atlas order.
         """
@@ -313,17 +416,28 @@ class Atlas:
             raise InputError(f"expected one concept, found {names}")
         numbers = self._numbers(image_ids)
         vocab = self.vocabulary
+        c = int(index[0])
+        values, covered = self._indexed(c, numbers)  # what the concept index holds
+        rest = [n for n, done in zip(numbers, covered) if not done]
         if by == "image":
-            c = int(index[0])
-            subtree = vocab.subtree_members[vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]]
-            scores = (self._reader.read("image", numbers)
-                      @ self.bank.embeddings[subtree].T).max(axis=1)
+            from convis_jax.atlas.index import image_scores
+
+            scores = values[0].copy()
             cells = np.full(len(numbers), -1, np.int32)
+            if rest:
+                subtree = vocab.subtree_members[vocab.subtree_offsets[c]:
+                                                vocab.subtree_offsets[c + 1]]
+                scores[~covered] = image_scores(self._reader.read("image", rest),
+                                                self.bank.embeddings[subtree]).max(axis=1)
         else:
             from convis_jax.kernels.stored_windows import stored_peaks
 
-            peaks, cells = self._per_image(stored_peaks, numbers, index)
-            scores, cells = peaks[:, 0], cells[:, 0]
+            scores = values[1].copy()
+            cells = np.where(covered, values[2], -1).astype(np.int32)
+            if rest:
+                peaks, found = self._per_image(stored_peaks, rest, index,
+                                               desc=f"map peaks of {names[0]} (not indexed)")
+                scores[~covered], cells[~covered] = peaks[:, 0], found[:, 0]
         order = np.argsort(-scores, kind="stable")[: int(k)]
         return TopImages(names[0], by, tuple(self._records[numbers[i]].image_id for i in order),
                          scores[order].astype(np.float32), cells[order].astype(np.int32))
