@@ -59,9 +59,9 @@ _RECORD = re.compile(r"[0-9]{9}\.json")
 
 def block_size(num_concepts: int) -> int:
     """Images per block: the largest power of two whose [T, 3, S] values fit BLOCK_BYTES,
-    between 16 and 4096."""
+    between 4 and 4096."""
     fit = BLOCK_BYTES // (12 * max(int(num_concepts), 1))
-    return int(min(4096, max(16, 2 ** int(np.floor(np.log2(max(fit, 1)))))))
+    return int(min(4096, max(4, 2 ** int(np.floor(np.log2(max(fit, 1)))))))
 
 
 def index_key(bank_embeddings: np.ndarray, vocabulary) -> tuple[str, str, str]:
@@ -297,7 +297,10 @@ def _check_meta(storage: Storage, key: str, found, want: dict) -> dict:
     if found.get("version") != VERSION:
         raise InputError(f"expected concept index version {VERSION} at {where!r}, found "
                          f"{found.get('version')!r}; delete index/{key} and index again")
-    for name in ("bank", "vocabulary", "concepts", "model", "block"):
+    if not isinstance(found.get("block"), int) or found["block"] < 1:
+        raise InputError(f"expected a positive block size in {where!r}, found "
+                         f"{found.get('block')!r}; delete index/{key} and index again")
+    for name in ("bank", "vocabulary", "concepts", "model"):  # the block size is the index's
         if found.get(name) != want[name]:
             raise InputError(f"{where!r} indexes another {name} ({found.get(name)!r}, this "
                              f"atlas asks for {want[name]!r}); delete index/{key} and index "

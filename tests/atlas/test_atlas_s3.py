@@ -1,7 +1,7 @@
 """Atlases on object storage, against a real S3-compatible server on 127.0.0.1 (moto's):
 built, killed and resumed, or shared by two processes, they equal a local-disk atlas;
 a missing bucket, refused credentials or an unreachable endpoint is one line, exit 2,
-and nothing written."""
+and nothing written, for atlas build, index and explore."""
 
 import json
 import os
@@ -167,7 +167,8 @@ def test_unusable_object_storage_is_one_line_exit_2_and_nothing_written(
     before = time.monotonic()
     for args in (["atlas", "build", str(tmp_path / "photos"), "--out", url, "--model",
                   str(tiny_checkpoint[0]), "--quiet"],
-                 ["atlas", "explore", url, "--out", str(tmp_path / "page"), "--quiet"]):
+                 ["atlas", "explore", url, "--out", str(tmp_path / "page"), "--quiet"],
+                 ["atlas", "index", url, "--quiet"]):
         code, lines = _run_cli(*args, env=env)
         assert code == 2, lines
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
