@@ -322,6 +322,54 @@ def open_index(atlas) -> ConceptIndex | None:
     return ConceptIndex(storage, key, meta, coverage)
 
 
+def prepare_index(atlas) -> tuple[str, dict, object]:
+    """(key, description, values array) of the index of an open atlas's bank, created
+    where there is none (by whichever process comes first), checked where there is one."""
+    storage, vocabulary = atlas.storage, atlas.vocabulary
+    key, bank_digest, vocab_digest = index_key(atlas.bank.embeddings, vocabulary)
+    want = _meta(bank_digest, vocab_digest, atlas.bank.text, len(vocabulary),
+                 atlas.manifest["model"]["fingerprint"])
+    meta_key = f"index/{key}/index.json"
+    found = storage.read_json(meta_key)
+    if found is None:
+        if not storage.create(meta_key, json.dumps(want, indent=1).encode()):
+            found = storage.read_json(meta_key)  # another process created it just now
+    if found is not None:
+        want = _check_meta(storage, key, found, want)
+    values = _open_values(storage, f"index/{key}/values", num_concepts=len(vocabulary),
+                          block=int(want["block"]), create=True)
+    return key, want, values
+
+
+def write_block(storage: Storage, key: str, values, b: int, block: int, data: np.ndarray,
+                numbers, generation: bytes | None) -> None:
+    """Writes block b's values (one shard), then (only then) its record.
+
+    Args:
+        storage, key: the atlas's place and the index's key.
+        values: the index's values array (`_open_values`).
+        b, block: the block's number and the index's block size.
+        data: float32 [T, 3, block] the block's values (NaN where not indexed).
+        numbers: the image numbers the block now covers.
+        generation: the version of the block's record read before, or None where there
+            was none (the record is then created, else replaced over that version).
+
+    Raises:
+        InputError: another process wrote the record meanwhile, or storage failed.
+    """
+    try:
+        values[:, :, b * block:(b + 1) * block].write(data).result()
+    except ValueError as err:
+        raise storage.error(err, "write", f"index/{key}/values") from None
+    record = json.dumps({"block": b, "images": [int(n) for n in numbers]}).encode()
+    name = f"index/{key}/done/{b:09d}.json"
+    written = (storage.create(name, record) if generation is None
+               else storage.replace(name, record, generation))
+    if not written:
+        raise InputError(f"{storage.where(name)!r} was written by another process while this "
+                         f"one indexed block {b}; run one index per atlas at a time")
+
+
 @dataclass(frozen=True)
 class IndexSummary:
     """What one process's `build_index` did.
@@ -371,20 +419,9 @@ def build_index(atlas, *, batch: int | None = None, progress: bool = True) -> In
     from convis_jax.kernels.stored_windows import hierarchy_levels
 
     storage, vocabulary = atlas.storage, atlas.vocabulary
-    key, bank_digest, vocab_digest = index_key(atlas.bank.embeddings, vocabulary)
-    want = _meta(bank_digest, vocab_digest, atlas.bank.text, len(vocabulary),
-                 atlas.manifest["model"]["fingerprint"])
-    meta_key = f"index/{key}/index.json"
-    found = storage.read_json(meta_key)
-    if found is None:
-        if not storage.create(meta_key, json.dumps(want, indent=1).encode()):
-            found = storage.read_json(meta_key)  # another process created it just now
-    if found is not None:
-        want = _check_meta(storage, key, found, want)
+    key, want, values = prepare_index(atlas)
     block = int(want["block"])
     process_id, num_processes = jax.process_index(), jax.process_count()
-    values = _open_values(storage, f"index/{key}/values", num_concepts=len(vocabulary),
-                          block=block, create=True)
     n_images = len(atlas.manifest["images"])
     coverage, generations = _read_coverage(storage, key, block, n_images)
     built = {r.index: r for r in atlas.records()}
@@ -423,17 +460,7 @@ def build_index(atlas, *, batch: int | None = None, progress: bool = True) -> In
             data[:, PEAK, columns] = rows.peak.T
             data[:, CELL, columns] = rows.cell.T.astype(np.float32)
             bar.update(len(part))
-        try:
-            values[:, :, b * block:(b + 1) * block].write(data).result()
-        except ValueError as err:
-            raise storage.error(err, "write", f"index/{key}/values") from None
-        record = json.dumps({"block": b, "images": numbers}).encode()
-        name = f"index/{key}/done/{b:09d}.json"
-        written = (storage.replace(name, record, generations[b]) if b in generations
-                   else storage.create(name, record))
-        if not written:
-            raise InputError(f"{storage.where(name)!r} was written by another process while "
-                             f"this one indexed block {b}; run one index per atlas at a time")
+        write_block(storage, key, values, b, block, data, numbers, generations.get(b))
         indexed += len(fresh)
     bar.close()
     seconds = time.perf_counter() - start
