@@ -50,6 +50,11 @@ def is_url(location) -> bool:
     return isinstance(location, str) and "://" in location
 
 
+def as_storage(location) -> Storage:
+    """`location` itself when it is a `Storage`, else the `Storage` it names."""
+    return location if isinstance(location, Storage) else Storage(location)
+
+
 def is_unreachable(err: Exception) -> bool:
     """Whether a tensorstore error says the storage could not be used (a missing bucket,
     refused credentials, an unreachable endpoint) rather than that the data is bad."""

