@@ -250,7 +250,7 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
 
     result = bench_atlas.run(images=1, repeats=1, stored=12, concept="dog.n.01",
                              checkpoint=tiny_checkpoint[0], vocabulary=vocabularies["small"],
-                             log=lambda *_: None)
+                             log=lambda *_: None, index_images=3, indexed_stored=40)
     count = len(vocabularies["small"])  # the synsets and their hypernyms
     assert result["concepts"] == count
     assert result["all_maps_one_image"]["correlation_with_sweep_float16"] >= 0.999
@@ -259,3 +259,7 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
     assert sizes["float16"] < sizes["float32"] and sizes["windows_float16_payload"] == 730 * 16 * 2
     assert result["stored_synthetic"]["images"] == 12
     assert result["build_vs_sweep"]["build_cost_over_sweep_cost"] > 0
+    index = result["index"]
+    assert index["images"] == 3 and index["build_over_one_query"] > 0
+    assert 12 <= index["bytes_per_image_per_concept_full_block"] < 13  # 3 float32 + overhead
+    assert result["index_top20"]["images"] == 40

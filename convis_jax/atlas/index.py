@@ -206,7 +206,15 @@ class ConceptIndex:
         self.num_concepts = int(meta["concepts"])
         self.coverage = coverage
         self.covered = set().union(*coverage.values()) if coverage else set()
+        self._mask = np.zeros(max(self.covered, default=-1) + 1, bool)
+        self._mask[list(self.covered)] = True
         self._values = None
+
+    def covers(self, numbers) -> np.ndarray:
+        """bool [N]: which of the image `numbers` the index holds."""
+        numbers = np.asarray(numbers, np.int64)
+        inside = numbers < len(self._mask)
+        return inside & self._mask[np.where(inside, numbers, 0)]
 
     def _array(self):
         if self._values is None:
@@ -221,7 +229,7 @@ class ConceptIndex:
         One read: the concept's inner chunk in each block up to the largest number.
         """
         numbers = np.asarray(numbers, np.int64)
-        covered = np.array([int(n) in self.covered for n in numbers], bool)
+        covered = self.covers(numbers)
         if not covered.any():
             return np.full((3, len(numbers)), np.nan, np.float32), covered
         stop = int(numbers[covered].max()) + 1
@@ -236,7 +244,7 @@ class ConceptIndex:
     def scores(self, numbers) -> tuple[np.ndarray, np.ndarray]:
         """(hierarchical whole-image scores float32 [N, T], covered bool [N]) of images."""
         numbers = np.asarray(numbers, np.int64)
-        covered = np.array([int(n) in self.covered for n in numbers], bool)
+        covered = self.covers(numbers)
         out = np.full((len(numbers), self.num_concepts), np.nan, np.float32)
         if covered.any():
             stop = int(numbers[covered].max()) + 1

@@ -366,7 +366,7 @@ class Atlas:
         cell = np.full((len(numbers), t), -1, np.int32)
         covered = np.zeros(len(numbers), bool)
         if self.concept_index is not None:
-            covered = np.array([n in self.concept_index.covered for n in numbers], bool)
+            covered = self.concept_index.covers(numbers)
             for c in range(t) if covered.any() else ():
                 values, _ = self.concept_index.concept(c, np.asarray(numbers)[covered])
                 peak[covered, c], cell[covered, c] = values[1], values[2].astype(np.int32)
