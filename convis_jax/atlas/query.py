@@ -155,7 +155,8 @@ class Atlas:
         storage.check()
         manifest = read_manifest(storage)
         if manifest is None:
-            raise InputError(f"expected an atlas with {MANIFEST}, found none at "
+            kind = "an atlas folder" if storage.local is not None else "an atlas"
+            raise InputError(f"expected {kind} with {MANIFEST}, found none at "
                              f"{storage.where()!r}")
         records = read_records(storage, manifest)
         if not isinstance(model, ClipModel):
