@@ -498,6 +498,10 @@ OPTIONS = [
     ("absurd concept chunk", "gradient_maps", dict(chunk=10**12), "GiB"),
     ("absurd window chunk", "occlusion_maps", dict(chunk=10**9), "GiB"),
     ("zero window chunk", "occlusion_maps", dict(chunk=0), "positive"),
+    ("window larger than the image", "occlusion_maps", dict(window_sizes=(1000,)),
+     "window size 1000 is larger than the 224 x 224 image"),
+    ("window larger than the image (cells)", "occlusion_cells", dict(window_sizes=(225, 64)),
+     "window size 225 is larger than"),
 ]
 
 
