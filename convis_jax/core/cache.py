@@ -6,12 +6,11 @@ import hashlib
 import io
 import os
 import secrets
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from convis_jax.errors import CacheError
+from convis_jax.errors import CacheError, warn
 
 CACHE_ENV = "CONVIS_JAX_CACHE"
 
@@ -87,7 +86,6 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
         if stored != _checksum(arrays):
             raise CacheError("checksum mismatch")
     except Exception as err:  # zip, pickle and checksum errors all mean "damaged"
-        warnings.warn(f"cache file {path} is damaged ({type(err).__name__}: {err}); rebuilding it",
-                      stacklevel=3)
+        warn(f"cache file {path} is damaged ({type(err).__name__}: {err}); rebuilding it")
         return None
     return arrays

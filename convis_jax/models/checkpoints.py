@@ -14,13 +14,12 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes
-from convis_jax.errors import ModelLoadError
+from convis_jax.errors import ModelLoadError, warn
 from convis_jax.models.config import read_config_json
 from convis_jax.models.pytorch_names import transformers_flax_to_pytorch
 
@@ -301,7 +300,7 @@ def fingerprint_files(files: list[Path], *, memo_dir: Path | None = None) -> str
         try:
             atomic_write_bytes(memo_file, json.dumps(memo).encode())
         except OSError as err:
-            warnings.warn(f"could not write the file-hash memo {memo_file}: {err}", stacklevel=2)
+            warn(f"could not write the file-hash memo {memo_file}: {err}")
     return digest.hexdigest()[:32]
 
 
@@ -323,8 +322,7 @@ def _read_hash_memo(memo_file: Path) -> dict:
     except OSError:  # none yet, or an unusable cache root (writing will say so)
         return {}
     except ValueError as err:
-        warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
-                      stacklevel=3)
+        warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it")
         return {}
     if not isinstance(memo, dict):
         return {}
