@@ -158,6 +158,7 @@ def cmd_atlas(args) -> None:
     if args.atlas_command == "build":
         from convis_jax.atlas import build_atlas, init_processes, list_images
 
+        _output_folder(args.out)
         list_images(args.images)  # before any model work: a wrong path costs no waiting
         process_id, count = init_processes(coordinator=args.coordinator,
                                            num_processes=args.num_processes,
