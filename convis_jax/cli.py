@@ -4,10 +4,12 @@ User mistakes (missing or damaged files, unknown concepts, bad options) and
 files that cannot be read or written end with one line on stderr and exit
 code 2, never a traceback (`programs.run_command`, which the scripts use too). Images and concept
 names are checked before the model is loaded and the concept bank is built,
-so a typo costs no waiting. Ctrl-C always stops a run with exit code 130
-(`programs.interrupt_at_safe_points`), and every file is written whole or not at all
-(`convis_jax.core.cache.atomic_write_bytes`), under a file name made safe from
-the concept's name (`concept_file_names`).
+so a typo costs no waiting. Ctrl-C always stops a run with exit code 130: held from
+the program's first line (`convis_jax.__main__`) while the native libraries load, then
+acted on at safe points (`programs.interrupt_at_safe_points`). Every file is written
+whole or not at all (`convis_jax.core.cache.atomic_write_bytes`), with the mode the
+umask gives, under a file name made safe from the concept's name
+(`concept_file_names`); a rerun of `explain` replaces an image's folder whole.
 """
 
 from __future__ import annotations
