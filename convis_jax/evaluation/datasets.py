@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from convis_jax.core.cache import atomic_write_bytes
+from convis_jax.core.images import IMAGE_SUFFIXES
 from convis_jax.errors import ConceptError, InputError
 
 if TYPE_CHECKING:
@@ -220,7 +221,6 @@ class ImageNetRecord:
 
 
 # The image suffixes read from class folders (compared in lower case).
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 _WNID = re.compile(r"n\d{8}")
 

@@ -20,7 +20,6 @@ from convis_jax.evaluation.boxes import (
 )
 from convis_jax.evaluation.datasets import CubRecord, SceneRecord
 from convis_jax.evaluation.export import (
-    WSOL_SIZE,
     export_wsolevaluation,
     wsolevaluation_map,
     wsolevaluation_path,
@@ -241,7 +240,7 @@ def localise(
     square_boxes = boxes_to_square(boxes, original_size, side)
     if protocol == "wsolevaluation":
         scored = wsolevaluation_map(map_to_image(saliency, original_size))
-        truth = wsolevaluation_boxes(boxes, original_size, WSOL_SIZE)
+        truth = wsolevaluation_boxes(boxes, original_size, SQUARE)
     else:
         scored = saliency
         truth = convis_square_boxes(boxes, original_size, side)

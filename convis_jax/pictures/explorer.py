@@ -66,7 +66,7 @@ class ExplorerImage:
         name: Label shown in the image selector; unique within a page.
         image: uint8 [S, S, 3], the square centre crop the maps refer to.
         cells: float [K, cy, cx] in [0, 1], every concept's map in cell form
-            (METHOD.md section 3; cy = cx = 14 for 16-pixel cells of a 224
+            (docs/method.md, section 3; cy = cx = 14 for 16-pixel cells of a 224
             crop); high means the concept is there. Row k belongs to the
             vocabulary's k-th name.
         flat: float [K], how strongly CLIP sees each concept in the whole
@@ -80,6 +80,19 @@ class ExplorerImage:
     cells: np.ndarray
     flat: np.ndarray
     hierarchical: np.ndarray
+
+    @classmethod
+    def from_photo(cls, name: str, photo: np.ndarray, cells, flat, hierarchical,
+                   largest: int = 448) -> ExplorerImage:
+        """The page's image of a photo: its centre square (the one the maps refer to), at
+        most `largest` pixels wide so that pages stay small."""
+        from convis_jax.core.windows import center_crop_square
+
+        square = center_crop_square(photo)
+        if square.shape[0] > largest:
+            square = np.asarray(Image.fromarray(square).resize((largest, largest),
+                                                               Image.BICUBIC))
+        return cls(name, square, cells, flat, hierarchical)
 
 
 @dataclass(frozen=True)
