@@ -141,7 +141,7 @@ def run(args) -> dict:
     if not args.tolerance >= 0:
         raise InputError(f"--tolerance: expected a number of pixels >= 0, found {args.tolerance}")
     if args.protocol == "wsolevaluation":
-        from convis_jax.evaluation.metrics import require_opencv
+        from convis_jax.evaluation.protocols import require_opencv
 
         try:
             require_opencv()

@@ -11,7 +11,7 @@
 
 Readers only list files and parse annotations; images are loaded later
 (`convis_jax.core.images`). Boxes follow the convention of
-`convis_jax.evaluation.metrics`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
+`convis_jax.evaluation.boxes`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
 """
 
 from __future__ import annotations
