@@ -18,7 +18,7 @@ import pytest
 
 from convis_jax import evaluation
 from convis_jax.core.vocabulary import ConceptVocabulary
-from convis_jax.evaluation import datasets
+from convis_jax.evaluation import scene_folder
 from convis_jax.scenes import DRAWN_CONCEPTS, make_dataset
 from convis_jax.testing import CUB_PHOTOS, write_cub_folder, write_imagenet_folder
 from tests.evaluation.test_protocols import wsolevaluation_reference
@@ -42,7 +42,7 @@ def data(tmp_path_factory):
     """Data folders, a small vocabulary file, and a cache folder shared by the module."""
     root = tmp_path_factory.mktemp("eval_data")
     write_cub_folder(root / "cub")
-    datasets.write_scene_folder(root / "scenes", make_dataset(seed=11, n=2, size=64))
+    scene_folder.write_scene_folder(root / "scenes", make_dataset(seed=11, n=2, size=64))
     write_imagenet_folder(root / "inet")
     vocabulary = ConceptVocabulary.from_synsets(["bird.n.01", *DRAWN_CONCEPTS])
     (root / "vocabulary.json").write_text(json.dumps(vocabulary.to_dict()))
@@ -156,7 +156,7 @@ def test_wsol_on_scenes_with_gradient_maps(data, tiny_checkpoint, tmp_path, monk
             "--export", str(export), "--quiet"]  # --export: the old spelling still works
     assert WSOL.main(args) == 0
     doc = json.loads(out.read_text())
-    records = datasets.read_scene_folder(data / "scenes")
+    records = scene_folder.read_scene_folder(data / "scenes")
     drawn = sorted({c for r in records for c in r.concepts})
     assert doc["dataset"] == "scenes" and doc["concepts"] == drawn
     assert doc["settings"]["method"] == "gradient" and doc["settings"]["kind"] == "gradient"

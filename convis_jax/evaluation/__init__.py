@@ -29,8 +29,8 @@ METHOD.md section 5, on any checkpoint and data folder:
 * **Export.** `export_wsolevaluation` writes maps as Choe et al.'s
   wsolevaluation code scores them: 224 x 224, one `.npy` per image.
 
-Modules, in the order a result is made: `datasets` (readers of CUB,
-ImageNet folders and scene folders), `boxes` (ground truth moved onto the
+Modules, in the order a result is made: `datasets` (readers of CUB and
+ImageNet folders), `scene_folder` (folders of synthetic scenes), `boxes` (ground truth moved onto the
 224 square, IoU), `maps` (map functions over a `ConVis`), the metrics
 (`localisation`: MaxBoxAcc and MaxBoxAccV2; `pointing`: the pointing game;
 `perturbation`: deletion/insertion; `protocols`: the reference protocols'
@@ -53,12 +53,9 @@ from convis_jax.evaluation.datasets import (
     CubRecord,
     ImageNetRecord,
     OodPair,
-    SceneRecord,
     read_cub,
     read_imagenet_folders,
-    read_scene_folder,
     split_ood,
-    write_scene_folder,
 )
 from convis_jax.evaluation.export import (
     export_wsolevaluation,
@@ -99,6 +96,11 @@ from convis_jax.evaluation.protocols import (
     BOX_PROTOCOLS,
     PERTURBATION_PROTOCOLS,
     POINTING_PROTOCOLS,
+)
+from convis_jax.evaluation.scene_folder import (
+    SceneRecord,
+    read_scene_folder,
+    write_scene_folder,
 )
 from convis_jax.evaluation.wsol import (
     POINTING_PROTOCOL,

@@ -18,7 +18,7 @@ from convis_jax.evaluation.boxes import (
     convis_square_boxes,
     wsolevaluation_boxes,
 )
-from convis_jax.evaluation.datasets import CubRecord, SceneRecord
+from convis_jax.evaluation.datasets import CubRecord
 from convis_jax.evaluation.export import (
     WSOL_SIZE,
     export_wsolevaluation,
@@ -28,6 +28,7 @@ from convis_jax.evaluation.export import (
 from convis_jax.evaluation.logs import ResultLog
 from convis_jax.evaluation.maps import SQUARE, MapFn
 from convis_jax.evaluation.pointing import pointing_game
+from convis_jax.evaluation.scene_folder import SceneRecord
 
 #: The concept of the paper's CUB-200-2011 experiment.
 WSOL_CONCEPT = "bird.n.01"
@@ -97,7 +98,7 @@ def scene_items(records: Iterable[SceneRecord], concept: str | None = None) -> l
     """Items of a scene folder: each drawn object's concept against its box.
 
     Args:
-        records: from `convis_jax.evaluation.datasets.read_scene_folder`.
+        records: from `convis_jax.evaluation.scene_folder.read_scene_folder`.
         concept: only objects of this synset (images without one are left
             out); None evaluates every object of every image, each with its
             own concept.

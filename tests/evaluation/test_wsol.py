@@ -17,7 +17,7 @@ from convis_jax import evaluation
 from convis_jax.core.images import load_image
 from convis_jax.core.windows import map_to_image, prepare_image
 from convis_jax.errors import InputError
-from convis_jax.evaluation import datasets, localisation
+from convis_jax.evaluation import datasets, localisation, scene_folder
 from convis_jax.evaluation.pointing import pointing_game
 from convis_jax.testing import (
     CUB_PHOTOS,
@@ -59,7 +59,7 @@ def test_items_of_cub_and_scenes(tmp_path):
 
     from convis_jax.scenes import make_dataset
 
-    scenes = datasets.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
+    scenes = scene_folder.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
     items = evaluation.scene_items(scenes)
     assert [(i.image_id, i.concept) for i in items] == [
         (r.image_id, c) for r in scenes for c in r.concepts
