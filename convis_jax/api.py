@@ -455,7 +455,6 @@ class ConVis:
         from convis_jax.pictures.explorer import (
             ExplorerImage,
             ExplorerVocabulary,
-            display_square,
             write_explorer,
         )
 
@@ -468,7 +467,7 @@ class ConVis:
         flat = self.similarity(photos)
         vocab = self.vocabulary
         hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
-        pages = [ExplorerImage(name, display_square(center_crop_square(photo)), c, f, h)
+        pages = [ExplorerImage(name, _display_square(center_crop_square(photo)), c, f, h)
                  for name, photo, c, f, h in zip(names, photos, cells, flat, hierarchical)]
         note = f"{self.encoder.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
         return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
@@ -520,3 +519,12 @@ def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
             0 <= int(seed) < 2**63):
         raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")
+
+
+def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:
+    """The crop the maps refer to, at most `largest` pixels wide (pages stay small)."""
+    if square.shape[0] <= largest:
+        return square
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(square).resize((largest, largest), Image.BICUBIC))

@@ -367,13 +367,13 @@ class Atlas:
         """
         from tqdm.auto import tqdm
 
+        from convis_jax.api import _display_square
         from convis_jax.core.images import load_image
         from convis_jax.core.windows import center_crop_square
         from convis_jax.pictures.atlas_page import EXPLORER_FOLDER, write_atlas_page
         from convis_jax.pictures.explorer import (
             ExplorerImage,
             ExplorerVocabulary,
-            display_square,
             write_explorer,
         )
 
@@ -397,7 +397,7 @@ class Atlas:
             cells = self.cells(image_id)[0]  # [T, cy, cx]
             concepts, slots = np.nonzero(top == position)
             top_cells[concepts, slots] = cells[concepts]
-            square = display_square(center_crop_square(load_image(paths[image_id])))
+            square = _display_square(center_crop_square(load_image(paths[image_id])))
             squares[position] = square
             pages.append(ExplorerImage(image_id, square, cells.astype(np.float16),
                                        scores.flat[position], hierarchical[position]))

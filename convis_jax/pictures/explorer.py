@@ -170,21 +170,6 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
     return np.rint(values * 255.0).astype(np.uint8)
 
 
-def display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:
-    """The crop the maps refer to, at most `largest` pixels wide (pages stay small).
-
-    Args:
-        square: uint8 [S, S, 3], the photo's centre square.
-        largest: the widest side a page shows.
-
-    Returns:
-        uint8 [min(S, largest), min(S, largest), 3].
-    """
-    if square.shape[0] <= largest:
-        return square
-    return np.asarray(Image.fromarray(square).resize((largest, largest), Image.BICUBIC))
-
-
 def write_explorer(
     out_dir: str | Path,
     images: Sequence[ExplorerImage],
