@@ -170,8 +170,8 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
         cells: float [...] in [0, 1], e.g. [K, cy, cx] maps in cell form.
 
     Returns:
-        uint8 [...], round(255 * cells); `dequantise_cells` is within 1/510
-        of the input.
+        uint8 [...], round(255 * cells); the page reads level k as k / 255,
+        within 1/510 of the input.
 
     Raises:
         InputError: a value is not finite or lies outside [0, 1].
@@ -181,24 +181,6 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
         bad = values[~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0))]
         raise InputError(f"cells must be finite values in [0, 1]; found {bad.size} values that are not, e.g. {bad.flat[0]!r}")
     return np.rint(values * 255.0).astype(np.uint8)
-
-
-def dequantise_cells(quantised: np.ndarray) -> np.ndarray:
-    """The maps that `quantise_cells` rounded: level k becomes k / 255.
-
-    Args:
-        quantised: uint8 [...], as returned by `quantise_cells`.
-
-    Returns:
-        float32 [...] in [0, 1].
-
-    Raises:
-        InputError: the array is not uint8.
-    """
-    quantised = np.asarray(quantised)
-    if quantised.dtype != np.uint8:
-        raise InputError(f"quantised cells must be uint8; found {quantised.dtype}")
-    return (quantised.astype(np.float64) / 255.0).astype(np.float32)
 
 
 def write_explorer(
