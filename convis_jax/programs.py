@@ -224,15 +224,6 @@ def run_command(action: Callable[[], object], *, interrupted: str = "interrupted
 # Where the import system runs a module's code: an exception raised there can leave
 # a native extension half initialised (or become an ImportError).
 _IMPORT_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
-# The code of functions marked `uninterruptible`.
-_UNINTERRUPTIBLE: set = set()
-
-
-def uninterruptible(function: Callable) -> Callable:
-    """Marks a short function that, stopped half way, would leave a half-done state
-    (two renames, say): a Ctrl-C that lands inside it takes effect once it returns."""
-    _UNINTERRUPTIBLE.add(function.__code__)
-    return function
 
 
 def _unsafe_for_interrupt(frame) -> bool:
@@ -241,14 +232,12 @@ def _unsafe_for_interrupt(frame) -> bool:
     An exception raised inside a garbage-collector callback (JAX registers one) or a
     `__del__` method is printed as "Exception ignored" and dropped, so Ctrl-C landing
     there would not stop the run; one raised inside an import can break a native
-    library's initialisation, and one inside an `uninterruptible` function would
-    leave its work half done.
+    library's initialisation.
     """
     callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
         code = frame.f_code
-        if (code in callbacks or code in _UNINTERRUPTIBLE or code.co_name == "__del__"
-                or code.co_filename in _IMPORT_FILES):
+        if code in callbacks or code.co_name == "__del__" or code.co_filename in _IMPORT_FILES:
             return True
         frame = frame.f_back
     return False

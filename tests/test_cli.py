@@ -223,7 +223,7 @@ def test_a_slash_in_a_synset_name_stays_in_the_file_name(tmp_path):
     """`read/write_head.n.01` gets one overlay file in the image's folder, not a subfolder."""
     from types import SimpleNamespace
 
-    from convis_jax.cli import write_explanations
+    from convis_jax.pictures.explanations import write_explanations
     from convis_jax.core.vocabulary import ConceptVocabulary
 
     maps = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(1, 1, 224, 224)

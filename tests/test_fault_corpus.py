@@ -275,7 +275,7 @@ def stand_in(vocabulary, maps):
 
 def test_concept_names_become_safe_unique_file_names(tmp_path):
     """".", "..", NUL, slashes and names equal but for case each get their own, readable PNG."""
-    from convis_jax.cli import write_explanations
+    from convis_jax.pictures.explanations import write_explanations
     from convis_jax.core.vocabulary import ConceptVocabulary
 
     names = [".", "..", "a\x00b", "x/../../escape", "Dog", "dog", "grid", "%2E"]
@@ -458,14 +458,15 @@ def test_a_full_disk_for_converted_weights_is_one_warning(tiny_checkpoint, tmp_p
 
 
 def test_a_full_output_disk_is_exit_2_with_no_partial_file(tmp_path, capsys, monkeypatch):
-    from convis_jax import cli, programs
+    from convis_jax import programs
     from convis_jax.core import cache
+    from convis_jax.pictures.explanations import write_explanations
 
     maps = np.random.default_rng(1).random((1, 2, 224, 224), np.float32)
     convis = stand_in(WORDS_VOCABULARY(), maps)
     monkeypatch.setattr(cache, "os", FullDisk())
     out = tmp_path / "out"
-    code = programs.run_command(lambda: cli.write_explanations(
+    code = programs.run_command(lambda: write_explanations(
         convis, [np.zeros((20, 30, 3), np.uint8)], ["photo"], ["dog.n.01", "cat.n.01"], out))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: No space left on device") and "\n" not in err
