@@ -113,7 +113,10 @@ def tiny_setup(tiny_checkpoint, vocabularies, one_torch_thread):
     setup = bench_occlusion.make_setup(model, torch_model, concepts, SETTINGS, "float32", 1)
     everything = np.arange(concepts.count)
     cells = bench_occlusion.jax_sweep(setup, everything, 1)()
-    sweep = bench_occlusion.torch_batched(setup, everything, 1, threads=1)()
+    sweep = bench_occlusion.torch_checked_sweep(setup, everything)
+    # The timed PyTorch sweep returns the cells of the sweep it is checked with.
+    assert np.array_equal(bench_occlusion.torch_batched(setup, everything, 1, threads=1)(),
+                          sweep.cells)
     embeddings = bench_occlusion.jax_encode_alone(setup, bench_occlusion.window_pixels(setup))()
     return setup, everything, cells, sweep, embeddings
 
@@ -259,3 +262,48 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
     assert sizes["float16"] < sizes["float32"] and sizes["windows_float16_payload"] == 730 * 16 * 2
     assert result["stored_synthetic"]["images"] == 12
     assert result["build_vs_sweep"]["build_cost_over_sweep_cost"] > 0
+
+
+def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
+    """bench_gradients on the tiny model: every contender at every K, maps equal to the loop's."""
+    bench_gradients = load_benchmark("bench_gradients")
+
+    every = ("torch_loop", "convis_jax_vmap", "convis_jax_jacobian", "torch_vjp",
+             "torch_jacobian")
+    settings = {"K": (1, 40), "repeats": 2, "contenders": {name: (1, 40) for name in every}}
+    result = bench_gradients.run(settings, tiny_checkpoint[0], threads=1, log=lambda *_: None)
+    assert [row["K"] for row in result["rows"]] == [1, 40]
+    for row in result["rows"]:
+        for name in every:
+            entry = row[name]
+            assert entry["measured"] and entry["error_vs_loop"] <= bench_gradients.TOLERANCE
+            assert len(entry["times_s"]) == 2 and entry["seconds"] == entry["median_s"] > 0
+        assert row["convis_jax_vmap"]["compile_s"] >= 0
+    summary = {entry["K"]: entry for entry in result["summary"]}
+    assert summary[40]["torch_batched"] in ("torch_vjp", "torch_jacobian")
+    assert summary[40]["torch_loop_over_convis_jax"] == pytest.approx(
+        summary[40]["torch_loop_s"] / summary[40]["convis_jax_s"])
+
+
+def test_gradient_contenders_agree_and_a_wrong_map_is_caught(tiny_checkpoint):
+    """The PyTorch programs give the loop's maps; the cross-check fails on a different map."""
+    import torch
+
+    bench_gradients = load_benchmark("bench_gradients")
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(tiny_checkpoint[0]).eval().requires_grad_(False)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(1, 3, 32, 32)).astype(np.float32))
+    bank = torch.nn.functional.normalize(torch.randn(20, model.config.projection_dim), dim=-1)
+    loop = bench_gradients.torch_loop(model, x, bank, 20)
+    assert loop.shape == (20, 32, 32)
+    np.testing.assert_allclose(bench_gradients.torch_vjp(model, x, bank, 20, 7), loop,
+                               rtol=0, atol=1e-6 * np.abs(loop).max())
+    np.testing.assert_allclose(bench_gradients.torch_jacobian(model, x, bank, 20, 5, combine=6),
+                               loop, rtol=0, atol=1e-6 * np.abs(loop).max())
+    wrong = lambda: bench_gradients.torch_loop(model, x, -bank.roll(1, 0), 20)
+    with pytest.raises(AssertionError, match="differ from the per-concept loop"):
+        bench_gradients.measure_k(
+            [bench_gradients.Contender("torch_loop", lambda: loop),
+             bench_gradients.Contender("torch_vjp", wrong)], 1, lambda *_: None)
