@@ -7,6 +7,7 @@ generator reads.
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,28 +213,69 @@ def test_map_agreement_counts_moved_peaks_and_skips_flat_maps():
 
 
 def test_gpu_check_runs_small_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py, ready for a GPU: its small settings run here end to end."""
+    """benchmarks/gpu_check.py --small: the GPU run's steps, vocabulary and budget on the CPU."""
     gpu_check = load_benchmark("gpu_check")
 
     out = tmp_path / "check.json"
-    gpu_check.main(["--small", "--out", str(out)])
+    assert gpu_check.main(["--small", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["vocabulary"] == "random hierarchy of 40" and result["concepts"] == 40
+    assert set(gpu_check.PROMISED) <= set(result)
+    assert result["status"] == "finished" and result["skipped"] == []
+    # The GPU run's vocabulary: WordNet's physical objects through nltk, no fallback.
+    assert result["vocabulary"].startswith("physical_objects")
+    assert result["vocabulary_fallback"] is None and result["concepts"] == 7080
+    assert result["environment"]["cpu"]["model"] and result["environment"]["versions"]["jax"]
+    assert len(result["environment"]["load_average_after"]) == 3
     for dtype in ("float32", "bfloat16"):
         check = result["checks"][dtype]
-        assert check["concepts"] == 40
-        assert check["embedding_max_distance"] <= check["embedding_tolerance"]
-    assert result["checks"]["float32"]["maps_checked"] >= 20
+        assert check["concepts"] == 7080
+        # Window embeddings within the stated tolerance, every constrained map within its bound.
+        assert check["embedding_max_distance"] <= bench_occlusion.EMBEDDING_TOLERANCE[dtype]
+        assert check["embedding_tolerance"] == bench_occlusion.EMBEDDING_TOLERANCE[dtype]
+    assert result["checks"]["float32"]["maps_checked"] >= 7080 / 2
+    assert result["checks"]["bfloat16"]["map_correlation_median"] >= \
+        bench_occlusion.MAP_CORRELATION_MEDIAN
     points = {(r["framework"], r["dtype"], r["images_per_call"]) for r in result["rows"]}
-    assert points == {(f, d, 1) for f in ("convis_jax", "pytorch")
-                      for d in ("float32", "bfloat16")}
-    assert all(r["ms_per_image"] > 0 for r in result["rows"])
-    agreement = result["bfloat16_vs_float32"]
-    assert agreement["images"] == 1 and -1 <= agreement["correlation_median"] <= 1
+    assert points == {(f, d, n) for f in ("convis_jax", "pytorch")
+                      for d in ("float32", "bfloat16") for n in (1, 2)}
+    for row in result["rows"]:
+        # Two timed rounds each; the warm-up is apart and never the median.
+        assert row["repeats"] == 2 and row["median_s"] == np.median(row["times_s"]) > 0
+        assert row["compile_s"] == pytest.approx(max(row["first_call_s"] - row["median_s"], 0))
+    assert len(result["transfers"]) == 4
+    assert all(t["convis_jax_s"] >= 0 and t["pytorch_s"] >= 0 for t in result["transfers"])
+    assert result["bfloat16_vs_float32"]["images"] == 2
     assert {t["name"] for t in result["targets"]} == {
         "convis_jax bfloat16 ms per image, all concepts",
         "PyTorch batched / convis_jax, bfloat16, best of each"}
-    assert result["skipped"] == []
+    assert all(step["status"] == "done" for step in result["steps"])
+    # The budget counts everything from the start.
+    assert result["total_s"] <= result["budget_s"]
+    assert result["total_s"] >= sum(step["seconds"] for step in result["steps"]) - 1
+
+
+def test_gpu_check_stops_at_its_budget_and_keeps_the_record(tmp_path):
+    gpu_check = load_benchmark("gpu_check")
+
+    out = tmp_path / "cut.json"
+    started = time.perf_counter()
+    assert gpu_check.main(["--small", "--budget-s", "4", "--out", str(out)]) == 124
+    assert time.perf_counter() - started < 4 + 15  # SIGTERM, then at most 10 s to SIGKILL
+    result = json.loads(out.read_text())
+    assert set(gpu_check.PROMISED) <= set(result)
+    assert result["status"] == "cut at the budget" and result["rows"] == []
+    assert result["skipped"][-1].startswith("every later step")
+
+
+def test_gpu_check_skips_a_point_that_would_not_fit():
+    gpu_check = load_benchmark("gpu_check")
+
+    previous = {"images_per_call": 1, "first_calls_s": 20.0, "round_s": 2.0}
+    # 8 images: first calls scaled by 8, one round of 8 x 2 s.
+    assert gpu_check.estimate_point(previous, 8, 3) == pytest.approx(20 * 8 + 16)
+    assert gpu_check.estimate_point(None, 8, 3) == 0.0
+    budget = gpu_check.Budget(100.0, start=time.time() - 50)
+    assert budget.fits(40) and not budget.fits(60)
 
 
 def test_random_vocabulary_is_a_rooted_tree():
