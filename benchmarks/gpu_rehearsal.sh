@@ -44,7 +44,7 @@ if [ -n "$extra" ]; then
     # shellcheck disable=SC2086
     "$venv/bin/python" -m pip uninstall --quiet --yes $extra
 fi
-"$venv/bin/python" - <<'EOF'
+(cd "$work" && "$venv/bin/python" - <<'EOF'
 import importlib.util
 import sys
 
@@ -53,6 +53,7 @@ if present:
     sys.exit(f"rehearsal: the scratch environment already holds {present}")
 print("rehearsal: scratch environment without convis_jax, nltk or matplotlib")
 EOF
+)
 
 cd "$clone"
 set +e

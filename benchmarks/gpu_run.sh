@@ -97,7 +97,8 @@ check() {
     "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" --force-reinstall \
         --no-deps "$WHEELS"/convis_jax-*.whl
     "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" convis_jax nltk
-    "$PYTHON" -c 'import convis_jax, nltk, jax, torch; print("check: convis_jax", convis_jax.__file__, "| jax", jax.__version__, jax.devices(), "| torch", torch.__version__, "cuda" if torch.cuda.is_available() else "no cuda")'
+    # (sys.path[0] is the current folder for -c: dropped, so that the installed package answers)
+    "$PYTHON" -c 'import sys; sys.path.pop(0); import convis_jax, nltk, jax, torch; print("check: convis_jax", convis_jax.__file__, "| jax", jax.__version__, jax.devices(), "| torch", torch.__version__, "cuda" if torch.cuda.is_available() else "no cuda")'
     exec "$PYTHON" benchmarks/gpu_check.py "$@"
 }
 

@@ -120,9 +120,8 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
             a = occ["authors"]
             rows.append((f"Occlusion maps, all {k:,} concepts, 1 image, vs (a)",
                          _seconds(everything),
-                         f"{_seconds(a['per_image_all_concepts_s'])} (a, extrapolated: "
-                         f"{a['windows_timed']} of {a.get('lattice_windows', 'the')} windows "
-                         f"timed, x {k:,} concepts)",
+                         f"{_seconds(a['per_image_all_concepts_s'])} (a, extrapolated from "
+                         f"{a['extrapolated_from']}, x {k:,} concepts)",
                          _ratio(occ["ratios"]["authors_all_over_convis_all"])))
         if "transfer_s" in occ:
             moved = occ["transfer_s"]

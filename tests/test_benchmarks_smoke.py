@@ -325,6 +325,18 @@ def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
     assert summary[40]["torch_batched"] in ("torch_vjp", "torch_jacobian")
     assert summary[40]["torch_loop_over_convis_jax"] == pytest.approx(
         summary[40]["torch_loop_s"] / summary[40]["convis_jax_s"])
+    # The README's gradient table: both PyTorch programs and the largest map difference.
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = dict(result, environment=common.environment("float32"), quick=True)
+    result["environment"]["load_average_after"] = common.load_average()
+    text = module.render(result, "gradients.json")
+    assert "measured on CPU " in text.splitlines()[0]
+    row = next(line for line in text.splitlines() if line.startswith("| K = 40 |"))
+    assert f"{summary[40]['torch_loop_over_convis_jax']:.2f}x" in row
+    assert f"{summary[40]['torch_batched_over_convis_jax']:.2f}x" in row
 
 
 def test_gradient_contenders_agree_and_a_wrong_map_is_caught(tiny_checkpoint):
