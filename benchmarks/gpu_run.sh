@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_run.sh prepare [--python 3.X] [--arch x86_64]
 #       here, with the package index: fills wheels/ (ignored by git, at most
 #       64 MiB) with this package's wheel and the wheels a GPU image holding
-#       jax, flax, orbax-checkpoint, transformers and torch may lack: nltk and
+#       jax, flax, orbax-checkpoint, transformers and torch may lack: nltk with
 #       its dependencies, and matplotlib's stack (a dependency of this
 #       package), compiled for that Python (default: this one's version).
 #   bash benchmarks/gpu_run.sh check [gpu_check.py options, e.g. --small --out F]
@@ -19,13 +19,15 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=wheels
 LIMIT_BYTES=$((64 * 1024 * 1024))
-# Wheels the image may lack. nltk reads the WordNet shipped in this package;
-# joblib, regex, click and tqdm are its dependencies; matplotlib and the rest
-# are this package's dependency (pictures) and theirs, which pip must find to
-# install it. jax, flax, orbax, transformers, torch and their own dependencies
-# (optax, tensorstore, tokenizers, huggingface_hub, ...) come with the image.
-CARRIED=(nltk joblib regex click tqdm matplotlib contourpy cycler fonttools kiwisolver
-         pyparsing python-dateutil six packaging)
+# Wheels the image may lack. nltk reads the WordNet shipped in this package: it
+# comes with all its dependencies (joblib, regex, click, tqdm, defusedxml, ...).
+# matplotlib is this package's dependency (pictures): it comes with its own but
+# numpy and Pillow, which the image has. jax, flax, orbax, transformers, torch and
+# their dependencies (optax, tensorstore, tokenizers, huggingface_hub, ...) come
+# with the image.
+WITH_DEPENDENCIES=(nltk)
+WITHOUT_DEPENDENCIES=(matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil
+                      six packaging)
 
 # A digest of what the package wheel is built from: `check` refuses a stale wheels/.
 source_digest() {
@@ -57,11 +59,14 @@ prepare() {
     mkdir -p "$WHEELS"
     echo "prepare: this package's wheel"
     "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" .
-    echo "prepare: ${CARRIED[*]} for CPython $version on $arch"
-    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELS" \
-        --python-version "$version" --implementation cp --abi "$abi" --abi abi3 --abi none \
-        --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch" \
-        --platform "manylinux_2_28_$arch" --platform any "${CARRIED[@]}"
+    local target=(--only-binary=:all: --dest "$WHEELS" --python-version "$version"
+                  --implementation cp --abi "$abi" --abi abi3 --abi none
+                  --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch"
+                  --platform "manylinux_2_28_$arch" --platform any)
+    echo "prepare: ${WITH_DEPENDENCIES[*]} with dependencies; ${WITHOUT_DEPENDENCIES[*]}" \
+         "for CPython $version on $arch"
+    "$PYTHON" -m pip download --quiet "${target[@]}" "${WITH_DEPENDENCIES[@]}"
+    "$PYTHON" -m pip download --quiet --no-deps "${target[@]}" "${WITHOUT_DEPENDENCIES[@]}"
     source_digest > "$WHEELS/SOURCE"
     echo "$version $arch" > "$WHEELS/PYTHON"
     local size
