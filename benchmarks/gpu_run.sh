@@ -4,9 +4,9 @@
 #   bash benchmarks/gpu_run.sh prepare [--python 3.X] [--arch x86_64]
 #       here, with the package index: fills wheels/ (ignored by git, at most
 #       64 MiB) with this package's wheel and the wheels a GPU image holding
-#       jax, flax, orbax-checkpoint, transformers and torch may lack: nltk with
-#       its dependencies, and matplotlib's stack (a dependency of this
-#       package), compiled for that Python (default: this one's version).
+#       jax, flax, orbax-checkpoint, transformers and torch may lack: nltk and
+#       matplotlib (a dependency of this package) with their dependencies but
+#       numpy and Pillow, compiled for that Python (default: this one's version).
 #   bash benchmarks/gpu_run.sh check [gpu_check.py options, e.g. --small --out F]
 #       on the GPU machine, offline: installs from wheels/ only
 #       (pip install --no-index --find-links wheels) into the Python that runs it
@@ -19,15 +19,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=wheels
 LIMIT_BYTES=$((64 * 1024 * 1024))
-# Wheels the image may lack. nltk reads the WordNet shipped in this package: it
-# comes with all its dependencies (joblib, regex, click, tqdm, defusedxml, ...).
-# matplotlib is this package's dependency (pictures): it comes with its own but
-# numpy and Pillow, which the image has. jax, flax, orbax, transformers, torch and
-# their dependencies (optax, tensorstore, tokenizers, huggingface_hub, ...) come
-# with the image.
-WITH_DEPENDENCIES=(nltk)
-WITHOUT_DEPENDENCIES=(matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil
-                      six packaging)
+# Wheels the image may lack: nltk (it reads the WordNet shipped in this package)
+# and matplotlib (this package's dependency, for pictures), each with everything
+# it depends on, but numpy and Pillow, which the image has (as it has jax, flax,
+# orbax, transformers, torch and their own dependencies).
+CARRIED=(nltk matplotlib)
+IMAGE_HAS=(numpy pillow)
 
 # A digest of what the package wheel is built from: `check` refuses a stale wheels/.
 source_digest() {
@@ -59,14 +56,31 @@ prepare() {
     mkdir -p "$WHEELS"
     echo "prepare: this package's wheel"
     "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" .
-    local target=(--only-binary=:all: --dest "$WHEELS" --python-version "$version"
-                  --implementation cp --abi "$abi" --abi abi3 --abi none
-                  --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch"
-                  --platform "manylinux_2_28_$arch" --platform any)
-    echo "prepare: ${WITH_DEPENDENCIES[*]} with dependencies; ${WITHOUT_DEPENDENCIES[*]}" \
+    local target=(--only-binary=:all: --python-version "$version" --implementation cp
+                  --abi "$abi" --abi abi3 --abi none --platform "manylinux2014_$arch"
+                  --platform "manylinux_2_17_$arch" --platform "manylinux_2_28_$arch"
+                  --platform any)
+    echo "prepare: ${CARRIED[*]} and their dependencies but ${IMAGE_HAS[*]}," \
          "for CPython $version on $arch"
-    "$PYTHON" -m pip download --quiet "${target[@]}" "${WITH_DEPENDENCIES[@]}"
-    "$PYTHON" -m pip download --quiet --no-deps "${target[@]}" "${WITHOUT_DEPENDENCIES[@]}"
+    # Resolve once (pip's report: names and versions), then fetch all but what the image has.
+    local report pinned
+    report=$(mktemp)
+    "$PYTHON" -m pip install --quiet --dry-run --ignore-installed --target "$WHEELS/.resolve" \
+        --report "$report" "${target[@]}" "${CARRIED[@]}"
+    pinned=$("$PYTHON" - "$report" "${IMAGE_HAS[@]}" <<'EOF'
+import json
+import sys
+
+skip = {name.lower() for name in sys.argv[2:]}
+for item in json.load(open(sys.argv[1]))["install"]:
+    meta = item["metadata"]
+    if meta["name"].lower() not in skip:
+        print(f"{meta['name']}=={meta['version']}")
+EOF
+)
+    rm -rf "$report" "$WHEELS/.resolve"
+    # shellcheck disable=SC2086
+    "$PYTHON" -m pip download --quiet --no-deps --dest "$WHEELS" "${target[@]}" $pinned
     source_digest > "$WHEELS/SOURCE"
     echo "$version $arch" > "$WHEELS/PYTHON"
     local size
