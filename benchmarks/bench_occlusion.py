@@ -221,7 +221,7 @@ def _concept_index(setup: Setup, k: int | None) -> np.ndarray:
 def jax_sweep(setup: Setup, index: np.ndarray, n_images: int):
     """The convis_jax sweep of the first n_images for the concepts `index` -> cells [N, K, cy, cx]."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members, index)
+    members, segments, k_padded = request(c, index)
     # Inputs on the device before the clock starts, as `torch_batched` has its own.
     device = jax.local_devices()[0]
     padded, bank, members, segments = jax.device_put(
@@ -260,6 +260,14 @@ def torch_transfer(setup: Setup, n_images: int):
         return moved[0, 0, 0].cpu().numpy()
 
     return run
+
+
+def request(concepts: Concepts, index: np.ndarray):
+    """(members, segment_ids, K padded) of concepts `index` (`sweep.ConceptRequest`)."""
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    return ConceptRequest.from_subtrees(index, index, concepts.offsets,
+                                        concepts.members).padded()
 
 
 _window_pixel_values = jax.jit(occlusion.window_pixel_values, static_argnums=(1, 2, 3))
@@ -336,8 +344,7 @@ def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
 def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
     """`rank_chunks` over as many chunks as the sweep runs, all concepts -> host ranks."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
-                                                            np.arange(c.count))
+    members, segments, k_padded = request(c, np.arange(c.count))
     n_chunks, size = table_chunks(setup.grid, setup.settings.chunk)
     rows = np.resize(embeddings, (n_chunks * size, embeddings.shape[1]))  # repeats rows to fill
     args = (jnp.asarray(rows.reshape(n_chunks, size, rows.shape[1])),
@@ -735,8 +742,10 @@ def _probe(args) -> None:
     padded = pad_images(np.stack([prepare_image(p, 224) for p in photos]), grid.padding,
                         "constant")
     index = np.arange(len(arrays["offsets"]) - 1)
-    members, segments, k_padded = occlusion.subtree_request(arrays["offsets"], arrays["members"],
-                                                            index)
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    members, segments, k_padded = ConceptRequest.from_subtrees(
+        index, index, arrays["offsets"], arrays["members"]).padded()
     start = time.perf_counter()
     cells = np.asarray(common.sweep_cells(
         model, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),

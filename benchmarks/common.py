@@ -510,9 +510,9 @@ def sweep_cells(model, padded, bank, members, segments, *, grid, chunk: int,
         model: a `ClipModel` (its encoder, input size and normalisation are used).
         padded: float32 [N, Hp, Wp, 3] padded images, on the device.
         bank: float32 [T, d] unit text embeddings, on the device.
-        members, segments: the subtree request (`occlusion.subtree_request`), on the device.
+        members, segments: the subtree request (`sweep.ConceptRequest.padded`), on the device.
         grid: the window grid; chunk: windows per compiled step.
-        num_concepts: K padded to its bucket (`occlusion.subtree_request`).
+        num_concepts: K padded to its bucket (`sweep.ConceptRequest.padded`).
         devices: None for the first local device (as the PyTorch contenders run).
 
     Returns:
@@ -522,11 +522,9 @@ def sweep_cells(model, padded, bank, members, segments, *, grid, chunk: int,
 
     from convis_jax.kernels import occlusion
 
-    pre = model.preprocess_config
     return occlusion.occlusion_cells(
-        model.params, padded, bank, members, segments, embed=model.encoder.embed_images,
-        image_size=model.image_size, grid=grid, chunk=chunk, mean=tuple(pre.image_mean),
-        std=tuple(pre.image_std), num_concepts=num_concepts,
+        model.params, padded, bank, members, segments,
+        spec=occlusion.SweepSpec.of(model.encoder, grid, chunk), num_concepts=num_concepts,
         devices=devices or jax.local_devices()[:1])
 
 
@@ -538,14 +536,12 @@ def sweep_embeddings_function(model, grid, chunk: int):
 
     from convis_jax.kernels import occlusion
 
-    pre = model.preprocess_config
+    spec = occlusion.SweepSpec.of(model.encoder, grid, chunk)
 
     def run(params, padded):
-        outputs = occlusion.sweep_tables(
-            params, padded, None, lambda v: v, embed=model.encoder.embed_images,
-            image_size=model.image_size, grid=grid, chunk=chunk, mean=tuple(pre.image_mean),
-            std=tuple(pre.image_std), similarities=lambda v, bank: v)
-        return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
+        outputs = occlusion.sweep_table(params, padded, None, lambda v: v, spec=spec,
+                                        similarities=lambda v, bank: v)
+        return occlusion.window_rows(outputs, grid, padded.shape[0])
 
     return jax.jit(run)
 

@@ -13,7 +13,8 @@ stands between
     <!-- end generated -->
 
 `--update` rewrites those blocks from their files, and the test suite fails
-when a block differs from what its file gives (`tests/test_readme_tables.py`).
+when a block differs from what its file gives
+(`tests/scripts/test_readme_performance_table.py`).
 Nothing here measures.
 """
 
