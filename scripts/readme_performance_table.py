@@ -202,6 +202,7 @@ def render_suite(results: dict, source: str) -> str:
     what = f"`run_all.py{' --quick' if results['quick'] else ''}`, {results['dtype']}"
     if results["quick"]:
         what += " (quick run: stride-32 windows, sampled banks, one timed round)"
+    what += f", {_seconds(results['total_s'])} in all"
     lines = [
         machine_line(results["environment"], what, source) + " Model: CLIP ViT-B/32 shape at "
         "full depth with random weights, one checkpoint read by both frameworks; times are "
