@@ -33,6 +33,8 @@ nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+# stderr is progress bars and library notices, not results.
+nb_output_stderr = "remove"
 # No widget state here; do not pull require.js / the widget manager from a CDN.
 nb_ipywidgets_js = {}
 
@@ -53,6 +55,7 @@ default_role = "literal"
 html_theme = "sphinx_book_theme"
 html_title = f"convis_jax {release}"
 html_static_path = []
+html_context = {"default_mode": "auto"}  # light or dark as the reader's system is
 html_theme_options = {
     "show_toc_level": 2,
     "home_page_in_toc": True,
