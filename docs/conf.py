@@ -41,7 +41,7 @@ nb_ipywidgets_js = {}
 # API reference: Google-style docstrings of convis_jax.__all__ (docs/api.md).
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_class_signature = "separated"
