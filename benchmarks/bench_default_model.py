@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convis_jax.evaluation.metrics import max_box_acc, max_box_acc_v2, pointing_game
+from convis_jax.evaluation.localisation import max_box_acc, max_box_acc_v2
+from convis_jax.evaluation.pointing import pointing_game
 from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

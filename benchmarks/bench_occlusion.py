@@ -221,20 +221,30 @@ def _concept_index(setup: Setup, k: int | None) -> np.ndarray:
 def jax_sweep(setup: Setup, index: np.ndarray, n_images: int):
     """The convis_jax sweep of the first n_images for the concepts `index` -> cells [N, K, cy, cx]."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members, index)
-    pre = setup.preprocessing
+    members, segments, k_padded = request(c, index)
     args = (setup.model.params, jnp.asarray(setup.padded[:n_images]), jnp.asarray(c.bank),
             jnp.asarray(members), jnp.asarray(segments))
     # One device, as the PyTorch contenders run.
-    static = dict(embed=setup.model.encoder.embed_images,
-                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
-                  mean=pre["mean"], std=pre["std"], num_concepts=k_padded,
+    static = dict(spec=sweep_spec(setup), num_concepts=k_padded,
                   devices=jax.local_devices()[:1])
 
     def run():
         return np.asarray(occlusion.occlusion_cells(*args, **static))[:, :len(index)]
 
     return run
+
+
+def request(concepts: Concepts, index: np.ndarray):
+    """(members, segment_ids, K padded) of concepts `index` (`sweep.ConceptRequest`)."""
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    return ConceptRequest.from_subtrees(index, index, concepts.offsets,
+                                        concepts.members).padded()
+
+
+def sweep_spec(setup: Setup):
+    """The sweep's static settings (`occlusion.SweepSpec`) of the setup's model and grid."""
+    return occlusion.SweepSpec.of(setup.model.encoder, setup.grid, setup.settings.chunk)
 
 
 _window_pixel_values = jax.jit(occlusion.window_pixel_values, static_argnums=(1, 2, 3))
@@ -279,17 +289,16 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     return run
 
 
-@partial(jax.jit, static_argnames=("embed", "image_size", "grid", "chunk", "mean", "std"))
-def cut_and_encode(params, padded, bank, *, embed, image_size, grid, chunk, mean, std):
+@partial(jax.jit, static_argnames=("spec",))
+def cut_and_encode(params, padded, bank, *, spec):
     """The sweep's own crop cutting, resizing and chunked encoding, without ranks: [N, W, d].
 
     The sweep's table runner with the identity in place of similarities and
     ranks: the same windows, chunks and chunk padding as `occlusion_cells`.
     """
-    outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, embed=embed,
-                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
-                                     std=std, similarities=lambda v, bank: v)
-    return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
+    outputs = occlusion.sweep_table(params, padded, bank, lambda v: v, spec=spec,
+                                    similarities=lambda v, bank: v)
+    return occlusion.window_rows(outputs, spec.grid, padded.shape[0])
 
 
 @partial(jax.jit, static_argnames=("num_concepts",))
@@ -324,8 +333,7 @@ def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
 def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
     """`rank_chunks` over as many chunks as the sweep runs, all concepts -> host ranks."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
-                                                            np.arange(c.count))
+    members, segments, k_padded = request(c, np.arange(c.count))
     n_chunks, size = table_chunks(setup.grid, setup.settings.chunk)
     rows = np.resize(embeddings, (n_chunks * size, embeddings.shape[1]))  # repeats rows to fill
     args = (jnp.asarray(rows.reshape(n_chunks, size, rows.shape[1])),
@@ -339,15 +347,12 @@ def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
 
 def jax_cut_and_encode(setup: Setup):
     """`cut_and_encode` of the first image -> unit embeddings [W, d]."""
-    pre = setup.preprocessing
     padded = jnp.asarray(setup.padded[:1])
     bank = jnp.asarray(setup.concepts.bank)
-    static = dict(embed=setup.model.encoder.embed_images,
-                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
-                  mean=pre["mean"], std=pre["std"])
+    spec = sweep_spec(setup)
 
     def run():
-        return np.asarray(cut_and_encode(setup.model.params, padded, bank, **static))[0]
+        return np.asarray(cut_and_encode(setup.model.params, padded, bank, spec=spec))[0]
 
     return run
 
@@ -705,16 +710,15 @@ def _probe(args) -> None:
     padded = pad_images(np.stack([prepare_image(p, 224) for p in photos]), grid.padding,
                         "constant")
     index = np.arange(len(arrays["offsets"]) - 1)
-    members, segments, k_padded = occlusion.subtree_request(arrays["offsets"], arrays["members"],
-                                                            index)
-    pre = model.preprocess_config
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    members, segments, k_padded = ConceptRequest.from_subtrees(
+        index, index, arrays["offsets"], arrays["members"]).padded()
     start = time.perf_counter()
     cells = np.asarray(occlusion.occlusion_cells(
         model.params, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),
-        jnp.asarray(segments), embed=model.encoder.embed_images, image_size=model.image_size,
-        grid=grid, chunk=args.chunk,
-        mean=tuple(pre.image_mean), std=tuple(pre.image_std), num_concepts=k_padded,
-        devices=jax.local_devices()[:1]))
+        jnp.asarray(segments), spec=occlusion.SweepSpec.of(model.encoder, grid, args.chunk),
+        num_concepts=k_padded, devices=jax.local_devices()[:1]))
     cells = cells[:, :len(index)]
     print(json.dumps({
         "images": args.images, "concepts": len(index), "stride": args.stride,

@@ -386,14 +386,14 @@ def test_a_malformed_hash_memo_is_rebuilt(memo, tiny_checkpoint, tmp_path):
 
 
 def test_a_damaged_vocabulary_cache_is_rebuilt(tmp_path, monkeypatch):
-    from convis_jax.core import vocabulary as module
     from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.core.vocabulary_building import preset_cache_path
 
     monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path))
     small = WORDS_VOCABULARY()
     monkeypatch.setattr(ConceptVocabulary, "physical_objects", classmethod(lambda cls: small))
     built = ConceptVocabulary.preset("physical_objects")
-    path = module._preset_cache_path("physical_objects")
+    path = preset_cache_path("physical_objects")
     read = ConceptVocabulary.preset("physical_objects")  # from the cache
     assert read.to_dict() == small.to_dict() and read.fingerprint() == small.fingerprint()
     assert np.array_equal(read.subtree_members, small.subtree_members)

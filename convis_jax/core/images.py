@@ -46,6 +46,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convis_jax.errors import InputError
 
+# The image files a folder of photos is read for (any case).
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -281,3 +284,40 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     return np.array(rgb, dtype=np.uint8)
 
 
+def list_images(source: str | Path) -> list[tuple[str, Path]]:
+    """The images of a folder (recursive) or of a list file, as sorted (id, path) pairs.
+
+    Args:
+        source: a folder, whose image files (suffixes `IMAGE_SUFFIXES`, any case, no
+            hidden entries) are taken with their "/"-separated paths relative to it as
+            ids; or a text file with one image path a line (blank lines and lines
+            starting with "#" skipped; relative paths are relative to the file's
+            folder), each line being the image's id.
+
+    Returns:
+        (id, path) pairs sorted by id, ids unique.
+
+    Raises:
+        InputError: no such folder or file, no images, or an id listed twice.
+    """
+    source = Path(source)
+    if source.is_dir():
+        found = [(p.relative_to(source).as_posix(), p) for p in source.rglob("*")
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                 and not any(part.startswith(".") for part in p.relative_to(source).parts)]
+    elif source.is_file():
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+        found = [(line, source.parent / line) for line in lines
+                 if line and not line.startswith("#")]
+        ids = [image_id for image_id, _ in found]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise InputError(f"expected every image once in {str(source)!r}, found "
+                             f"{twice[:3]} listed more than once")
+    else:
+        raise InputError(f"expected a folder of images or a list file, found no such path "
+                         f"{str(source)!r}")
+    if not found:
+        raise InputError(f"expected images ({', '.join(IMAGE_SUFFIXES)}) in {str(source)!r}, "
+                         f"found none")
+    return sorted(found)

@@ -30,6 +30,21 @@ from PIL import Image
 from convis_jax.core.batches import positive_int
 from convis_jax.errors import InputError
 
+# Algorithm 1's defaults (docs/method.md, section 3): the model square, the window
+# sides and the lattice step, in pixels.
+SQUARE = 224
+WINDOW_SIZES = (128, 64)
+STRIDE = 16
+PADDING_MODES = ("noise", "constant")
+
+
+def padding_mode(mode) -> str:
+    """The padding mode, checked: "noise" (the paper's uniform noise) or "constant" (black)."""
+    if mode not in PADDING_MODES:
+        raise InputError(f"padding must be 'noise' or 'constant', found {mode!r} (the padding "
+                         f"mode: uniform noise or black)")
+    return mode
+
 
 @dataclass(frozen=True, eq=False)
 class WindowGrid:
@@ -115,8 +130,8 @@ def _axis_origins(length: int, window: int, stride: int, padding: int) -> np.nda
 
 def window_grid(
     image_size: tuple[int, int],
-    window_sizes: tuple[int, ...] = (128, 64),
-    stride: int = 16,
+    window_sizes: tuple[int, ...] = WINDOW_SIZES,
+    stride: int = STRIDE,
     padding: int | None = None,
 ) -> WindowGrid:
     """The windows of Algorithm 1 for one image size.
@@ -242,16 +257,14 @@ def pad_images(
     shape = (count, height + 2 * padding, width + 2 * padding, 3)
     if mode == "noise":
         padded = np.random.default_rng(seed).uniform(0.0, 255.0, size=shape).astype(np.float32)
-    elif mode == "constant":
+    elif padding_mode(mode) == "constant":
         padded = np.zeros(shape, np.float32)
-    else:
-        raise InputError(f"padding mode must be 'noise' or 'constant', found {mode!r}")
     padded[:, padding : padding + height, padding : padding + width] = images
     return padded
 
 
 def pad_squares(photos: Sequence[np.ndarray], numbers: Sequence[int], padding: int,
-                mode: str = "noise", seed: int = 0, size: int = 224) -> np.ndarray:
+                mode: str = "noise", seed: int = 0, size: int = SQUARE) -> np.ndarray:
     """Algorithm 1 steps 1-2 for photos numbered in a collection.
 
     Each photo is centre-cropped and resized (`prepare_image`), then padded
@@ -378,7 +391,7 @@ def center_crop_square(image: np.ndarray) -> np.ndarray:
     return image[box.top : box.top + box.side, box.left : box.left + box.side]
 
 
-def prepare_image(image: np.ndarray, size: int = 224) -> np.ndarray:
+def prepare_image(image: np.ndarray, size: int = SQUARE) -> np.ndarray:
     """Algorithm 1, step 1: centre-crop a photo to a square, resize to size.
 
     Args:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convis_jax.core.vocabulary import PHYSICAL_OBJECTS, ConceptVocabulary
+from convis_jax.core.vocabulary import ConceptVocabulary
+from convis_jax.core.vocabulary_building import PHYSICAL_OBJECTS
 from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import ConceptError, InputError
 
