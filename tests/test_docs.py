@@ -103,6 +103,24 @@ def test_version_has_one_source_and_the_changelog_names_it():
     assert (ROOT / "convis_jax" / "py.typed").is_file()
 
 
+def test_files_refer_only_to_this_repository():
+    """The package, docs, scripts, benchmarks and tests name no file outside the repository;
+    the method is docs/method.md (its sections are what docstrings point to)."""
+    outside = ["METHOD" + ".md", "../" + "shared", "shared/" + "docs", "shared/" + "data"]
+    found = []
+    for folder in ("convis_jax", "docs", "scripts", "benchmarks", "tests"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix not in (".py", ".md", ".txt", ".json", ".sh", ".html", ".js") or \
+                    {"_build", "_autosummary"} & set(path.parts):
+                continue
+            text = path.read_text(errors="replace")
+            found += [f"{path.relative_to(ROOT)}: {s}" for s in outside if s in text]
+    assert not found, found
+    method = (DOCS / "method.md").read_text()
+    for number in range(1, 7):
+        assert re.search(rf"^## {number}\. ", method, flags=re.M), f"docs/method.md lost section {number}"
+
+
 # ---------------------------------------------------------------------------- the built site
 
 
