@@ -4,7 +4,7 @@ A `ConceptVocabulary` is a set T of WordNet noun synsets closed upwards under
 hypernyms, with the hypernym -> hyponym edges between them (a DAG rooted at
 `entity.n.01`) and, for every concept, its subtree (itself and all its
 descendants inside T) as compact index arrays that the sweeps use to reduce
-over every subtree at once (METHOD.md section 1).
+over every subtree at once (docs/method.md, section 1).
 
 Everything here is NumPy and plain Python; WordNet (through nltk) is needed
 only to build a vocabulary (`convis_jax.core.vocabulary_building`), not to use

@@ -1,6 +1,6 @@
 """Where the occlusion windows are cut: image preparation, padding, window grid.
 
-Algorithm 1 of ConVis (METHOD.md section 3) centre-crops and resizes the photo
+Algorithm 1 of ConVis (docs/method.md, section 3) centre-crops and resizes the photo
 to a square, pads it, and slides square windows of a few sizes over the
 padded image on a stride lattice. This module holds that geometry:
 
