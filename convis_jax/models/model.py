@@ -68,6 +68,8 @@ class LoadedModel:
         family: the layout it was loaded from: "clip" (Hugging Face CLIPModel),
             "open_clip" (OpenCLIP's hub layout) or "siglip" (Hugging Face SiglipModel).
         tokenizer_fingerprint: a hash of the tokenizer files, for concept-bank cache keys.
+        precision: the dtype and why it was chosen (`precision.Precision`), e.g.
+            "bfloat16 (auto: cpu with avx512_bf16)"; shown in the repr.
     """
 
     config: ClipConfig | SiglipConfig
@@ -79,9 +81,11 @@ class LoadedModel:
     vocabulary_path: Path | None = None
     family: str = "clip"
     tokenizer_fingerprint: str = ""
+    precision: str = ""
 
     @property
     def dtype(self):
+        """The parameters' dtype: the operands of every product (`precision.py`)."""
         return jax.tree_util.tree_leaves(self.params)[0].dtype
 
     @property
