@@ -293,7 +293,9 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     if on_maps is not None:
         on_maps()
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"model": convis.model.name, "method": method, "concepts": resolved,
+    summary = {"model": convis.model.name,
+               "precision": getattr(convis.model, "precision", "") or "the encoder's own",
+               "method": method, "concepts": resolved,
                "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
                "maps": "maps.npz: maps [N, K, S, S] float32 in [0, 1] on the centre square "
                        "the model saw; concepts [K]", "images": []}
@@ -360,7 +362,8 @@ def cmd_explain(args) -> None:
         stages.set_description("explain: done")
         stages.update()
     _bundled_model_note(args)
-    print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}")
+    print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out} "
+          f"({model.precision})")
 
 
 def format_top_table(paths: list[str], results: list) -> str:
@@ -454,6 +457,7 @@ def _find_cached_bank(args):
     from convis_jax.kernels.bank import bank_cache_path, cached_bank
     from convis_jax.models import checkpoints
     from convis_jax.models.config import ClipConfig
+    from convis_jax.models.precision import resolve_dtype
     from convis_jax.models.tokenizer import tokenizer_fingerprint
 
     folder = (checkpoints.default_model_path() if args.model is None
@@ -462,7 +466,8 @@ def _find_cached_bank(args):
         return None
     shipped = folder / checkpoints.VOCABULARY_FILE
     key = SimpleNamespace(
-        config=ClipConfig.from_json(folder / "config.json"), dtype=args.dtype,
+        config=ClipConfig.from_json(folder / "config.json"),
+        dtype=resolve_dtype(args.dtype).dtype,
         fingerprint=checkpoints.fingerprint_files(checkpoints.weight_files(folder),
                                                 memo_dir=cache_root()),
         tokenizer_fingerprint=tokenizer_fingerprint(folder),

@@ -146,7 +146,8 @@ class LoadedModel:
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (3, s, s) or not len(pixel_values):
             raise InputError(f"expected pixel_values of shape [N, 3, {s}, {s}] with N >= 1, "
                              f"found {list(pixel_values.shape)}")
-        fn = lambda x: _encode_images(self.params, x.astype(self.dtype), self.config, normalize)
+        # float32 pixels in every precision: the patch embedding casts them (precision.py).
+        fn = lambda x: _encode_images(self.params, x, self.config, normalize)
         return in_chunks(fn, pixel_values, min(batch_size, len(pixel_values)))
 
     def tokenize(self, texts) -> TokenBatch:
