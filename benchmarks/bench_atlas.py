@@ -350,8 +350,7 @@ def main(argv=None) -> None:
     else:
         results = run(args.depth, args.images, args.repeats, args.stored,
                       index_images=args.index_images, indexed_stored=args.indexed_stored)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    common.write_json(args.out, results)  # adds the load average after the run
     print(f"wrote {args.out}")
 
 

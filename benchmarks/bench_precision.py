@@ -44,6 +44,7 @@ def run(checkpoint: Path, n_images: int = 3, stride: int = 32, chunk: int = 32,
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
     from convis_jax.kernels import occlusion
+    from convis_jax.kernels.sweep import ConceptRequest
     from convis_jax.kernels.bank import build_bank
     from convis_jax.models.loading import load_clip
 
@@ -52,20 +53,16 @@ def run(checkpoint: Path, n_images: int = 3, stride: int = 32, chunk: int = 32,
     photos = bench_occlusion.benchmark_images(n_images)
     padded = np.concatenate([pad_images(prepare_image(p, 224)[None], grid.padding, "noise",
                                         seed=[0, n]) for n, p in enumerate(photos)])
-    members, segments, k_padded = occlusion.subtree_request(
-        vocabulary.subtree_offsets, vocabulary.subtree_members, np.arange(len(vocabulary)))
+    members, segments, k_padded = ConceptRequest.of(vocabulary).padded()
     cells, seconds, bank = {}, {}, None
     for dtype in ("float32", "bfloat16"):
         model = load_clip(checkpoint, dtype=dtype)
         if bank is None:  # one float32 bank: only the image encoder's precision differs
             bank = build_bank(model, vocabulary, cache=True, progress=False).embeddings
-        pre = model.preprocess_config
         start = time.perf_counter()
         cells[dtype] = np.asarray(occlusion.occlusion_cells(
             model.params, jnp.asarray(padded), jnp.asarray(bank), jnp.asarray(members),
-            jnp.asarray(segments), embed=model.encoder.embed_images, image_size=model.image_size,
-            grid=grid, chunk=chunk,
-            mean=tuple(pre.image_mean), std=tuple(pre.image_std),
+            jnp.asarray(segments), spec=occlusion.SweepSpec.of(model.encoder, grid, chunk),
             num_concepts=k_padded))[:, :len(vocabulary)]
         seconds[dtype] = time.perf_counter() - start
         log(f"  {dtype}: {n_images} images in {seconds[dtype]:.0f} s (with compilation)")

@@ -102,21 +102,22 @@ class IndexRows:
     cell: np.ndarray
 
 
-def index_rows(windows: np.ndarray, image: np.ndarray, bank: np.ndarray, vocabulary, grid,
+def index_rows(windows: np.ndarray, image: np.ndarray, bank: np.ndarray, vocabulary, sweep,
                levels=None) -> IndexRows:
     """Every concept's whole-image score, map peak and peak cell, in one pass over the windows.
 
-    The peaks are `kernels.stored_windows.stored_peaks` for all T concepts (one rank
-    per synset and window serves them all); on a CPU the ranks come from NumPy's sort,
-    as `Atlas.cells` takes them (`stored_windows.host_cells`).
+    The peaks are the sweep's `stored_peaks` for all T concepts (one rank per synset
+    and window serves them all); on a CPU the ranks come from NumPy's sort, as
+    `Atlas.cells` takes them (`stored_windows.host_cells`), and the cell values from
+    the same compiled expression as `stored_peaks` (`host_mean_rank_similarity`).
 
     Args:
         windows: float16|float32 [B, n_windows, d] stored window embeddings.
         image: float32 [B, d] stored whole-image embeddings.
         bank: float32 [T, d] the concept bank.
         vocabulary: its `ConceptVocabulary`.
-        grid: the atlas's `WindowGrid`.
-        levels: `stored_windows.hierarchy_levels(vocabulary)`, computed when None.
+        sweep: the atlas's `Sweep` (its grid; its kernels off the CPU).
+        levels: `core.ranks.hierarchy_levels(vocabulary)`, computed when None.
 
     Returns:
         The `IndexRows` of the B images.
@@ -124,33 +125,24 @@ def index_rows(windows: np.ndarray, image: np.ndarray, bank: np.ndarray, vocabul
     import jax
     import jax.numpy as jnp
 
-    from convis_jax.core.cells import accumulate_cells
-    from convis_jax.core.ranks import ranks, subtree_max
-    from convis_jax.kernels.occlusion import subtree_request
-    from convis_jax.kernels.stored_windows import (
-        hierarchy_levels,
-        host_mean_rank_similarity,
-        per_size,
-        stored_peaks,
-        stored_similarities,
-        subtree_min_all,
-    )
+    from convis_jax.core.cells import accumulate_cells, window_lattices
+    from convis_jax.core.ranks import hierarchy_levels, ranks, subtree_max, subtree_min_all
+    from convis_jax.kernels.stored_windows import host_mean_rank_similarity, stored_similarities
+    from convis_jax.kernels.sweep import ConceptRequest
 
     t = len(vocabulary)
     score = subtree_max(image_scores(image, bank), vocabulary.subtree_offsets,
                         vocabulary.subtree_members).astype(np.float32)
     if jax.default_backend() != "cpu":
-        members, segments, k = subtree_request(vocabulary.subtree_offsets,
-                                               vocabulary.subtree_members, np.arange(t))
-        peak, cell = stored_peaks(jnp.asarray(windows), jnp.asarray(bank), jnp.asarray(members),
-                                  jnp.asarray(segments), grid=grid, num_concepts=k)
-        return IndexRows(score, np.asarray(peak)[:, :t], np.asarray(cell)[:, :t])
+        peak, cell = sweep.stored_peaks(jnp.asarray(windows), jnp.asarray(bank),
+                                        ConceptRequest.of(vocabulary))
+        return IndexRows(score, np.asarray(peak), np.asarray(cell))
     levels = hierarchy_levels(vocabulary) if levels is None else levels
     z = np.asarray(stored_similarities(jnp.asarray(windows), jnp.asarray(bank)))
     best = subtree_min_all(ranks(z), levels)  # [B, n_windows, T]
-    sums = accumulate_cells(tuple(np.moveaxis(s, -1, 1) for s in per_size(best, grid)), grid)
+    sums = accumulate_cells(window_lattices(best, sweep.grid), sweep.grid)  # [B, T, cy, cx]
     mean = np.asarray(host_mean_rank_similarity(jnp.asarray(sums.astype(np.int32)),
-                                                grid=grid, num_synsets=t))
+                                                grid=sweep.grid, num_synsets=t))
     flat = mean.reshape(mean.shape[:2] + (-1,))  # [B, T, cells]
     return IndexRows(score, flat.max(axis=-1), flat.argmax(axis=-1).astype(np.int32))
 
@@ -424,7 +416,7 @@ def build_index(atlas, *, batch: int | None = None, progress: bool = True) -> In
     import jax
     from tqdm.auto import tqdm
 
-    from convis_jax.kernels.stored_windows import hierarchy_levels
+    from convis_jax.core.ranks import hierarchy_levels
 
     storage, vocabulary = atlas.storage, atlas.vocabulary
     key, want, values = prepare_index(atlas)
@@ -444,7 +436,7 @@ def build_index(atlas, *, batch: int | None = None, progress: bool = True) -> In
     print(f"index {key} of {storage}: process {process_id} of {num_processes}, {missing} "
           f"image(s) in {len(todo)} block(s) to index", file=sys.stderr)
     levels = hierarchy_levels(vocabulary)
-    batch = int(batch or atlas._batch)
+    batch = int(batch or atlas.sweep.batch)
     bar = tqdm(total=missing, unit="image", desc=f"atlas index (process {process_id})",
                disable=not progress)
     start, indexed = time.perf_counter(), 0
@@ -462,7 +454,7 @@ def build_index(atlas, *, batch: int | None = None, progress: bool = True) -> In
             part = fresh[first:first + batch]
             ids = [built[n].image_id for n in part]
             rows = index_rows(atlas.window_embeddings(ids), atlas.image_embeddings(ids),
-                              atlas.bank.embeddings, vocabulary, atlas.grid, levels)
+                              atlas.bank.embeddings, vocabulary, atlas.sweep, levels)
             columns = np.asarray(part) - b * block
             data[:, SCORE, columns] = rows.score.T
             data[:, PEAK, columns] = rows.peak.T

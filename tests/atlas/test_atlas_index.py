@@ -95,7 +95,7 @@ def test_index_rows_against_a_plain_loop(scenes_atlas):
     atlas = Atlas.open(built, progress=False)
     vocab, ids = atlas.vocabulary, atlas.image_ids[:2]
     windows, image = atlas.window_embeddings(ids), atlas.image_embeddings(ids)
-    rows = index_rows(windows, image, atlas.bank.embeddings, vocab, atlas.grid)
+    rows = index_rows(windows, image, atlas.bank.embeddings, vocab, atlas.sweep)
     bank = atlas.bank.embeddings.astype(np.float64)
     for n in range(2):
         r = subtree_min(ranks(windows[n].astype(np.float32) @ atlas.bank.embeddings.T),
