@@ -89,7 +89,8 @@ def test_index_rows_against_a_plain_loop(scenes_atlas):
     from convis_jax.atlas import Atlas
     from convis_jax.atlas.index import index_rows
     from convis_jax.core.cells import accumulate_cells, coverage
-    from convis_jax.core.ranks import ranks, subtree_min
+    from convis_jax.core.ranks import ranks
+    from tests.reference import plain_subtree_min
 
     _, built = scenes_atlas
     atlas = Atlas.open(built, progress=False)
@@ -98,8 +99,8 @@ def test_index_rows_against_a_plain_loop(scenes_atlas):
     rows = index_rows(windows, image, atlas.bank.embeddings, vocab, atlas.sweep)
     bank = atlas.bank.embeddings.astype(np.float64)
     for n in range(2):
-        r = subtree_min(ranks(windows[n].astype(np.float32) @ atlas.bank.embeddings.T),
-                        vocab.subtree_offsets, vocab.subtree_members)  # [W, T]
+        r = plain_subtree_min(ranks(windows[n].astype(np.float32) @ atlas.bank.embeddings.T),
+                              vocab.subtree_offsets, vocab.subtree_members)  # [W, T]
         for c in range(len(vocab)):
             members = vocab.subtree_members[vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]]
             assert abs(rows.score[n, c] - (image[n] @ bank[members].T).max()) < 1e-6
