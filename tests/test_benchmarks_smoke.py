@@ -56,7 +56,7 @@ def suite(tiny_checkpoint, vocabularies, tmp_path_factory):
         occlusion_settings=SETTINGS,
         bank_settings=bench_bank.Settings(build=True, sample_every=2, reload_repeats=2,
                                           torch_texts=8, batch_size=8),
-        vocabularies=vocabularies, gradients=False, log=lambda *_: None)
+        vocabularies=vocabularies, gradients=True, log=lambda *_: None)
     return results, out
 
 
@@ -64,7 +64,15 @@ def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
     results, out = suite
     written = json.loads((out / "smoke-quick.json").read_text())
     common.check_results(written)
-    assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware"}
+    assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware", "gradients"}
+    gradients = written["benchmarks"]["gradients"]["result"]
+    assert [row["K"] for row in gradients["rows"]] == [1, 16, 64]  # the quick run's K
+    assert gradients["environment"]["cpu"]["model"]
+    assert all(row[name]["measured"] for row in gradients["rows"]
+               for name in ("torch_loop", "torch_vjp", "convis_jax_vmap"))
+    assert "gradients: PyTorch loop / convis_jax at K=64" in {t["name"] for t in written["targets"]}
+    assert written["environment"]["cpu"]["model"]
+    assert len(written["environment"]["load_average_after"]) == 3
     names = {t["name"] for t in written["targets"]}
     assert {"concept bank: cached reload", "occlusion all concepts / one concept",
             "occlusion sweep / encoding its crops alone",
@@ -101,6 +109,10 @@ def test_readme_table_renders_the_figures(suite):
     row = next(line for line in text.splitlines() if "Sweep time / encoding" in line)
     assert row.endswith(f"{occlusion['ratios']['sweep_over_encode_alone']:.2f}x |")
     assert text.count("| met |") + text.count("| **missed** |") == len(results["targets"])
+    assert "measured on CPU " in text.splitlines()[0]
+    summary = results["benchmarks"]["gradients"]["result"]["summary"]
+    row = next(line for line in text.splitlines() if line.startswith("| K = 64 |"))
+    assert f"{summary[-1]['torch_loop_over_convis_jax']:.2f}x" in row
 
 
 @pytest.fixture(scope="module")
