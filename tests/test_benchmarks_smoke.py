@@ -373,3 +373,27 @@ def test_gradient_contenders_agree_and_a_wrong_map_is_caught(tiny_checkpoint):
         bench_gradients.measure_k(
             [bench_gradients.Contender("torch_loop", lambda: loop),
              bench_gradients.Contender("torch_vjp", wrong)], 1, lambda *_: None)
+
+
+def test_chunk_benchmark_runs_small_and_renders(tiny_checkpoint, vocabularies):
+    """bench_chunk on the tiny model: the chunks' maps agree, ratios are to the reference."""
+    bench_chunk = load_benchmark("bench_chunk")
+
+    result = bench_chunk.run(chunks=(8, 16), reference=16, rounds=2, stride=32,
+                             checkpoint=tiny_checkpoint[0], vocabulary=vocabularies["small"],
+                             log=lambda *_: None)
+    assert result["reference"] == 16 and result["crops"] == 164
+    assert result["chunks"]["16"]["over_reference_per_round"] == [1.0, 1.0]
+    eight = result["chunks"]["8"]
+    assert eight["over_reference_per_round"] == pytest.approx(
+        list(np.asarray(eight["times_s"]) / np.asarray(result["chunks"]["16"]["times_s"])))
+    with pytest.raises(ValueError, match="reference chunk"):
+        bench_chunk.run(chunks=(8,), reference=16, checkpoint=tiny_checkpoint[0],
+                        vocabulary=vocabularies["small"])
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result["environment"] = common.environment("float32")
+    text = module.render(result, "chunk.json")
+    assert "| 8 |" in text and "measured on CPU " in text.splitlines()[0]
