@@ -8,8 +8,12 @@ Every benchmark follows the same protocol (STYLE.md, "Tests"):
 * the timed calls then run in interleaved rounds (A, B, C, A, B, C, ...), so
   that a change of load on a shared machine hits every contender alike,
   and each reports the median of its rounds;
-* results are plain JSON-able dicts, written with the device, dtype and
-  library versions of the run (`environment`).
+* both frameworks start a timed call with their inputs on the device
+  (copying them there is timed apart), and return host arrays;
+* results are plain JSON-able dicts, written with the machine (CPU model and
+  flags, cores, accelerator), the load average before and after, the dtype
+  and library versions of the run (`environment`, `write_json`); a figure
+  scaled from a sample says so, and from what.
 
 Run from the repository root: `python benchmarks/run_all.py [--quick]`.
 """
