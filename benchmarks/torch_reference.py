@@ -21,7 +21,7 @@
   `window_pixel_values`): the floor under any PyTorch version of the sweep.
 
 The window geometry, resize weights, ranks, subtree minima and accumulation
-are written here from the definitions (METHOD.md section 3), not imported
+are written here from the definitions (docs/method.md, section 3), not imported
 from convis_jax, so that agreement with convis_jax is evidence.
 torch is imported inside the functions (benchmarks only).
 """

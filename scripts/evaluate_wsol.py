@@ -1,6 +1,6 @@
 """Weakly supervised localisation of concept maps: MaxBoxAcc, MaxBoxAccV2, pointing game.
 
-The paper's experiment (METHOD.md section 5) on any checkpoint:
+The paper's experiment (docs/method.md, section 5) on any checkpoint:
 
     python -m scripts.evaluate_wsol DATA --out results.json \
         [--model FOLDER_OR_HUB_ID] [--method occlusion|gradient] [--concept bird.n.01] \

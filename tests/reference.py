@@ -1,4 +1,4 @@
-"""Deliberately plain references of Algorithm 1 (METHOD.md section 3).
+"""Deliberately plain references of Algorithm 1 (docs/method.md, section 3).
 
 Tests only. Everything here is written to be obviously correct, not fast:
 Python loops over every window of the lattice, one crop and one encoding at

@@ -36,7 +36,7 @@ MAX_MODULE_LINES = 600
 NO_PRIVATE_USE = ("convis_jax.api", "convis_jax.atlas", "convis_jax.evaluation")
 # The test files at the top of tests/ that mirror no one module: they cut across the package.
 CROSS_CUTTING_TESTS = ("test_layout", "test_readme", "test_fault_corpus", "test_robustness",
-                       "test_determinism", "test_default_model", "test_benchmarks_smoke")
+                       "test_determinism", "test_default_model", "test_benchmarks_smoke", "test_docs")
 
 
 # ---------------------------------------------------------------------------

@@ -174,7 +174,7 @@ class Atlas:
         return numbers
 
     def records(self, image_ids=None) -> list:
-        """The stored `ImageRecord`s (number, id, size, square crop) of images, in order."""
+        """The stored records (`ImageRecord`: number, id, size, square crop) of images, in order."""
         return [self._records[n] for n in self._numbers(image_ids)]
 
     def window_embeddings(self, image_ids=None) -> np.ndarray:

@@ -274,7 +274,7 @@ def webapp_cell_maps(
     offsets: np.ndarray,
     members: np.ndarray,
 ) -> np.ndarray:
-    """The authors' web-app aggregation (METHOD.md section 3), per cell.
+    """The authors' web-app aggregation (docs/method.md, section 3), per cell.
 
     For each cell: average the rank-similarity vectors of the windows
     covering it, take each concept's subtree maximum of that average, and

@@ -1,6 +1,6 @@
 """Ranks of synsets and the hierarchical (subtree) scores of concepts.
 
-METHOD.md section 2: a window's image embedding ranks every synset of the
+docs/method.md, section 2: a window's image embedding ranks every synset of the
 vocabulary T by cosine similarity (rank 0 = most similar), and a concept's
 score is the best (smallest) rank in its subtree. The subtree index is the
 vocabulary's CSR layout: concept k owns members[offsets[k]:offsets[k + 1]],

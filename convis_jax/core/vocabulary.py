@@ -4,7 +4,7 @@ A `ConceptVocabulary` is a set T of WordNet noun synsets closed upwards under
 hypernyms, with the hypernym -> hyponym edges between them (a DAG rooted at
 `entity.n.01`) and, for every concept, its subtree (itself and all its
 descendants inside T) as compact index arrays that the sweeps use to reduce
-over every subtree at once (METHOD.md section 1).
+over every subtree at once (docs/method.md, section 1).
 
 Everything here is NumPy and plain Python; WordNet (through nltk) is needed
 only to build a vocabulary (`convis_jax.core.vocabulary_building`), not to use
@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from convis_jax.core.vocabulary_building import (
     suggest,
     wordnet_synset,
 )
-from convis_jax.errors import ConceptError, InputError
+from convis_jax.errors import ConceptError, InputError, warn
 
 if TYPE_CHECKING:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -232,15 +231,15 @@ class ConceptVocabulary:
                 try:
                     return cls._from_arrays(arrays)
                 except (InputError, KeyError, ValueError, IndexError, TypeError) as err:
-                    warnings.warn(f"vocabulary cache {path} is inconsistent ({err}); "
-                                  f"rebuilding it", stacklevel=2)
+                    warn(f"vocabulary cache {path} is inconsistent ({err}); "
+                         f"rebuilding it")
         vocabulary = builders[name]()
         if path is not None:
             try:
                 save_arrays(path, vocabulary._to_arrays())
             except OSError as err:
-                warnings.warn(f"cannot write the vocabulary cache {path} ({err}); continuing "
-                              f"without it", stacklevel=2)
+                warn(f"cannot write the vocabulary cache {path} ({err}); continuing "
+                     f"without it")
         return vocabulary
 
     def _to_arrays(self) -> dict[str, np.ndarray]:

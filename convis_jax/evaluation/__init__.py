@@ -1,6 +1,6 @@
 """The paper's experiments on top of the API: localisation and OOD detection.
 
-METHOD.md section 5, on any checkpoint and data folder:
+docs/method.md, section 5, on any checkpoint and data folder:
 
 * **Weakly supervised localisation (WSOL).** Every image is centre-cropped
   and resized to the 224 x 224 square the maps live on, its ground-truth

@@ -305,7 +305,7 @@ def is_in_distribution(
     """Whether a class lies under the in-distribution synset.
 
     True when a chain of ordinary hypernyms (not instance hypernyms, as in
-    the vocabulary, METHOD.md section 1) leads from `synset_name` up to
+    the vocabulary, docs/method.md, section 1) leads from `synset_name` up to
     `id_synset`; a synset is in its own distribution.
 
     Args:
@@ -357,7 +357,7 @@ class OodPair:
     ood_synset: str
 
 
-#: The six ID/OOD pairs of Giulivi and Boracchi (2024), METHOD.md section 5.
+#: The six ID/OOD pairs of Giulivi and Boracchi (2024), docs/method.md, section 5.
 OOD_PRESETS = (
     OodPair("garment.n.01", "furniture.n.01"),
     OodPair("bird.n.01", "hunting_dog.n.01"),

@@ -21,7 +21,7 @@ from convis_jax.evaluation.protocols import (
     wsolevaluation_best_iou,
 )
 
-# The binarisation thresholds t in {0, 0.01, ..., 0.99} (METHOD section 5),
+# The binarisation thresholds t in {0, 0.01, ..., 0.99} (docs/method.md, section 5),
 # as both reference scripts make them: np.arange(0, 1, 0.01), ten of whose
 # doubles lie above the decimals (0.35000000000000003, 0.5700000000000001).
 # The drift matters: wsolevaluation cuts at int(t * max), and int(0.57 * 100)

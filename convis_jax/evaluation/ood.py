@@ -1,4 +1,4 @@
-"""Out-of-distribution detection (METHOD.md section 5): whole images scored against an ID synset."""
+"""Out-of-distribution detection (docs/method.md, section 5): whole images scored against an ID synset."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class OodScores:
 
 
 def ood_scores(image_embeddings: np.ndarray, concepts: OodConcepts) -> OodScores:
-    """Scores whole-image embeddings against an ID synset (METHOD.md section 5).
+    """Scores whole-image embeddings against an ID synset (docs/method.md, section 5).
 
     Args:
         image_embeddings: float [N, d], unit image embeddings.

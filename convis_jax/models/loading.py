@@ -55,7 +55,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -64,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convis_jax.core.cache import cache_root
-from convis_jax.errors import CacheError, InputError, ModelLoadError
+from convis_jax.errors import CacheError, InputError, ModelLoadError, warn
 from convis_jax.models import checkpoints, clip, openclip, siglip
 from convis_jax.models.checkpoints import (
     VOCABULARY_FILE,
@@ -73,6 +72,7 @@ from convis_jax.models.checkpoints import (
 )
 from convis_jax.models.config import ClipConfig, SiglipConfig
 from convis_jax.models.model import ClipModel, SiglipModel
+from convis_jax.models.precision import DTYPES, Precision, resolve_dtype
 from convis_jax.models.preprocessing import PreprocessConfig
 from convis_jax.models.pytorch_names import pytorch_key, pytorch_to_flax
 from convis_jax.models.tokenizer import (
@@ -82,7 +82,6 @@ from convis_jax.models.tokenizer import (
     tokenizer_fingerprint,
 )
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN, checkpoints.OPEN_CLIP_BIN)
 
 _CONVERTED = "converted"
@@ -93,7 +92,7 @@ _MANIFEST_VERSION = 1
 _STALE_SECONDS = 3600
 
 
-def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+def load_model(name_or_path: str | Path | None = None, *, dtype: str | None = None,
                cache: bool = True) -> ClipModel | SiglipModel:
     """Loads a checkpoint of any supported family, recognised from the folder's files.
 
@@ -106,7 +105,10 @@ def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32"
         name_or_path: a local folder, or a hub id such as `google/siglip-base-patch16-224`
             (resolved through huggingface_hub's cache; downloaded when online). None loads
             the small CLIP bundled with convis_jax.
-        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        dtype: "float32" (the exact path), "bfloat16" (products on bfloat16 units, see
+            `precision.py`), or None / "auto" (default): `$CONVIS_JAX_DTYPE` if set, else
+            bfloat16 on GPUs, TPUs and CPUs with bfloat16 units and float32 elsewhere
+            (`precision.resolve_dtype`; the model's `precision` says which and why).
         cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
             converted parameters and memoised file hashes; False reads and hashes the
             weight files every time and writes nothing.
@@ -120,12 +122,12 @@ def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32"
             missing, unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
-    folder, name = _resolve(name_or_path, dtype)
+    folder, name, chosen = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
-    return _LOADERS[family](folder, name, dtype, cache)
+    return _LOADERS[family](folder, name, chosen, cache)
 
 
-def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+def load_clip(name_or_path: str | Path | None = None, *, dtype: str | None = None,
               cache: bool = True) -> ClipModel:
     """Loads a CLIP: a Hugging Face CLIPModel folder, or an OpenCLIP ViT-CLIP in its hub layout.
 
@@ -133,7 +135,10 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         name_or_path: a local folder, or a hub id such as `openai/clip-vit-base-patch32`
             (resolved through huggingface_hub's cache; downloaded when online). None loads
             the small model bundled with convis_jax.
-        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        dtype: "float32" (the exact path), "bfloat16" (products on bfloat16 units, see
+            `precision.py`), or None / "auto" (default): `$CONVIS_JAX_DTYPE` if set, else
+            bfloat16 on GPUs, TPUs and CPUs with bfloat16 units and float32 elsewhere
+            (`precision.resolve_dtype`; the model's `precision` says which and why).
         cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
             converted parameters and memoised file hashes; False reads and hashes the
             weight files every time and writes nothing.
@@ -151,27 +156,26 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         raise ModelLoadError(
             f"{name_or_path.name} is a loaded siglip model, not a CLIP: pass it to ConVis as it "
             f"is, or use its model.encoder")
-    folder, name = _resolve(name_or_path, dtype)
+    folder, name, chosen = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
     if family not in ("clip", "open_clip"):
         raise ModelLoadError(
             f"{name} is a {family} checkpoint, not a CLIP: load it with convis_jax.load_model "
             f"(ConVis and the command line take CLIP and OpenCLIP models only, until their "
             f"sweeps take an Encoder)")
-    return _LOADERS[family](folder, name, dtype, cache)
+    return _LOADERS[family](folder, name, chosen, cache)
 
 
-def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:
-    """(checkpoint folder, display name); checks the dtype first."""
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
+def _resolve(name_or_path, dtype: str | None) -> tuple[Path, str, Precision]:
+    """(checkpoint folder, display name, precision); resolves the dtype first."""
+    chosen = resolve_dtype(dtype)
     if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
         raise InputError(f"expected a model folder or hub id (str or path), found "
                          f"{type(name_or_path).__name__}")
     name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()
-    return checkpoints.resolve_checkpoint(name_or_path), name
+    return checkpoints.resolve_checkpoint(name_or_path), name, chosen
 
 
 def _vocabulary(folder: Path) -> Path | None:
@@ -179,7 +183,8 @@ def _vocabulary(folder: Path) -> Path | None:
     return vocabulary if vocabulary.is_file() else None
 
 
-def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+def _load_hf_clip(folder: Path, name: str, chosen: Precision, cache: bool) -> ClipModel:
+    dtype = chosen.dtype
     config = ClipConfig.from_json(folder / "config.json")
     tokenizer = _checked_tokenizer(folder, config)
     files = checkpoints.weight_files(folder)
@@ -192,10 +197,12 @@ def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
                      tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                     precision=str(chosen))
 
 
-def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+def _load_open_clip(folder: Path, name: str, chosen: Precision, cache: bool) -> ClipModel:
+    dtype = chosen.dtype
     config, preprocess_config = openclip.read_config(folder)
     tokenizer = _checked_tokenizer(folder, config)
     formats = checkpoints.OPEN_CLIP_FORMATS
@@ -208,7 +215,8 @@ def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipMod
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
                      tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                     precision=str(chosen))
 
 
 def siglip_preprocess_defaults(image_size: int) -> dict:
@@ -217,7 +225,8 @@ def siglip_preprocess_defaults(image_size: int) -> dict:
             "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
 
-def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipModel:
+def _load_siglip(folder: Path, name: str, chosen: Precision, cache: bool) -> SiglipModel:
+    dtype = chosen.dtype
     config = SiglipConfig.from_json(folder / "config.json")
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
@@ -234,7 +243,8 @@ def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipMode
                        tokenizer=load_folder_tokenizer(folder),
                        preprocess_config=preprocess_config, name=name, fingerprint=fingerprint,
                        vocabulary_path=_vocabulary(folder), family="siglip",
-                       tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                       tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                       precision=str(chosen))
 
 
 _LOADERS = {"clip": _load_hf_clip, "open_clip": _load_open_clip, "siglip": _load_siglip}
@@ -272,7 +282,7 @@ def _converted_params(folder: Path, weight_format: str, expected: dict, dtype: s
             _warn_non_finite(non_finite, folder)
             return params
         except CacheError as err:
-            warnings.warn(f"{err}; rebuilding it from {folder}", stacklevel=3)
+            warn(f"{err}; rebuilding it from {folder}")
             damaged = True
     state = read_state()
     params = pytorch_to_flax(state, expected, source=str(folder), dtype=DTYPES[dtype])
@@ -373,9 +383,9 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
                 raise
     except Exception as err:  # a full disk or a read-only cache must not stop the load
         reason = str(err.strerror if isinstance(err, OSError) and err.strerror else err)
-        warnings.warn(f"could not write the converted-weight cache {entry} "
-                      f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
-                      f"goes on without it", stacklevel=4)
+        warn(f"could not write the converted-weight cache {entry} "
+             f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
+             f"goes on without it")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -450,5 +460,5 @@ def _non_finite_names(params: dict) -> list[str]:
 
 def _warn_non_finite(names: list[str], folder: Path) -> None:
     if names:
-        warnings.warn(f"{folder}: {len(names)} tensor(s) hold NaN or inf values: "
-                      f"{', '.join(names[:5])}; embeddings will not be meaningful", stacklevel=4)
+        warn(f"{folder}: {len(names)} tensor(s) hold NaN or inf values: "
+             f"{', '.join(names[:5])}; embeddings will not be meaningful")

@@ -2,7 +2,7 @@
 
 The paper's user study showed the maps of every synset of an image in a web
 app backed by a server and gigabytes of per-pixel data. An all-concept
-occlusion sweep in cell form (METHOD.md section 3: one 14 x 14 grid of cells
+occlusion sweep in cell form (docs/method.md, section 3: one 14 x 14 grid of cells
 per concept) is a few megabytes, so the whole exploration fits in a page
 that opens from disk with no network: the image, the concepts ranked by how
 strongly CLIP sees them, a collapsible WordNet tree with a search box, each

@@ -91,7 +91,7 @@ def test_words_are_looked_up_as_written(physical, words):
         ConceptVocabulary.from_words(["creme brulee"])
     assert "creme_brulee.n.01" in ConceptVocabulary.from_words(["creme_brulee"])
     underscored = ConceptVocabulary.from_words([w.replace(" ", "_") for w in words])
-    assert len(underscored) == 7082  # METHOD.md: the wrong variant
+    assert len(underscored) == 7082  # docs/method.md, section 1: the wrong variant
 
 
 def test_instance_only_synsets_are_dropped(physical, wn):

@@ -18,7 +18,7 @@ from convis_jax.pictures.explorer import (
     write_explorer,
 )
 
-# physical_objects (METHOD.md section 1): 7,080 synsets and 7,314 edges.
+# physical_objects (docs/method.md, section 1): 7,080 synsets and 7,314 edges.
 PHYSICAL_OBJECTS_CONCEPTS = 7080
 PHYSICAL_OBJECTS_EDGES = 7314
 PAGE_BUDGET_BYTES = 10 * 1024 * 1024
