@@ -301,7 +301,7 @@ def measure(settings: CheckSettings, record: Record, checkpoint: Path | None, lo
             result.update(vocabulary=kind, vocabulary_fallback=fallback,
                           concepts=len(vocabulary))
         with record.step("bank", log):
-            bank = build_bank(load_clip(checkpoint), vocabulary, cache=False,
+            bank = build_bank(load_clip(checkpoint, dtype="float32"), vocabulary, cache=False,
                               progress=False).embeddings
             concepts = bench_occlusion.concepts_from(vocabulary, bank)
         everything = np.arange(concepts.count)
