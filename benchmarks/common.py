@@ -198,12 +198,16 @@ def peak_rss_bytes() -> int:
 
 
 def machine_name() -> str:
-    """A stable file name for this kind of machine: 'cpu-2cores', 'nvidia-h200', ..."""
+    """A file name for this kind of machine: 'cpu-amd-epyc-2cores', 'nvidia-h200', ...
+
+    CPUs are named by model and cores: machines of one core count but another
+    CPU rank the frameworks differently, so their results must not share a file.
+    """
     import jax
 
     device = jax.devices()[0]
     if device.platform == "cpu":
-        name = f"cpu-{os.cpu_count()}cores"
+        name = f"cpu-{cpu_info()['model']}-{os.cpu_count()}cores"
     else:
         name = device.device_kind
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

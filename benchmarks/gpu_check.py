@@ -533,7 +533,7 @@ def device_name() -> str:
                                capture_output=True, text=True, timeout=30, check=True).stdout
         first = names.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
-        return f"cpu-{os.cpu_count()}cores"
+        first = f"cpu {common.cpu_info()['model']} {os.cpu_count()}cores"
     return "-".join("".join(c if c.isalnum() else " " for c in first.lower()).split())
 
 
