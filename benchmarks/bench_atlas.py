@@ -113,7 +113,7 @@ def run(depth: int = 12, images: int = 1, repeats: int = 2, stored: int = 1000,
         description = f"ViT-B/32 shape, random weights, vision depth {depth}"
     else:
         description = str(checkpoint)
-    model = load_clip(checkpoint)
+    model = load_clip(checkpoint, dtype="float32")
     convis = ConVis(model, vocabulary, progress=False)
     results = {"model": description,
                "concepts": len(convis.vocabulary), "environment": common.environment("float32"),
@@ -341,8 +341,8 @@ def main(argv=None) -> None:
         from convis_jax.models.loading import load_clip
 
         with tempfile.TemporaryDirectory() as tmp:
-            results = dict(stored_queries(load_clip(common.benchmark_checkpoint()),
-                                          Path(tmp) / "many", args.stored, "dog.n.01",
+            model = load_clip(common.benchmark_checkpoint(), dtype="float32")
+            results = dict(stored_queries(model, Path(tmp) / "many", args.stored, "dog.n.01",
                                           index_images=args.index_images,
                                           indexed_stored=args.indexed_stored),
                            environment=common.environment("float32"),
