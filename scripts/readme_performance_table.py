@@ -1,7 +1,8 @@
 """Prints the README's performance tables, in Markdown, from benchmark result files.
 
     python scripts/readme_performance_table.py benchmarks/results/cpu-2cores-quick.json
-    python scripts/readme_performance_table.py --update README.md benchmarks/gpu.md
+    python scripts/readme_performance_table.py --headline benchmarks/results/cpu-2cores-quick.json
+    python scripts/readme_performance_table.py --update README.md docs/guides/performance.md
 
 Each file is one that a benchmark wrote (`benchmarks/run_all.py`,
 `bench_gradients.py`, `bench_sweep_ratio.py`, `bench_chunk.py`,
@@ -12,6 +13,8 @@ stands between
     <!-- generated: python scripts/readme_performance_table.py FILE -->
     <!-- end generated -->
 
+(`--headline` before the files gives the few rows the README shows, each
+file's rows under the machine it was measured on).
 `--update` rewrites those blocks from their files, and the test suite fails
 when a block differs from what its file gives
 (`tests/scripts/test_readme_performance_table.py`).
@@ -344,25 +347,66 @@ def render(results: dict, source: str = "a results file") -> str:
     return RENDERERS[kind(results)](results, source)
 
 
-def render_file(path: Path) -> str:
-    path = Path(path)
+# ----------------------------------------------------------------- the README's headline
+
+
+def _headline_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """The few (what, convis_jax, PyTorch, ratio) rows of a file that the README shows."""
+    if kind(results) == "suite":
+        k = results["benchmarks"]["occlusion"]["concepts"]
+        wanted = ("Occlusion maps, 1 concept, 1 image", f"Occlusion maps, all {k:,} concepts, 1 image")
+        return [row for row in _rows(results) if row[0].startswith(wanted)
+                and not row[0].endswith("vs the floor")]
+    if kind(results) == "gradients":
+        entry = max(results["summary"], key=lambda e: e["K"])
+        strategy = lambda name: name.split("_", 1)[1].replace("jax_", "")
+        mine = f"{_seconds(entry['convis_jax_s'])} ({strategy(entry['convis_jax'])})"
+        what = f"Gradient maps, {entry['K']:,} concepts, 1 image"
+        rows = []
+        if "torch_batched" in entry:
+            rows.append((what, mine, f"{_seconds(entry['torch_batched_s'])} (one forward, "
+                         f"batched {strategy(entry['torch_batched'])})",
+                         _ratio(entry["torch_batched_over_convis_jax"])))
+        rows.append((what, mine, f"{_seconds(entry['torch_loop_s'])} (one backward per concept)",
+                     _ratio(entry["torch_loop_over_convis_jax"])))
+        return rows
+    raise ValueError(f"no headline rows for a {kind(results)} file")
+
+
+def render_headline(results: dict, source: str) -> str:
+    """The README's rows of one result file, under the machine it was measured on."""
+    what = {"suite": "`run_all.py" + (" --quick`" if results.get("quick") else "`"),
+            "gradients": "`bench_gradients.py" + (" --quick`" if results.get("quick") else "`")}
+    return "\n".join([machine_line(results["environment"], what[kind(results)], source), "",
+                      "| | convis_jax | PyTorch | ratio |", "|---|---|---|---|",
+                      *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _headline_rows(results))])
+
+
+def _shown(path: Path) -> str:
     try:
-        shown = str(path.resolve().relative_to(ROOT))
+        return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
-        shown = str(path)
-    return render(json.loads(path.read_text()), shown)
+        return str(path)
+
+
+def render_file(path: Path, headline: bool = False) -> str:
+    results = json.loads(Path(path).read_text())
+    return (render_headline if headline else render)(results, _shown(path))
 
 
 def blocks(text: str) -> list[tuple[list[str], str]]:
-    """The generated blocks of a Markdown text: (file arguments, body)."""
-    return [(shlex.split(m.group("args")), m.group("body")) for m in BLOCK.finditer(text)]
+    """The generated blocks of a Markdown text: (file arguments, body); options left out."""
+    return [([a for a in shlex.split(m.group("args")) if not a.startswith("--")], m.group("body"))
+            for m in BLOCK.finditer(text)]
 
 
 def regenerate(text: str) -> str:
     """The Markdown with every generated block rewritten from its files."""
     def body(match):
-        files = shlex.split(match.group("args"))
-        rendered = "\n\n".join(render_file(ROOT / f) for f in files)
+        arguments = shlex.split(match.group("args"))
+        headline = "--headline" in arguments
+        files = [a for a in arguments if not a.startswith("--")]
+        rendered = "\n\n".join(render_file(ROOT / f, headline) for f in files)
         return (f"<!-- generated: {COMMAND} {match.group('args')} -->\n{rendered}\n"
                 "<!-- end generated -->")
 
@@ -374,11 +418,13 @@ def main(argv=None) -> None:
     parser.add_argument("results", type=Path, nargs="*", help="result files to print")
     parser.add_argument("--update", type=Path, nargs="+", default=[], metavar="MARKDOWN",
                         help="rewrite the generated blocks of these Markdown files")
+    parser.add_argument("--headline", action="store_true",
+                        help="print only the rows the README shows")
     args = parser.parse_args(argv)
     for path in args.update:
         path.write_text(regenerate(path.read_text()))
     if args.results:
-        sys.stdout.write("\n\n".join(render_file(p) for p in args.results) + "\n")
+        sys.stdout.write("\n\n".join(render_file(p, args.headline) for p in args.results) + "\n")
     elif not args.update:
         parser.error("name result files to print, or --update Markdown files")
 
