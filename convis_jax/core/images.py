@@ -37,6 +37,7 @@ grey instead, and that choice is honoured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -166,6 +167,30 @@ def _describe(source: Any) -> str:
 
 def _read_file(path: Path) -> np.ndarray:
     name = f"image file {str(path)!r}"
+    with _opened(path, name) as image:
+        # Pillow decodes lazily; decode now so that a truncated file fails
+        # here, with its name, and not later inside a resize.
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    return _pil_to_rgb(upright, name)
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Opens an image file's header as `load_image` does, without decoding it.
+
+    Raises:
+        InputError: the file is missing, a folder, empty, unreadable, not an image
+            Pillow recognises, or too large to decode safely (a decompression bomb),
+            with `load_image`'s one-line messages.
+    """
+    path = Path(path)
+    with _opened(path, f"image file {str(path)!r}"):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: Path, name: str):
+    """The image at `path`, open in Pillow; every failure an `InputError` naming `name`."""
     if not path.exists():
         raise InputError(f"{name} does not exist")
     if path.is_dir():
@@ -174,10 +199,7 @@ def _read_file(path: Path) -> np.ndarray:
         raise InputError(f"{name} is empty (0 bytes)")
     try:
         with Image.open(path) as image:
-            # Pillow decodes lazily; decode now so that a truncated file fails
-            # here, with its name, and not later inside a resize.
-            image.load()
-            upright = ImageOps.exif_transpose(image)
+            yield image
     except UnidentifiedImageError:
         with open(path, "rb") as file:
             head = file.read(16)
@@ -190,7 +212,6 @@ def _read_file(path: Path) -> np.ndarray:
         raise InputError(f"{name} cannot be read: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{name} is truncated or damaged: Pillow says {error!s}") from None
-    return _pil_to_rgb(upright, name)
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:

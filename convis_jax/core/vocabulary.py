@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from convis_jax.core.vocabulary_building import (
     suggest,
     wordnet_synset,
 )
-from convis_jax.errors import ConceptError, InputError
+from convis_jax.errors import ConceptError, InputError, warn
 
 if TYPE_CHECKING:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -232,15 +231,15 @@ class ConceptVocabulary:
                 try:
                     return cls._from_arrays(arrays)
                 except (InputError, KeyError, ValueError, IndexError, TypeError) as err:
-                    warnings.warn(f"vocabulary cache {path} is inconsistent ({err}); "
-                                  f"rebuilding it", stacklevel=2)
+                    warn(f"vocabulary cache {path} is inconsistent ({err}); "
+                         f"rebuilding it")
         vocabulary = builders[name]()
         if path is not None:
             try:
                 save_arrays(path, vocabulary._to_arrays())
             except OSError as err:
-                warnings.warn(f"cannot write the vocabulary cache {path} ({err}); continuing "
-                              f"without it", stacklevel=2)
+                warn(f"cannot write the vocabulary cache {path} ({err}); continuing "
+                     f"without it")
         return vocabulary
 
     def _to_arrays(self) -> dict[str, np.ndarray]:

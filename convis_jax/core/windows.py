@@ -157,7 +157,9 @@ def window_grid(
     Raises:
         InputError: a size, stride or padding is not a positive integer
             (padding may be 0), window sizes repeat, a window is larger than
-            the padded image, or no window of some size overlaps the image.
+            the image both ways (it would hold more padding than image
+            wherever it lay) or than the padded image, or no window of some
+            size overlaps the image.
     """
     try:
         height, width = image_size
@@ -180,6 +182,10 @@ def window_grid(
     padded = (height + 2 * padding, width + 2 * padding)
     origins = []
     for size in sizes:
+        if size > max(height, width):  # it would hold more padding than image wherever it lay
+            raise InputError(
+                f"window size {size} is larger than the {height} x {width} image; expected "
+                f"window sizes up to {max(height, width)}")
         if size > min(padded):
             raise InputError(
                 f"window size {size} does not fit in the padded image "
