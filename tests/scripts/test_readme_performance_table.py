@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "benchmarks").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "benchmarks").glob("*.md")),
+             ROOT / "docs" / "guides" / "performance.md"]
 # A measured-looking figure: a number with a unit of time, rate, size or a ratio.
 FIGURE = re.compile(r"\b\d[\d,.]*\s?(?:s|ms|min|h|days|x|GFLOP/s|GiB|MiB|MB|texts/s|images/s)\b"
                     r"(?![-\w])")
