@@ -252,7 +252,8 @@ def cmd_explain(args) -> None:
         stages.set_description("explain: done")
         stages.update()
     _bundled_model_note(args)
-    print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out}"
+    print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out} "
+          f"({model.precision})"
           + (f" (replacing the earlier {', '.join(replaced)})" if replaced else ""))
 
 
@@ -366,6 +367,7 @@ def _find_cached_bank(args):
     from convis_jax.kernels.bank import bank_cache_path, cached_bank
     from convis_jax.models import checkpoints
     from convis_jax.models.config import ClipConfig
+    from convis_jax.models.precision import resolve_dtype
     from convis_jax.models.tokenizer import tokenizer_fingerprint
 
     folder = (checkpoints.default_model_path() if args.model is None
@@ -374,7 +376,8 @@ def _find_cached_bank(args):
         return None
     shipped = folder / checkpoints.VOCABULARY_FILE
     key = SimpleNamespace(
-        config=ClipConfig.from_json(folder / "config.json"), dtype=args.dtype,
+        config=ClipConfig.from_json(folder / "config.json"),
+        dtype=resolve_dtype(args.dtype).dtype,
         fingerprint=checkpoints.fingerprint_files(checkpoints.weight_files(folder),
                                                 memo_dir=cache_root()),
         tokenizer_fingerprint=tokenizer_fingerprint(folder),

@@ -107,8 +107,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, vocabulary: bool = Tru
                             help="physical_objects, all_nouns, or a file of words/synsets "
                                  "(default: the model's own vocabulary, else physical_objects)")
         add_text_option(parser)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="dtype of the model's parameters and compute")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="precision of the model's products: float32 (exact), bfloat16 (bf16 "
+                             "operands, float32 results), or auto (default: $CONVIS_JAX_DTYPE if "
+                             "set, else bfloat16 on GPUs, TPUs and CPUs with bfloat16 units)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
 
 

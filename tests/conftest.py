@@ -1,4 +1,12 @@
+import os
+
 import pytest
+
+# The suite checks the exact float32 path against PyTorch: a load without a dtype gets
+# float32 here whatever the machine would choose (convis_jax.models.precision). The
+# bfloat16 path and the device's choice are tested with the dtype named
+# (tests/models/test_precision.py).
+os.environ["CONVIS_JAX_DTYPE"] = "float32"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,11 @@ encoder.layers_3.self_attn.q_proj` <-> `vision_model.encoder.layers.3.
 self_attn.q_proj`), so that `pytorch_names.py` converts checkpoints with a
 short table of rules. Every module works on ONE example (no batch axis);
 `vmap` adds the batch in one place (`encode_images`, `encode_texts` below).
+
+`dtype` is the dtype of the parameters and of the operands of every matrix
+and attention product; products return float32, and layer norms, softmax,
+activations and the residual stream are float32 in either precision
+(`precision.py` says why).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convis_jax.models import precision
 from convis_jax.models.config import (
     ClipConfig,
     TextConfig,
@@ -32,6 +38,12 @@ def _activation(name: str):
     return partial(jax.nn.gelu, approximate=False)  # transformers' "gelu" is the exact erf form
 
 
+def dense(features: int, dtype, **kwargs) -> nn.Dense:
+    """A Dense layer whose product takes `dtype` operands and returns float32 (plus the bias)."""
+    return nn.Dense(features, dtype=dtype, param_dtype=dtype, dot_general=precision.dot_general,
+                    **kwargs)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention; `mask` is additive, [L, L] or None."""
 
@@ -39,11 +51,11 @@ class Attention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        dense = partial(nn.Dense, self.config.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
-        self.q_proj = dense()
-        self.k_proj = dense()
-        self.v_proj = dense()
-        self.out_proj = dense()
+        width = self.config.hidden_size
+        self.q_proj = dense(width, self.dtype)
+        self.k_proj = dense(width, self.dtype)
+        self.v_proj = dense(width, self.dtype)
+        self.out_proj = dense(width, self.dtype)
 
     def __call__(self, x, mask=None, queries: int | None = None):
         """x [L, D] -> [L, D]; with `queries`, only the first `queries` rows attend
@@ -52,11 +64,11 @@ class Attention(nn.Module):
         split = lambda t: t.reshape(t.shape[0], heads, head_dim)
         q = split(self.q_proj(x[:queries])) * head_dim ** -0.5
         k, v = split(self.k_proj(x)), split(self.v_proj(x))
-        logits = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
+        logits = precision.einsum("qhd,khd->hqk", q, k, self.dtype)
         if mask is not None:
             logits = logits + mask[:queries]
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(q.shape[0], -1)
+        weights = jax.nn.softmax(logits, axis=-1)
+        out = precision.einsum("hqk,khd->qhd", weights, v, self.dtype).reshape(q.shape[0], -1)
         return self.out_proj(out)
 
 
@@ -65,15 +77,16 @@ class Mlp(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.fc1 = nn.Dense(self.config.intermediate_size, dtype=self.dtype, param_dtype=self.dtype)
-        self.fc2 = nn.Dense(self.config.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
+        self.fc1 = dense(self.config.intermediate_size, self.dtype)
+        self.fc2 = dense(self.config.hidden_size, self.dtype)
 
     def __call__(self, x):
         return self.fc2(_activation(self.config.hidden_act)(self.fc1(x)))
 
 
-def _layer_norm(config: TowerConfig, dtype):
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=dtype)
+def layer_norm(config: TowerConfig, dtype) -> nn.LayerNorm:
+    """A LayerNorm with `dtype` parameters that computes and returns float32."""
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32, param_dtype=dtype)
 
 
 class EncoderLayer(nn.Module):
@@ -83,9 +96,9 @@ class EncoderLayer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.layer_norm1 = _layer_norm(self.config, self.dtype)
+        self.layer_norm1 = layer_norm(self.config, self.dtype)
         self.self_attn = Attention(self.config, self.dtype)
-        self.layer_norm2 = _layer_norm(self.config, self.dtype)
+        self.layer_norm2 = layer_norm(self.config, self.dtype)
         self.mlp = Mlp(self.config, self.dtype)
 
     def __call__(self, x, mask=None, queries: int | None = None):
@@ -121,6 +134,37 @@ class LayerStack(nn.Module):
         return self.layers[-1](x, queries=1)[0]
 
 
+class PatchEmbedding(nn.Module):
+    """The patch embedding (a conv whose kernel and stride are the patch) as one product.
+
+    The parameters keep `nn.Conv`'s names, layout and initialiser (`kernel`
+    [p, p, C, D], `bias` [D]). A product of the flattened patches: XLA's CPU
+    convolution took 2x (float32) and 4x (bfloat16) the time of this product
+    (docs/precision.md).
+    """
+
+    features: int
+    patch_size: int
+    use_bias: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixels_hwc):
+        """pixels_hwc [S, S, C] -> float32 [g * g, D], the patches in row-major grid order."""
+        p, channels = self.patch_size, pixels_hwc.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (p, p, channels, self.features), self.dtype)
+        g = pixels_hwc.shape[0] // p
+        patches = (pixels_hwc[:g * p, :g * p].reshape(g, p, g, p, channels)
+                   .transpose(0, 2, 1, 3, 4).reshape(g * g, p * p * channels))
+        out = precision.matmul(patches, kernel.reshape(p * p * channels, self.features),
+                               self.dtype)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.dtype)
+            out = out + bias.astype(jnp.float32)
+        return out
+
+
 class VisionEmbeddings(nn.Module):
     config: VisionConfig
     dtype: jnp.dtype = jnp.float32
@@ -129,17 +173,16 @@ class VisionEmbeddings(nn.Module):
         c = self.config
         self.class_embedding = self.param("class_embedding", nn.initializers.normal(0.02),
                                           (c.hidden_size,), self.dtype)
-        self.patch_embedding = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size),
-                                       strides=(c.patch_size, c.patch_size), padding="VALID",
-                                       use_bias=False, dtype=self.dtype, param_dtype=self.dtype)
+        self.patch_embedding = PatchEmbedding(c.hidden_size, c.patch_size, use_bias=False,
+                                              dtype=self.dtype)
         self.position_embedding = nn.Embed(c.num_patches + 1, c.hidden_size,
                                            dtype=self.dtype, param_dtype=self.dtype)
 
     def __call__(self, pixels_hwc):
-        patches = self.patch_embedding(pixels_hwc.astype(self.dtype))  # [g, g, D]
-        tokens = jnp.concatenate([self.class_embedding[None].astype(self.dtype),
-                                  patches.reshape(-1, self.config.hidden_size)])
-        return tokens + self.position_embedding.embedding.astype(self.dtype)
+        """pixels_hwc [S, S, 3] -> float32 tokens [1 + patches, D]."""
+        tokens = jnp.concatenate([self.class_embedding[None].astype(jnp.float32),
+                                  self.patch_embedding(pixels_hwc)])
+        return tokens + self.position_embedding.embedding.astype(jnp.float32)
 
 
 class VisionTransformer(nn.Module):
@@ -148,9 +191,9 @@ class VisionTransformer(nn.Module):
 
     def setup(self):
         self.embeddings = VisionEmbeddings(self.config, self.dtype)
-        self.pre_layrnorm = _layer_norm(self.config, self.dtype)  # sic: the PyTorch key
+        self.pre_layrnorm = layer_norm(self.config, self.dtype)  # sic: the PyTorch key
         self.encoder = LayerStack(self.config, self.dtype)
-        self.post_layernorm = _layer_norm(self.config, self.dtype)
+        self.post_layernorm = layer_norm(self.config, self.dtype)
 
     def tokens(self, pixels_hwc, layer: int):
         """Hidden state after `layer` encoder layers (transformers' hidden_states[layer])."""
@@ -169,7 +212,7 @@ class TextTransformer(nn.Module):
         c = self.config
         self.embeddings = TextEmbeddings(c, self.dtype)
         self.encoder = LayerStack(c, self.dtype)
-        self.final_layer_norm = _layer_norm(c, self.dtype)
+        self.final_layer_norm = layer_norm(c, self.dtype)
 
     def __call__(self, input_ids):
         length = input_ids.shape[0]
@@ -203,8 +246,9 @@ class TextEmbeddings(nn.Module):
                                            dtype=self.dtype, param_dtype=self.dtype)
 
     def __call__(self, input_ids):
-        positions = self.position_embedding.embedding[: input_ids.shape[0]].astype(self.dtype)
-        return self.token_embedding(input_ids) + positions
+        """input_ids [L] -> float32 [L, D] (the rows are looked up, then converted)."""
+        positions = self.position_embedding.embedding[: input_ids.shape[0]].astype(jnp.float32)
+        return self.token_embedding(input_ids).astype(jnp.float32) + positions
 
 
 class CLIP(nn.Module):
@@ -217,10 +261,8 @@ class CLIP(nn.Module):
         c = self.config
         self.vision_model = VisionTransformer(c.vision, self.dtype)
         self.text_model = TextTransformer(c.text, self.dtype)
-        self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype,
-                                          param_dtype=self.dtype)
-        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype,
-                                        param_dtype=self.dtype)
+        self.visual_projection = dense(c.projection_dim, self.dtype, use_bias=False)
+        self.text_projection = dense(c.projection_dim, self.dtype, use_bias=False)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(
             c.logit_scale_init_value), (), self.dtype)
 

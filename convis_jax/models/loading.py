@@ -72,6 +72,7 @@ from convis_jax.models.checkpoints import (
 )
 from convis_jax.models.config import ClipConfig, SiglipConfig
 from convis_jax.models.model import ClipModel, SiglipModel
+from convis_jax.models.precision import DTYPES, Precision, resolve_dtype
 from convis_jax.models.preprocessing import PreprocessConfig
 from convis_jax.models.pytorch_names import pytorch_key, pytorch_to_flax
 from convis_jax.models.tokenizer import (
@@ -81,7 +82,6 @@ from convis_jax.models.tokenizer import (
     tokenizer_fingerprint,
 )
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CACHED_FORMATS = (checkpoints.FLAX_MSGPACK, checkpoints.PYTORCH_BIN, checkpoints.OPEN_CLIP_BIN)
 
 _CONVERTED = "converted"
@@ -92,7 +92,7 @@ _MANIFEST_VERSION = 1
 _STALE_SECONDS = 3600
 
 
-def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+def load_model(name_or_path: str | Path | None = None, *, dtype: str | None = None,
                cache: bool = True) -> ClipModel | SiglipModel:
     """Loads a checkpoint of any supported family, recognised from the folder's files.
 
@@ -105,7 +105,10 @@ def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32"
         name_or_path: a local folder, or a hub id such as `google/siglip-base-patch16-224`
             (resolved through huggingface_hub's cache; downloaded when online). None loads
             the small CLIP bundled with convis_jax.
-        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        dtype: "float32" (the exact path), "bfloat16" (products on bfloat16 units, see
+            `precision.py`), or None / "auto" (default): `$CONVIS_JAX_DTYPE` if set, else
+            bfloat16 on GPUs, TPUs and CPUs with bfloat16 units and float32 elsewhere
+            (`precision.resolve_dtype`; the model's `precision` says which and why).
         cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
             converted parameters and memoised file hashes; False reads and hashes the
             weight files every time and writes nothing.
@@ -119,12 +122,12 @@ def load_model(name_or_path: str | Path | None = None, *, dtype: str = "float32"
             missing, unexpected or mis-shaped tensor is named).
         InputError: an unknown dtype.
     """
-    folder, name = _resolve(name_or_path, dtype)
+    folder, name, chosen = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
-    return _LOADERS[family](folder, name, dtype, cache)
+    return _LOADERS[family](folder, name, chosen, cache)
 
 
-def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
+def load_clip(name_or_path: str | Path | None = None, *, dtype: str | None = None,
               cache: bool = True) -> ClipModel:
     """Loads a CLIP: a Hugging Face CLIPModel folder, or an OpenCLIP ViT-CLIP in its hub layout.
 
@@ -132,7 +135,10 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         name_or_path: a local folder, or a hub id such as `openai/clip-vit-base-patch32`
             (resolved through huggingface_hub's cache; downloaded when online). None loads
             the small model bundled with convis_jax.
-        dtype: "float32" (default) or "bfloat16", the dtype of parameters and compute.
+        dtype: "float32" (the exact path), "bfloat16" (products on bfloat16 units, see
+            `precision.py`), or None / "auto" (default): `$CONVIS_JAX_DTYPE` if set, else
+            bfloat16 on GPUs, TPUs and CPUs with bfloat16 units and float32 elsewhere
+            (`precision.resolve_dtype`; the model's `precision` says which and why).
         cache: use the cache root (`$CONVIS_JAX_CACHE`, default `~/.cache/convis_jax`) for
             converted parameters and memoised file hashes; False reads and hashes the
             weight files every time and writes nothing.
@@ -150,27 +156,26 @@ def load_clip(name_or_path: str | Path | None = None, *, dtype: str = "float32",
         raise ModelLoadError(
             f"{name_or_path.name} is a loaded siglip model, not a CLIP: pass it to ConVis as it "
             f"is, or use its model.encoder")
-    folder, name = _resolve(name_or_path, dtype)
+    folder, name, chosen = _resolve(name_or_path, dtype)
     family = checkpoints.detect_family(folder)
     if family not in ("clip", "open_clip"):
         raise ModelLoadError(
             f"{name} is a {family} checkpoint, not a CLIP: load it with convis_jax.load_model "
             f"(ConVis and the command line take CLIP and OpenCLIP models only, until their "
             f"sweeps take an Encoder)")
-    return _LOADERS[family](folder, name, dtype, cache)
+    return _LOADERS[family](folder, name, chosen, cache)
 
 
-def _resolve(name_or_path, dtype: str) -> tuple[Path, str]:
-    """(checkpoint folder, display name); checks the dtype first."""
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {sorted(DTYPES)}, found {dtype!r}")
+def _resolve(name_or_path, dtype: str | None) -> tuple[Path, str, Precision]:
+    """(checkpoint folder, display name, precision); resolves the dtype first."""
+    chosen = resolve_dtype(dtype)
     if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
         raise InputError(f"expected a model folder or hub id (str or path), found "
                          f"{type(name_or_path).__name__}")
     name = "convis_jax default model" if name_or_path is None else str(name_or_path)
     if name_or_path is None:
         name_or_path = default_model_path()
-    return checkpoints.resolve_checkpoint(name_or_path), name
+    return checkpoints.resolve_checkpoint(name_or_path), name, chosen
 
 
 def _vocabulary(folder: Path) -> Path | None:
@@ -178,7 +183,8 @@ def _vocabulary(folder: Path) -> Path | None:
     return vocabulary if vocabulary.is_file() else None
 
 
-def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+def _load_hf_clip(folder: Path, name: str, chosen: Precision, cache: bool) -> ClipModel:
+    dtype = chosen.dtype
     config = ClipConfig.from_json(folder / "config.json")
     tokenizer = _checked_tokenizer(folder, config)
     files = checkpoints.weight_files(folder)
@@ -191,10 +197,12 @@ def _load_hf_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
                      tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                     family="clip", tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                     precision=str(chosen))
 
 
-def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipModel:
+def _load_open_clip(folder: Path, name: str, chosen: Precision, cache: bool) -> ClipModel:
+    dtype = chosen.dtype
     config, preprocess_config = openclip.read_config(folder)
     tokenizer = _checked_tokenizer(folder, config)
     formats = checkpoints.OPEN_CLIP_FORMATS
@@ -207,7 +215,8 @@ def _load_open_clip(folder: Path, name: str, dtype: str, cache: bool) -> ClipMod
     return ClipModel(config=config, params=jax.tree_util.tree_map(jnp.asarray, params),
                      tokenizer=tokenizer, preprocess_config=preprocess_config,
                      name=name, fingerprint=fingerprint, vocabulary_path=_vocabulary(folder),
-                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                     family="open_clip", tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                     precision=str(chosen))
 
 
 def siglip_preprocess_defaults(image_size: int) -> dict:
@@ -216,7 +225,8 @@ def siglip_preprocess_defaults(image_size: int) -> dict:
             "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
 
-def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipModel:
+def _load_siglip(folder: Path, name: str, chosen: Precision, cache: bool) -> SiglipModel:
+    dtype = chosen.dtype
     config = SiglipConfig.from_json(folder / "config.json")
     files = checkpoints.weight_files(folder)
     root = cache_root() if cache else None
@@ -233,7 +243,8 @@ def _load_siglip(folder: Path, name: str, dtype: str, cache: bool) -> SiglipMode
                        tokenizer=load_folder_tokenizer(folder),
                        preprocess_config=preprocess_config, name=name, fingerprint=fingerprint,
                        vocabulary_path=_vocabulary(folder), family="siglip",
-                       tokenizer_fingerprint=tokenizer_fingerprint(folder))
+                       tokenizer_fingerprint=tokenizer_fingerprint(folder),
+                       precision=str(chosen))
 
 
 _LOADERS = {"clip": _load_hf_clip, "open_clip": _load_open_clip, "siglip": _load_siglip}

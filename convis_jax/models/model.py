@@ -68,6 +68,8 @@ class LoadedModel:
         family: the layout it was loaded from: "clip" (Hugging Face CLIPModel),
             "open_clip" (OpenCLIP's hub layout) or "siglip" (Hugging Face SiglipModel).
         tokenizer_fingerprint: a hash of the tokenizer files, for concept-bank cache keys.
+        precision: the dtype and why it was chosen (`precision.Precision`), e.g.
+            "bfloat16 (auto: cpu with avx512_bf16)"; shown in the repr.
     """
 
     config: ClipConfig | SiglipConfig
@@ -79,9 +81,11 @@ class LoadedModel:
     vocabulary_path: Path | None = None
     family: str = "clip"
     tokenizer_fingerprint: str = ""
+    precision: str = ""
 
     @property
     def dtype(self):
+        """The parameters' dtype: the operands of every product (`precision.py`)."""
         return jax.tree_util.tree_leaves(self.params)[0].dtype
 
     @property
@@ -142,7 +146,8 @@ class LoadedModel:
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (3, s, s) or not len(pixel_values):
             raise InputError(f"expected pixel_values of shape [N, 3, {s}, {s}] with N >= 1, "
                              f"found {list(pixel_values.shape)}")
-        fn = lambda x: _encode_images(self.params, x.astype(self.dtype), self.config, normalize)
+        # float32 pixels in every precision: the patch embedding casts them (precision.py).
+        fn = lambda x: _encode_images(self.params, x, self.config, normalize)
         return in_chunks(fn, pixel_values, min(batch_size, len(pixel_values)))
 
     def tokenize(self, texts) -> TokenBatch:

@@ -18,7 +18,8 @@ names and the same pre-norm block); what differs:
 * `logit_scale` and `logit_bias` [1]: p(match) = sigmoid(exp(scale) * cos + bias).
 
 Every module works on ONE example; `vmap` adds the batch (`encode_images`,
-`encode_texts`).
+`encode_texts`). Precision as in CLIP: products take `dtype` operands and
+return float32, everything else is float32 (`precision.py`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convis_jax.models.clip import LayerStack, Mlp, TextEmbeddings, tower_functions
+from convis_jax.models import precision
+from convis_jax.models.clip import (
+    LayerStack,
+    Mlp,
+    PatchEmbedding,
+    TextEmbeddings,
+    dense,
+    layer_norm,
+    tower_functions,
+)
 from convis_jax.models.config import (
     SiglipConfig,
     SiglipTextConfig,
     SiglipVisionConfig,
 )
-
-
-def _layer_norm(config, dtype):
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=dtype)
 
 
 class SiglipVisionEmbeddings(nn.Module):
@@ -45,17 +51,15 @@ class SiglipVisionEmbeddings(nn.Module):
 
     def setup(self):
         c = self.config
-        self.patch_embedding = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size),
-                                       strides=(c.patch_size, c.patch_size), padding="VALID",
-                                       use_bias=True, dtype=self.dtype, param_dtype=self.dtype)
+        self.patch_embedding = PatchEmbedding(c.hidden_size, c.patch_size, use_bias=True,
+                                              dtype=self.dtype)
         self.position_embedding = nn.Embed(c.num_patches, c.hidden_size, dtype=self.dtype,
                                            param_dtype=self.dtype)
 
     def __call__(self, pixels_hwc):
-        """pixels_hwc [S, S, 3] -> patch tokens [patches, D] in row-major grid order."""
-        patches = self.patch_embedding(pixels_hwc.astype(self.dtype))  # [g, g, D]
-        return (patches.reshape(-1, self.config.hidden_size)
-                + self.position_embedding.embedding.astype(self.dtype))
+        """pixels_hwc [S, S, 3] -> float32 patch tokens [patches, D] in row-major grid order."""
+        return (self.patch_embedding(pixels_hwc)
+                + self.position_embedding.embedding.astype(jnp.float32))
 
 
 class MultiheadAttention(nn.Module):
@@ -75,21 +79,21 @@ class MultiheadAttention(nn.Module):
                                          (3 * d, d), self.dtype)
         self.in_proj_bias = self.param("in_proj_bias", nn.initializers.zeros, (3 * d,),
                                        self.dtype)
-        self.out_proj = nn.Dense(d, dtype=self.dtype, param_dtype=self.dtype)
+        self.out_proj = dense(d, self.dtype)
 
     def __call__(self, query, x):
         """query [Lq, D] attends to x [L, D] -> [Lq, D]."""
         d, heads = self.hidden_size, self.num_heads
-        w = self.in_proj_weight.astype(self.dtype)
-        b = self.in_proj_bias.astype(self.dtype)
-        q = query @ w[:d].T + b[:d]
-        k = x @ w[d:2 * d].T + b[d:2 * d]
-        v = x @ w[2 * d:].T + b[2 * d:]
+        w, b = self.in_proj_weight, self.in_proj_bias.astype(jnp.float32)
+        project = lambda t, part: precision.matmul(t, w[part].T, self.dtype) + b[part]
+        q = project(query, slice(0, d))
+        k = project(x, slice(d, 2 * d))
+        v = project(x, slice(2 * d, 3 * d))
         split = lambda t: t.reshape(t.shape[0], heads, d // heads)
         q, k, v = split(q) * (d // heads) ** -0.5, split(k), split(v)
-        logits = jnp.einsum("qhd,khd->hqk", q, k).astype(jnp.float32)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("hqk,khd->qhd", weights, v).reshape(query.shape[0], d)
+        logits = precision.einsum("qhd,khd->hqk", q, k, self.dtype)
+        weights = jax.nn.softmax(logits, axis=-1)
+        out = precision.einsum("hqk,khd->qhd", weights, v, self.dtype).reshape(query.shape[0], d)
         return self.out_proj(out)
 
 
@@ -104,12 +108,12 @@ class MultiheadAttentionPoolingHead(nn.Module):
         self.probe = self.param("probe", nn.initializers.normal(1.0), (1, 1, c.hidden_size),
                                 self.dtype)
         self.attention = MultiheadAttention(c.hidden_size, c.num_attention_heads, self.dtype)
-        self.layernorm = _layer_norm(c, self.dtype)
+        self.layernorm = layer_norm(c, self.dtype)
         self.mlp = Mlp(c, self.dtype)
 
     def __call__(self, tokens):
         """tokens [L, D] -> pooled [D]."""
-        hidden = self.attention(self.probe[0].astype(self.dtype), tokens)  # [1, D]
+        hidden = self.attention(self.probe[0].astype(jnp.float32), tokens)  # [1, D]
         hidden = hidden + self.mlp(self.layernorm(hidden))
         return hidden[0]
 
@@ -121,7 +125,7 @@ class SiglipVisionTransformer(nn.Module):
     def setup(self):
         self.embeddings = SiglipVisionEmbeddings(self.config, self.dtype)
         self.encoder = LayerStack(self.config, self.dtype)
-        self.post_layernorm = _layer_norm(self.config, self.dtype)
+        self.post_layernorm = layer_norm(self.config, self.dtype)
         self.head = MultiheadAttentionPoolingHead(self.config, self.dtype)
 
     def tokens(self, pixels_hwc, layer: int):
@@ -141,8 +145,8 @@ class SiglipTextTransformer(nn.Module):
         c = self.config
         self.embeddings = TextEmbeddings(c, self.dtype)
         self.encoder = LayerStack(c, self.dtype)
-        self.final_layer_norm = _layer_norm(c, self.dtype)
-        self.head = nn.Dense(c.projection_size, dtype=self.dtype, param_dtype=self.dtype)
+        self.final_layer_norm = layer_norm(c, self.dtype)
+        self.head = dense(c.projection_size, self.dtype)
 
     def __call__(self, input_ids):
         """input_ids [L] -> the head of the last position [projection_size] (no mask: as trained)."""

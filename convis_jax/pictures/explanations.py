@@ -117,7 +117,9 @@ def write_explanations(convis, images: list, names: list[str], concepts: list[st
     if on_maps is not None:
         on_maps()
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"model": convis.model.name, "method": method, "concepts": resolved,
+    summary = {"model": convis.model.name,
+               "precision": getattr(convis.model, "precision", "") or "the encoder's own",
+               "method": method, "concepts": resolved,
                "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
                "maps": f"{maps_file}: maps [N, K, S, S] float32 in [0, 1] on the centre "
                        f"square the model saw; concepts [K]", "images": []}
