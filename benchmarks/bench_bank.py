@@ -13,8 +13,10 @@ WordNet definitions as texts (the paper's choice). Measured:
 * transformers' PyTorch text tower and convis_jax on the same sample of the
   first vocabulary's texts, length-sorted batches of the same size cut to the
   same buckets, interleaved: texts per second of both (the only like-for-like
-  comparison; `ratio_same_texts`), and the cross-check (the same unit
-  embeddings within a float tolerance).
+  comparison; `ratio_same_texts`; convis_jax's time includes tokenising
+  the texts, PyTorch gets their token ids; both copy each batch to the
+  device inside the call), and the cross-check (the same unit embeddings
+  within a float tolerance).
 
 Figures scaled from a sample say so (`sampled_texts`, `measured`).
 

@@ -233,7 +233,7 @@ def run(settings: dict, checkpoint: Path, *, seed: int = 0, threads: int | None 
     from convis_jax.kernels.gradients import TRACES
     from convis_jax.models.loading import load_clip
 
-    model = load_clip(checkpoint)
+    model = load_clip(checkpoint, dtype="float32")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_model = CLIPModel.from_pretrained(checkpoint, attn_implementation="sdpa")
     torch_model = torch_model.eval().requires_grad_(False).to(device)

@@ -14,7 +14,10 @@ checkpoint read by both frameworks), 224 x 224 images, every concept of
   concept;
 * (b) the batched 730-crop algorithm in PyTorch, all concepts in one pass.
 
-Before anything is timed, the warm-up outputs are cross-checked (see
+Both sides' timed sweeps start with the images, bank and subtree index on
+the device and end with the cells on the host; copying the image to the
+device is timed apart (`jax_transfer`, `torch_transfer`). Before anything
+is timed, the warm-up outputs are cross-checked (see
 `check_maps`, `check_authors`, `check_geometry`): the same windows, the same
 embeddings within a float tolerance, and maps that agree within a bound
 derived from that tolerance (constant padding). Peak host memory of a

@@ -8,8 +8,12 @@ Every benchmark follows the same protocol (STYLE.md, "Tests"):
 * the timed calls then run in interleaved rounds (A, B, C, A, B, C, ...), so
   that a change of load on a shared machine hits every contender alike,
   and each reports the median of its rounds;
-* results are plain JSON-able dicts, written with the device, dtype and
-  library versions of the run (`environment`).
+* both frameworks start a timed call with their inputs on the device
+  (copying them there is timed apart), and return host arrays;
+* results are plain JSON-able dicts, written with the machine (CPU model and
+  flags, cores, accelerator), the load average before and after, the dtype
+  and library versions of the run (`environment`, `write_json`); a figure
+  scaled from a sample says so, and from what.
 
 Run from the repository root: `python benchmarks/run_all.py [--quick]`.
 """
@@ -194,12 +198,16 @@ def peak_rss_bytes() -> int:
 
 
 def machine_name() -> str:
-    """A stable file name for this kind of machine: 'cpu-2cores', 'nvidia-h200', ..."""
+    """A file name for this kind of machine: 'cpu-amd-epyc-2cores', 'nvidia-h200', ...
+
+    CPUs are named by model and cores: machines of one core count but another
+    CPU rank the frameworks differently, so their results must not share a file.
+    """
     import jax
 
     device = jax.devices()[0]
     if device.platform == "cpu":
-        name = f"cpu-{os.cpu_count()}cores"
+        name = f"cpu-{cpu_info()['model']}-{os.cpu_count()}cores"
     else:
         name = device.device_kind
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -301,7 +301,7 @@ def measure(settings: CheckSettings, record: Record, checkpoint: Path | None, lo
             result.update(vocabulary=kind, vocabulary_fallback=fallback,
                           concepts=len(vocabulary))
         with record.step("bank", log):
-            bank = build_bank(load_clip(checkpoint), vocabulary, cache=False,
+            bank = build_bank(load_clip(checkpoint, dtype="float32"), vocabulary, cache=False,
                               progress=False).embeddings
             concepts = bench_occlusion.concepts_from(vocabulary, bank)
         everything = np.arange(concepts.count)
@@ -533,7 +533,7 @@ def device_name() -> str:
                                capture_output=True, text=True, timeout=30, check=True).stdout
         first = names.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
-        return f"cpu-{os.cpu_count()}cores"
+        first = f"cpu {common.cpu_info()['model']} {os.cpu_count()}cores"
     return "-".join("".join(c if c.isalnum() else " " for c in first.lower()).split())
 
 

@@ -16,7 +16,6 @@ generated from the JSON by `scripts/readme_performance_table.py`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 # Sibling modules: the script's folder is first on sys.path.
 import bench_bank
+import bench_gradients
 import bench_hardware
 import bench_occlusion
 import common
@@ -31,14 +31,10 @@ import common
 
 def gradient_benchmark(quick: bool, checkpoint: Path, log=print) -> dict | None:
     """Runs `bench_gradients.main` and adapts its result."""
-    if not (common.ROOT / "benchmarks" / "bench_gradients.py").is_file():
-        log("gradients: benchmarks/bench_gradients.py is absent; skipped")
-        return None
-    module = importlib.import_module("bench_gradients")
     with tempfile.TemporaryDirectory() as folder:
         argv = (["--quick"] if quick else []) + ["--checkpoint", str(checkpoint),
                                                  "--out", str(Path(folder) / "gradients.json")]
-        result = module.main(argv)
+        result = bench_gradients.main(argv)
     return {"timings": result.get("rows", []), "result": result}
 
 

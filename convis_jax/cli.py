@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_atlas_commands(commands) -> None:
-    """`atlas build` and `atlas explore`: sweep a collection once, ask any concept later."""
+    """`atlas build`, `atlas index` and `atlas explore`: sweep a collection once, ask any
+    concept later."""
     atlas = commands.add_parser("atlas", help="the concept atlas of an image collection",
                                 description="the concept atlas of an image collection")
     sub = atlas.add_subparsers(dest="atlas_command", required=True, parser_class=OneLineParser)
@@ -118,7 +119,10 @@ def add_atlas_commands(commands) -> None:
 
     build = command("build", "encode every window of every image once (resumable)")
     build.add_argument("images", help="a folder of images (recursive) or a list file")
-    build.add_argument("--out", required=True, help="the atlas folder (shared by all processes)")
+    build.add_argument("--out", required=True,
+                       help="the atlas: a folder, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX "
+                            "(shared by all processes; credentials from the usual AWS_* "
+                            "variables or Google's application default credentials)")
     add_model_options(build, vocabulary=False)
     build.add_argument("--store", choices=["float16", "float32"], default="float16",
                        help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
@@ -129,18 +133,19 @@ def add_atlas_commands(commands) -> None:
                        help="images per compiled call (default: the device's; 1 on CPUs)")
     build.add_argument("--chunk", type=POSITIVE_INT, default=None,
                        help="windows per step (default: the device's; 32 on CPUs)")
-    hosts = build.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
-    hosts.add_argument("--coordinator", default=None,
-                       help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
-    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
-                       help="how many processes share the images (or JAX_NUM_PROCESSES)")
-    hosts.add_argument("--process-id", type=int, default=None,
-                       help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
-    hosts.add_argument("--cluster", action="store_true",
-                       help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
+    _add_process_options(build)
+    index = command("index", "store every concept's whole-image score and map peak for every "
+                             "image, so that rankings are reads (incremental, resumable)")
+    index.add_argument("atlas", help="the atlas: a folder, s3://BUCKET/PREFIX or "
+                                     "gs://BUCKET/PREFIX")
+    index.add_argument("--batch", type=POSITIVE_INT, default=4,
+                       help="images per pass over their stored windows")
+    add_model_options(index)
+    _add_process_options(index)
     explore = command("explore", "write the atlas page: search a concept, see the images that "
                                  "show it most")
-    explore.add_argument("atlas", help="the atlas folder")
+    explore.add_argument("atlas", help="the atlas: a folder, s3://BUCKET/PREFIX or "
+                                       "gs://BUCKET/PREFIX")
     explore.add_argument("--out", required=True, help="the page's folder")
     explore.add_argument("--k", type=POSITIVE_INT, default=8, help="images shown per concept")
     explore.add_argument("--images", default=None,
@@ -149,8 +154,22 @@ def add_atlas_commands(commands) -> None:
     add_model_options(explore)
 
 
+def _add_process_options(parser) -> None:
+    """--coordinator, --num-processes, --process-id and --cluster of `atlas build` and
+    `atlas index`."""
+    hosts = parser.add_argument_group("processes (jax.distributed; see docs/scaling.md)")
+    hosts.add_argument("--coordinator", default=None,
+                       help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    hosts.add_argument("--num-processes", type=POSITIVE_INT, default=None,
+                       help="how many processes share the images (or JAX_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=int, default=None,
+                       help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
+    hosts.add_argument("--cluster", action="store_true",
+                       help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
+
+
 def cmd_atlas(args) -> None:
-    """`atlas build` / `atlas explore`."""
+    """`atlas build` / `atlas index` / `atlas explore`."""
     if args.atlas_command == "build":
         from convis_jax.atlas import build_atlas, init_processes, list_images
 
@@ -171,7 +190,28 @@ def cmd_atlas(args) -> None:
               f"image(s) ({summary.skipped} already there)")
         return
     from convis_jax.atlas import Atlas
+    from convis_jax.atlas.storage import Storage
 
+    Storage(args.atlas).check()  # a wrong bucket or credentials: before any model work
+    if args.atlas_command == "index":
+        from convis_jax.atlas import init_processes
+
+        init_processes(coordinator=args.coordinator, num_processes=args.num_processes,
+                       process_id=args.process_id, cluster=args.cluster)
+        atlas = Atlas.open(args.atlas, model=None if args.model is None else _model(args),
+                           vocabulary=args.vocabulary, text=args.text, progress=not args.quiet,
+                           batch=args.batch)
+        try:
+            summary = atlas.index()
+        except KeyboardInterrupt:
+            print("the blocks finished so far are kept; run the same command again to resume",
+                  file=sys.stderr)
+            raise
+        print(f"index {summary.key} of {args.atlas}: process {summary.process_id} of "
+              f"{summary.num_processes} indexed {summary.indexed} image(s) in "
+              f"{summary.blocks} block(s); the index covers {summary.covered} of "
+              f"{summary.built} built image(s)")
+        return
     _output_folder(args.out)
     atlas = Atlas.open(args.atlas, model=None if args.model is None else _model(args),
                        vocabulary=args.vocabulary, text=args.text, progress=not args.quiet)

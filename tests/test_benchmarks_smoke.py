@@ -56,7 +56,7 @@ def suite(tiny_checkpoint, vocabularies, tmp_path_factory):
         occlusion_settings=SETTINGS,
         bank_settings=bench_bank.Settings(build=True, sample_every=2, reload_repeats=2,
                                           torch_texts=8, batch_size=8),
-        vocabularies=vocabularies, gradients=False, log=lambda *_: None)
+        vocabularies=vocabularies, gradients=True, log=lambda *_: None)
     return results, out
 
 
@@ -64,7 +64,15 @@ def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
     results, out = suite
     written = json.loads((out / "smoke-quick.json").read_text())
     common.check_results(written)
-    assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware"}
+    assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware", "gradients"}
+    gradients = written["benchmarks"]["gradients"]["result"]
+    assert [row["K"] for row in gradients["rows"]] == [1, 16, 64]  # the quick run's K
+    assert gradients["environment"]["cpu"]["model"]
+    assert all(row[name]["measured"] for row in gradients["rows"]
+               for name in ("torch_loop", "torch_vjp", "convis_jax_vmap"))
+    assert "gradients: PyTorch loop / convis_jax at K=64" in {t["name"] for t in written["targets"]}
+    assert written["environment"]["cpu"]["model"]
+    assert len(written["environment"]["load_average_after"]) == 3
     names = {t["name"] for t in written["targets"]}
     assert {"concept bank: cached reload", "occlusion all concepts / one concept",
             "occlusion sweep / encoding its crops alone",
@@ -101,6 +109,10 @@ def test_readme_table_renders_the_figures(suite):
     row = next(line for line in text.splitlines() if "Sweep time / encoding" in line)
     assert row.endswith(f"{occlusion['ratios']['sweep_over_encode_alone']:.2f}x |")
     assert text.count("| met |") + text.count("| **missed** |") == len(results["targets"])
+    assert "measured on CPU " in text.splitlines()[0]
+    summary = results["benchmarks"]["gradients"]["result"]["summary"]
+    row = next(line for line in text.splitlines() if line.startswith("| K = 64 |"))
+    assert f"{summary[-1]['torch_loop_over_convis_jax']:.2f}x" in row
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +307,7 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
 
     result = bench_atlas.run(images=1, repeats=1, stored=12, concept="dog.n.01",
                              checkpoint=tiny_checkpoint[0], vocabulary=vocabularies["small"],
-                             log=lambda *_: None)
+                             log=lambda *_: None, index_images=3, indexed_stored=40)
     count = len(vocabularies["small"])  # the synsets and their hypernyms
     assert result["concepts"] == count
     assert result["all_maps_one_image"]["correlation_with_sweep_float16"] >= 0.999
@@ -304,6 +316,10 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
     assert sizes["float16"] < sizes["float32"] and sizes["windows_float16_payload"] == 730 * 16 * 2
     assert result["stored_synthetic"]["images"] == 12
     assert result["build_vs_sweep"]["build_cost_over_sweep_cost"] > 0
+    index = result["index"]
+    assert index["images"] == 3 and index["build_over_one_query"] > 0
+    assert 12 <= index["bytes_per_image_per_concept_full_block"] < 13  # 3 float32 + overhead
+    assert result["index_top20"]["images"] == 40
 
 
 def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
@@ -361,3 +377,27 @@ def test_gradient_contenders_agree_and_a_wrong_map_is_caught(tiny_checkpoint):
         bench_gradients.measure_k(
             [bench_gradients.Contender("torch_loop", lambda: loop),
              bench_gradients.Contender("torch_vjp", wrong)], 1, lambda *_: None)
+
+
+def test_chunk_benchmark_runs_small_and_renders(tiny_checkpoint, vocabularies):
+    """bench_chunk on the tiny model: the chunks' maps agree, ratios are to the reference."""
+    bench_chunk = load_benchmark("bench_chunk")
+
+    result = bench_chunk.run(chunks=(8, 16), reference=16, rounds=2, stride=32,
+                             checkpoint=tiny_checkpoint[0], vocabulary=vocabularies["small"],
+                             log=lambda *_: None)
+    assert result["reference"] == 16 and result["crops"] == 164
+    assert result["chunks"]["16"]["over_reference_per_round"] == [1.0, 1.0]
+    eight = result["chunks"]["8"]
+    assert eight["over_reference_per_round"] == pytest.approx(
+        list(np.asarray(eight["times_s"]) / np.asarray(result["chunks"]["16"]["times_s"])))
+    with pytest.raises(ValueError, match="reference chunk"):
+        bench_chunk.run(chunks=(8,), reference=16, checkpoint=tiny_checkpoint[0],
+                        vocabulary=vocabularies["small"])
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result["environment"] = common.environment("float32")
+    text = module.render(result, "chunk.json")
+    assert "| 8 |" in text and "measured on CPU " in text.splitlines()[0]

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from convis_jax.atlas.store import ImageRecord, Part, claim, new_manifest, read_records
+from convis_jax.atlas.storage import Storage
+from convis_jax.atlas.store import (
+    ImageRecord,
+    Part,
+    claim,
+    new_manifest,
+    part_name,
+    read_records,
+)
 from convis_jax.core.images import list_images
 from convis_jax.core.windows import STRIDE, WINDOW_SIZES, padding_mode
 from convis_jax.errors import InputError
@@ -76,14 +83,14 @@ class BuildSummary:
     """What one process's build did.
 
     Attributes:
-        out: the atlas folder.
+        out: the atlas (its folder or URL).
         process_id, num_processes: this process and how many shared the build.
         built: images this process encoded now.
         skipped: images of its share already in the atlas.
         images_per_second: built / the seconds spent on them (compilation included).
     """
 
-    out: Path
+    out: str
     process_id: int
     num_processes: int
     built: int
@@ -114,8 +121,9 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     Args:
         images: a folder (recursive) or list file (`list_images`), or a sequence of paths
             (each path, as given, is the image's id).
-        out: the atlas folder (created; an existing atlas must have the same model, grid,
-            padding, seed and dtype, and gets the images it lacks appended).
+        out: the atlas: a folder, `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX` (created; an
+            existing atlas must have the same model, grid, padding, seed and dtype, and gets
+            the images it lacks appended).
         model: a `ClipModel`, a folder or hub id, or None for the bundled model.
         dtype: the stored window embeddings: "float16" (0.75 MB an image for
             ViT-B/32) or "float32" (maps then equal `occlusion_maps` to float rounding).
@@ -133,7 +141,9 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         The `BuildSummary` of this process.
 
     Raises:
-        InputError: bad images or options, or an `out` holding another atlas.
+        InputError: bad images or options, an `out` holding another atlas, or object
+            storage that cannot be used (a missing bucket, refused credentials, an
+            unreachable endpoint), before anything is written.
     """
     import jax
     from tqdm.auto import tqdm
@@ -151,9 +161,8 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     padding_mode(padding)
     batch = None if batch is None else positive_int(batch, "batch")
     listing = _listing(images)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"the atlas must be a folder, found a file at {str(out)!r}")
+    storage = Storage(out)
+    storage.check()  # before the model is loaded: a wrong bucket costs no waiting
     if source is None and not isinstance(model, ClipModel) and model is not None:
         source = str(model)
     model = model if isinstance(model, ClipModel) else load_clip(model)
@@ -164,20 +173,21 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     grid, batch = sweep.grid, sweep.batch
     process_id, num_processes = jax.process_index(), jax.process_count()
     sources = [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []
-    manifest = claim(out, new_manifest(model, grid, padding=padding, seed=seed, dtype=dtype,
-                                       images=[image_id for image_id, _ in listing],
-                                       sources=sources, source=source))
+    manifest = claim(storage, new_manifest(model, grid, padding=padding, seed=seed,
+                                           dtype=dtype, images=[i for i, _ in listing],
+                                           sources=sources, source=source),
+                     part=part_name(process_id))
     number = {image_id: n for n, image_id in enumerate(manifest["images"])}
     paths = {number[image_id]: path for image_id, path in listing}
-    done = read_records(out, manifest)
+    done = read_records(storage, manifest)
     share = process_share(sorted(paths), process_id, num_processes)
     todo = [n for n in share if n not in done]
     devices = jax.local_device_count()
-    print(f"atlas {out}: process {process_id} of {num_processes}, {len(todo)} of its "
+    print(f"atlas {storage}: process {process_id} of {num_processes}, {len(todo)} of its "
           f"{len(share)} images to encode on {devices} device(s)", file=sys.stderr)
     if not todo:
-        return BuildSummary(out, process_id, num_processes, 0, len(share), 0.0)
-    part = Part(out, process_id, n_images=len(manifest["images"]), n_windows=grid.n_windows,
+        return BuildSummary(storage.url, process_id, num_processes, 0, len(share), 0.0)
+    part = Part(storage, process_id, n_images=len(manifest["images"]), n_windows=grid.n_windows,
                 dim=model.embedding_dim, dtype=dtype)
     bar = tqdm(total=len(todo), unit="image", desc=f"atlas build (process {process_id})",
                disable=not progress)
@@ -197,10 +207,10 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         for n, photo in zip(numbers, photos):
             crop = square_crop_box(*photo.shape[:2])
             records.append(ImageRecord(n, manifest["images"][n], tuple(photo.shape[:2]),
-                                       (crop.top, crop.left, crop.side), part.folder.name))
+                                       (crop.top, crop.left, crop.side), part.name))
         part.write(records, windows[: len(numbers)], whole[: len(numbers)])
         bar.update(len(numbers))
     bar.close()
     seconds = time.perf_counter() - start
-    return BuildSummary(out, process_id, num_processes, len(todo), len(share) - len(todo),
+    return BuildSummary(storage.url, process_id, num_processes, len(todo), len(share) - len(todo),
                         len(todo) / seconds)

@@ -4,6 +4,8 @@ Every answer is the rest of Algorithm 1 after the encoder (ranks against a
 concept bank, subtree minima, accumulation into cells, normalisation), run
 on the stored window embeddings through the atlas's `Sweep`; a new
 vocabulary or text mode needs only a new concept bank, never the images.
+Rankings read the atlas's concept index (`atlas.index`) for the images it
+covers, and compute the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.atlas.storage import Storage
 from convis_jax.atlas.store import MANIFEST, Reader, read_manifest, read_records
 from convis_jax.errors import InputError
 
@@ -41,6 +44,23 @@ class TopImages:
 
 
 @dataclass(frozen=True)
+class ImageConceptPeaks:
+    """Every concept's map peak for some images, as `top_images(by="map_peak")` ranks them.
+
+    Attributes:
+        image_ids: N ids.
+        concepts: the vocabulary's T names.
+        peak: float32 [N, T] the peak of each concept's map before min-max.
+        cell: int32 [N, T] the row-major index of the cell where it is reached.
+    """
+
+    image_ids: tuple[str, ...]
+    concepts: tuple[str, ...]
+    peak: np.ndarray
+    cell: np.ndarray
+
+
+@dataclass(frozen=True)
 class ImageConceptScores:
     """Every concept's score for some whole images, as `ConVis.top_concepts` ranks them.
 
@@ -63,7 +83,8 @@ class Atlas:
     Open one with `Atlas.open`.
 
     Attributes:
-        root: the atlas folder.
+        root: the atlas's folder (a Path) or URL (a str).
+        storage: its `Storage`.
         manifest: its manifest (`convis_jax.atlas.store`).
         model: the `ClipModel` it was built with (its text tower embeds the concepts).
         vocabulary: the `ConceptVocabulary` asked about.
@@ -79,7 +100,8 @@ class Atlas:
                  progress: bool = True):
         from convis_jax.kernels.sweep import Sweep
 
-        self.root = Path(root)
+        self.storage = Storage(root)
+        self.root = self.storage.local if self.storage.local is not None else self.storage.url
         self.manifest = manifest
         self.model = model
         self.vocabulary = vocabulary
@@ -92,10 +114,10 @@ class Atlas:
         self.grid = self.sweep.grid
         if (self.grid.n_windows, list(self.grid.image_size), self.grid.padding) != (
                 grid["n_windows"], list(grid["image_size"]), grid["padding"]):
-            raise InputError(f"{str(self.root / MANIFEST)!r} says {grid['n_windows']} windows "
+            raise InputError(f"{self.storage.where(MANIFEST)!r} says {grid['n_windows']} windows "
                              f"but its grid has {self.grid.n_windows}; the manifest is damaged")
         self._records = records
-        self._reader = Reader(self.root, manifest, records)
+        self._reader = Reader(self.storage, manifest, records)
         order = sorted(records)
         self.image_ids = tuple(records[i].image_id for i in order)
         self.pending_ids = tuple(image_id for i, image_id in enumerate(manifest["images"])
@@ -103,6 +125,7 @@ class Atlas:
         self._number = {records[i].image_id: i for i in order}
         self.progress = progress
         self._levels = None  # the hierarchy's levels, for host_cells
+        self._index = False  # the concept index of this bank: not looked for yet
 
     @classmethod
     def open(cls, root, *, model=None, vocabulary=None, text: str = "definition",
@@ -110,7 +133,8 @@ class Atlas:
         """Opens an atlas for questions about one vocabulary.
 
         Args:
-            root: the atlas folder (`build_atlas`, `convis-jax atlas build`).
+            root: the atlas: a folder, `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX`
+                (`build_atlas`, `convis-jax atlas build`).
             model: a `ClipModel`, a folder or hub id, or None for the model the atlas
                 names (its source when built, else the bundled model); its weights
                 must be the atlas's (their fingerprint is checked).
@@ -122,31 +146,35 @@ class Atlas:
 
         Raises:
             InputError: not an atlas, a damaged or mismatched store (naming the file),
-                or a model with other weights than the atlas's.
+                a model with other weights than the atlas's, or object storage that
+                cannot be used (a missing bucket, refused credentials, an unreachable
+                endpoint).
         """
         from convis_jax.api import resolve_vocabulary
         from convis_jax.kernels.bank import build_bank
         from convis_jax.models.loading import load_clip
         from convis_jax.models.model import ClipModel
 
-        root = Path(root)
-        manifest = read_manifest(root)
+        storage = Storage(root)
+        storage.check()
+        manifest = read_manifest(storage)
         if manifest is None:
-            raise InputError(f"expected an atlas folder with {MANIFEST}, found none at "
-                             f"{str(root)!r}")
-        records = read_records(root, manifest)
+            kind = "an atlas folder" if storage.local is not None else "an atlas"
+            raise InputError(f"expected {kind} with {MANIFEST}, found none at "
+                             f"{storage.where()!r}")
+        records = read_records(storage, manifest)
         if not isinstance(model, ClipModel):
             model = load_clip(model if model is not None else manifest["model"]["source"])
         want = manifest["model"]
         if model.fingerprint != want["fingerprint"] or model.embedding_dim != want[
                 "embedding_dim"]:
-            raise InputError(f"{str(root / MANIFEST)!r} was built with model "
+            raise InputError(f"{storage.where(MANIFEST)!r} was built with model "
                              f"{want['name']!r} (fingerprint {want['fingerprint']}), found "
                              f"{model.name!r} (fingerprint {model.fingerprint}); open it with "
                              f"the model it was built with")
         vocabulary = resolve_vocabulary(vocabulary, model)
         bank = build_bank(model, vocabulary, text=text, cache=cache, progress=progress)
-        return cls(root, manifest, records, model, vocabulary, bank, batch, progress)
+        return cls(storage, manifest, records, model, vocabulary, bank, batch, progress)
 
     def __repr__(self) -> str:
         return (f"Atlas({str(self.root)!r}, images={len(self.image_ids)}, "
@@ -187,22 +215,28 @@ class Atlas:
 
     # ------------------------------------------------------------------ maps
 
-    def _stored(self, operation, numbers, request):
+    def _stored(self, operation, numbers, request, desc: str | None = None):
         """`operation(windows, bank, request)` of the sweep over images in batches of one
-        shape (a short last batch is filled with repeats); NumPy outputs."""
+        shape (a short last batch is filled with repeats); NumPy outputs (with a progress
+        bar over the images when `desc` names the work)."""
         import jax.numpy as jnp
+        from tqdm.auto import tqdm
 
         from convis_jax.core.batches import pad_to_multiple
 
         bank = jnp.asarray(self.bank.embeddings)
         batch = min(self.sweep.batch, len(numbers))
         outs = []
+        bar = tqdm(total=len(numbers), desc=desc, unit="image",
+                   disable=desc is None or not self.progress)
         for start in range(0, len(numbers), batch):
             windows, n = pad_to_multiple(self._reader.read("windows",
                                                            numbers[start:start + batch]), batch)
             result = operation(jnp.asarray(windows), bank, request)
             outs.append(tuple(r[:n] for r in (result if isinstance(result, tuple)
                                              else (result,))))
+            bar.update(n)
+        bar.close()
         return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def cells(self, image_ids=None, concepts=None) -> np.ndarray:
@@ -255,21 +289,95 @@ class Atlas:
 
     # ------------------------------------------------------------------ rankings
 
+    @property
+    def concept_index(self):
+        """The stored `atlas.index.ConceptIndex` of this atlas's bank, or None."""
+        if self._index is False:
+            from convis_jax.atlas.index import open_index
+
+            self._index = open_index(self)
+        return self._index
+
+    def index(self, *, batch: int | None = None):
+        """Indexes every built image not yet in this bank's concept index (this process's
+        share of the blocks; see `atlas.index.build_index`); returns its `IndexSummary`."""
+        from convis_jax.atlas.index import build_index
+
+        summary = build_index(self, batch=batch, progress=self.progress)
+        self._index = False  # read the records again at the next question
+        return summary
+
+    def _indexed(self, concept: int, numbers) -> tuple[np.ndarray, np.ndarray]:
+        """(values float32 [3, N] of one concept from the index, covered bool [N])."""
+        index = self.concept_index
+        if index is None:
+            return np.full((3, len(numbers)), np.nan, np.float32), np.zeros(len(numbers), bool)
+        return index.concept(concept, numbers)
+
     def concept_scores(self, image_ids=None) -> ImageConceptScores:
         """Every concept's flat and hierarchical score for whole images (as `top_concepts`).
+
+        The hierarchical scores come from the concept index for the images it covers.
 
         Args:
             image_ids: ids, one id, or None for every built image.
         """
+        from convis_jax.atlas.index import image_scores
         from convis_jax.core.ranks import subtree_max
 
         numbers = self._numbers(image_ids)
-        flat = self._reader.read("image", numbers) @ self.bank.embeddings.T
+        flat = image_scores(self._reader.read("image", numbers), self.bank.embeddings)
         vocab = self.vocabulary
-        hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
+        covered = np.zeros(len(numbers), bool)
+        if self.concept_index is not None:
+            hierarchical, covered = self.concept_index.scores(numbers)
+        if not covered.all():
+            rest = subtree_max(flat[~covered], vocab.subtree_offsets, vocab.subtree_members)
+            hierarchical = rest if not covered.any() else hierarchical
+            hierarchical[~covered] = rest
         return ImageConceptScores(tuple(self._records[n].image_id for n in numbers),
-                                  tuple(vocab.names), flat.astype(np.float32),
-                                  hierarchical.astype(np.float32))
+                                  tuple(vocab.names), flat, hierarchical.astype(np.float32))
+
+    def concept_peaks(self, image_ids=None) -> ImageConceptPeaks:
+        """Every concept's map peak and its cell for images: from the concept index for the
+        images it covers, else computed (one pass over each image's windows, with a
+        progress bar).
+
+        Args:
+            image_ids: ids, one id, or None for every built image.
+        """
+        from tqdm.auto import tqdm
+
+        from convis_jax.atlas.index import index_rows
+        from convis_jax.core.ranks import hierarchy_levels
+
+        numbers = self._numbers(image_ids)
+        t = len(self.vocabulary)
+        peak = np.full((len(numbers), t), np.nan, np.float32)
+        cell = np.full((len(numbers), t), -1, np.int32)
+        covered = np.zeros(len(numbers), bool)
+        if self.concept_index is not None:
+            covered = self.concept_index.covers(numbers)
+            for c in range(t) if covered.any() else ():
+                values, _ = self.concept_index.concept(c, np.asarray(numbers)[covered])
+                peak[covered, c], cell[covered, c] = values[1], values[2].astype(np.int32)
+        rest = [i for i, done in enumerate(covered) if not done]
+        if rest:
+            if self._levels is None:
+                self._levels = hierarchy_levels(self.vocabulary)
+            bar = tqdm(total=len(rest), desc="map peaks (not indexed)", unit="image",
+                       disable=not self.progress)
+            for start in range(0, len(rest), self.sweep.batch):
+                part = rest[start:start + self.sweep.batch]
+                chosen = [numbers[i] for i in part]
+                rows = index_rows(self._reader.read("windows", chosen),
+                                  self._reader.read("image", chosen), self.bank.embeddings,
+                                  self.vocabulary, self.sweep, self._levels)
+                peak[part], cell[part] = rows.peak, rows.cell
+                bar.update(len(part))
+            bar.close()
+        return ImageConceptPeaks(tuple(self._records[n].image_id for n in numbers),
+                                 tuple(self.vocabulary.names), peak, cell)
 
     def top_images(self, concept: str, k: int = 20, *, by: str = "image",
                    image_ids=None) -> TopImages:
@@ -284,6 +392,9 @@ class Atlas:
                 without sorting; see `TopImages`).
             image_ids: the images to rank (default: every built image).
 
+        Both orderings read the concept index (`Atlas.index`) for the images it covers,
+        and compute the others (map peaks with a progress bar); the answers are the same.
+
         Returns:
             The `TopImages`, best first; ties keep atlas order.
         """
@@ -297,13 +408,26 @@ class Atlas:
         if len(request) != 1:
             raise InputError(f"expected one concept, found {list(request.names)}")
         numbers = self._numbers(image_ids)
+        c = int(request.index[0])
+        values, covered = self._indexed(c, numbers)  # what the concept index holds
+        rest = [n for n, done in zip(numbers, covered) if not done]
         if by == "image":
-            scores = (self._reader.read("image", numbers)
-                      @ self.bank.embeddings[request.members].T).max(axis=1)
+            from convis_jax.atlas.index import image_scores
+
+            scores = values[0].copy()
             cells = np.full(len(numbers), -1, np.int32)
+            if rest:
+                scores[~covered] = image_scores(self._reader.read("image", rest),
+                                                self.bank.embeddings[request.members]
+                                                ).max(axis=1)
         else:
-            peaks, cells = self._stored(self.sweep.stored_peaks, numbers, request)
-            scores, cells = peaks[:, 0], cells[:, 0]
+            scores = values[1].copy()
+            cells = np.where(covered, values[2], -1).astype(np.int32)
+            if rest:
+                peaks, found = self._stored(self.sweep.stored_peaks, rest, request,
+                                            desc=f"map peaks of {request.names[0]} "
+                                                 f"(not indexed)")
+                scores[~covered], cells[~covered] = peaks[:, 0], found[:, 0]
         order = np.argsort(-scores, kind="stable")[: int(k)]
         return TopImages(request.names[0], by, tuple(self._records[numbers[i]].image_id for i in order),
                          scores[order].astype(np.float32), cells[order].astype(np.int32))

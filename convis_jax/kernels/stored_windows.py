@@ -122,10 +122,30 @@ def stored_peaks(windows, bank, members, segment_ids, *, grid: WindowGrid, num_c
     scores = jax.lax.map(partial(window_scores, bank=bank, members=members,
                                  segment_ids=segment_ids, num_concepts=num_concepts), windows)
     sums = accumulate_cells(window_lattices(scores, grid, xp=jnp), grid, xp=jnp)  # [N, K, cy, cx]
-    counts = np.maximum(coverage(grid), 1)
-    mean = 1.0 - sums.astype(jnp.float32) / jnp.asarray(counts, jnp.float32) / t
+    mean = mean_rank_similarity(sums, grid=grid, num_synsets=t)
     flat = mean.reshape(mean.shape[:2] + (-1,))
     return jnp.max(flat, axis=-1), jnp.argmax(flat, axis=-1).astype(jnp.int32)
+
+
+def mean_rank_similarity(sums, *, grid: WindowGrid, num_synsets: int):
+    """Each cell's mean rank similarity 1 - r / T over the windows covering it.
+
+    Args:
+        sums: int [..., cy, cx] the cells' sums of subtree-minimum ranks.
+        grid: the window grid (static).
+        num_synsets: T (static).
+
+    Returns:
+        float32 [..., cy, cx], the values `stored_peaks` takes the peak of. Call it jitted
+        (`host_mean_rank_similarity` from NumPy sums): XLA rewrites the divisions, so
+        NumPy's float32 result can differ from the peaks' by an ulp.
+    """
+    counts = np.maximum(coverage(grid), 1)
+    return 1.0 - sums.astype(jnp.float32) / jnp.asarray(counts, jnp.float32) / num_synsets
+
+
+host_mean_rank_similarity = jax.jit(mean_rank_similarity,
+                                    static_argnames=("grid", "num_synsets"))
 
 
 @jax.jit

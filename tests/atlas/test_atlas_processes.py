@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,18 +55,6 @@ def contents(folder):
     atlas = Atlas.open(folder, vocabulary=ConceptVocabulary.from_words(["dog"]), progress=False)
     records = [(r.index, r.image_id, r.size, r.crop) for r in atlas.records()]
     return atlas, records, atlas.window_embeddings(), atlas.image_embeddings()
-
-
-@pytest.fixture
-def reference(tiny_checkpoint, tmp_path):
-    """(photos, an uninterrupted one-process build of them)."""
-    from convis_jax.atlas import build_atlas
-
-    photos = tmp_path / "photos"
-    write_photos(photos, 8)
-    build_atlas(photos, tmp_path / "reference", model=str(tiny_checkpoint[0]), dtype="float32",
-                batch=1, progress=False)
-    return photos, tmp_path / "reference"
 
 
 def test_a_killed_build_rerun_equals_an_uninterrupted_one(tiny_checkpoint, reference, tmp_path):
