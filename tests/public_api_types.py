@@ -16,7 +16,7 @@ from typing_extensions import assert_type
 import convis_jax as cj
 from convis_jax.api import ConceptScores
 from convis_jax.atlas.build import BuildSummary
-from convis_jax.atlas.query import ImageConceptScores, TopImages
+from convis_jax.atlas.query import ImageConceptPeaks, ImageConceptScores, TopImages
 from convis_jax.core.windows import WindowGrid
 
 
@@ -75,6 +75,7 @@ def collections(photos: Path) -> None:
     assert_type(atlas.cells(), np.ndarray)
     assert_type(atlas.top_images("dog.n.01", 5, by="map_peak"), TopImages)
     assert_type(atlas.concept_scores(), ImageConceptScores)
+    assert_type(atlas.concept_peaks(), ImageConceptPeaks)
     assert_type(atlas.explore("page/"), Path)
 
 
