@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from convis_jax.core.windows import STRIDE, WINDOW_SIZES
 from convis_jax.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the modules load when a method needs them
+    import os
+    from collections.abc import Iterable, Sequence
+
+    from convis_jax.core.images import ImageSource
+    from convis_jax.core.vocabulary import ConceptVocabulary
+    from convis_jax.models.encoder import Encoder
+    from convis_jax.models.model import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ class TopConcepts:
     hierarchical: ConceptScores
 
 
-def resolve_vocabulary(vocabulary, model=None):
+def resolve_vocabulary(vocabulary: ConceptVocabulary | str | os.PathLike | None,
+                       model: LoadedModel | Encoder | None = None) -> ConceptVocabulary:
     """A `ConceptVocabulary` from an instance, a preset name, a file, or the model's own.
 
     Args:
@@ -96,8 +107,9 @@ class ConVis:
         progress: show progress bars.
     """
 
-    def __init__(self, model=None, vocabulary=None, *, text: str = "definition",
-                 cache: bool = True, progress: bool = True):
+    def __init__(self, model: str | os.PathLike | LoadedModel | Encoder | None = None,
+                 vocabulary: ConceptVocabulary | str | os.PathLike | None = None, *,
+                 text: str = "definition", cache: bool = True, progress: bool = True) -> None:
         from convis_jax.kernels.bank import build_bank
         from convis_jax.models.encoder import Encoder
         from convis_jax.models.loading import load_model
@@ -179,7 +191,8 @@ class ConVis:
         embed = jax.jit(self.encoder.embed_images)
         return in_chunks(lambda x: embed(self.encoder.params, x), pixels, min(32, len(pixels)))
 
-    def occlusion_maps(self, images, concepts, *, padding: str = "noise", seed: int = 0,
+    def occlusion_maps(self, images: ImageSource | Sequence[ImageSource],
+                       concepts: str | Iterable[str], *, padding: str = "noise", seed: int = 0,
                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
                        aggregation: str = "window", chunk: int | None = None,
                        batch: int | None = None) -> np.ndarray:
@@ -215,10 +228,12 @@ class ConVis:
         cells = self._cells(sweep, images, ConceptRequest.of(self.vocabulary, concepts))
         return cells_to_pixels(cells, sweep.grid)
 
-    def occlusion_cells(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
-                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
-                        aggregation: str = "window", chunk: int | None = None,
-                        batch: int | None = None, image_numbers=None) -> np.ndarray:
+    def occlusion_cells(self, images: ImageSource | Sequence[ImageSource],
+                        concepts: str | Iterable[str] | None = None, *, padding: str = "noise",
+                        seed: int = 0, window_sizes: tuple[int, ...] = WINDOW_SIZES,
+                        stride: int = STRIDE, aggregation: str = "window",
+                        chunk: int | None = None, batch: int | None = None,
+                        image_numbers: Sequence[int] | None = None) -> np.ndarray:
         """ConVis occlusion maps (the paper's Algorithm 1) as cell maps, for every image and concept.
 
         The one pipeline from photos to maps: each image is centre-cropped to a
@@ -266,12 +281,14 @@ class ConVis:
         return self._cells(sweep, images, ConceptRequest.of(self.vocabulary, concepts),
                            image_numbers)
 
-    def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
+    def gradient_maps(self, images: ImageSource | Sequence[ImageSource],
+                      concepts: str | Iterable[str] | None, *, score: str = "cosine",
+                      kind: str = "gradient",
                       reduce: str | None = "absmax", strategy: str = "auto",
                       chunk: int | None = None,
                       layer: int | None = None, smoothgrad_samples: int = 16,
                       smoothgrad_sigma: float = 0.15, seed: int = 0, batch: int | None = None,
-                      image_numbers=None) -> np.ndarray:
+                      image_numbers: Sequence[int] | None = None) -> np.ndarray:
         """Gradient maps of concept scores w.r.t. the model input, many concepts per backward sweep.
 
         Every score is a function of the unit image embedding, so one forward
@@ -349,7 +366,8 @@ class ConVis:
             maps.append(np.asarray(out)[:n])
         return np.concatenate(maps).astype(np.float32)
 
-    def similarity(self, images, concepts=None) -> np.ndarray:
+    def similarity(self, images: ImageSource | Sequence[ImageSource],
+                   concepts: str | Iterable[str] | None = None) -> np.ndarray:
         """Cosine similarity of each whole image to each concept: float32 [N, K].
 
         Args:
@@ -361,7 +379,8 @@ class ConVis:
         index = ConceptRequest.of(self.vocabulary, concepts).index
         return self._image_embeddings(images) @ self.bank.embeddings[index].T
 
-    def top_concepts(self, images, k: int = 10) -> list[TopConcepts]:
+    def top_concepts(self, images: ImageSource | Sequence[ImageSource],
+                     k: int = 10) -> list[TopConcepts]:
         """What CLIP sees in each whole image: its k best concepts, flat and hierarchical.
 
         The hierarchical score of a concept is the best similarity in its
@@ -395,7 +414,8 @@ class ConVis:
 
         return [TopConcepts(ranked(f), ranked(h)) for f, h in zip(flat, hierarchical)]
 
-    def explore(self, images, out_dir, *, names=None, padding: str = "noise", seed: int = 0,
+    def explore(self, images: ImageSource | Sequence[ImageSource], out_dir: str | os.PathLike,
+                *, names: Sequence[str] | None = None, padding: str = "noise", seed: int = 0,
                 single_file: bool = True) -> Path:
         """Writes the concept explorer: one self-contained HTML page of all-concept maps.
 

@@ -9,6 +9,7 @@ points them at the caller's line.
 import os
 import sys
 import warnings
+from types import FrameType
 
 
 class ConvisError(Exception):
@@ -53,7 +54,8 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     Python shows the line a warning points at; a fixed stack level shows a line of the
     library itself whenever the call chain is deeper or shallower than foreseen.
     """
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

@@ -12,4 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Document this checkout, whichever copy of the package is installed.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The executed pages run the exact float32 path wherever the site is built (the
+# default precision follows the device), so their numbers and pictures do not
+# depend on the machine.
+export CONVIS_JAX_DTYPE="${CONVIS_JAX_DTYPE:-float32}"
 exec "${PYTHON:-python}" -m sphinx -W --keep-going -b html "$@" docs docs/_build/html

@@ -4,7 +4,7 @@
 package's annotations: every public name is used the way the docs use it, and
 `assert_type` pins what each call returns. A public function that loses its
 return annotation (so returns Any) or changes what it returns fails the type
-check. pytest does not collect this file (no `test_` prefix): the functions
+check, and so does a `ConVis` argument that stops refusing a wrong type. pytest does not collect this file (no `test_` prefix): the functions
 below are never called.
 """
 
@@ -16,7 +16,7 @@ from typing_extensions import assert_type
 import convis_jax as cj
 from convis_jax.api import ConceptScores
 from convis_jax.atlas.build import BuildSummary
-from convis_jax.atlas.query import ImageConceptScores, TopImages
+from convis_jax.atlas.query import ImageConceptPeaks, ImageConceptScores, TopImages
 from convis_jax.core.windows import WindowGrid
 
 
@@ -35,6 +35,11 @@ def maps_of_an_image(photo: np.ndarray) -> None:
     assert_type(top[0].hierarchical, ConceptScores)
     assert_type(top[0].flat.names, tuple[str, ...])
     assert_type(convis.explore([photo], "explorer/"), Path)
+    # What the annotations refuse (with warn_unused_ignores, an argument that loses its
+    # annotation turns these ignores into errors).
+    convis.occlusion_maps(photo, 3)  # type: ignore[arg-type]
+    convis.occlusion_cells(photo, image_numbers=0)  # type: ignore[arg-type]
+    cj.ConVis(model, vocabulary=7)  # type: ignore[arg-type]
 
 
 def pictures(photo: np.ndarray, saliency: np.ndarray) -> None:
@@ -70,6 +75,7 @@ def collections(photos: Path) -> None:
     assert_type(atlas.cells(), np.ndarray)
     assert_type(atlas.top_images("dog.n.01", 5, by="map_peak"), TopImages)
     assert_type(atlas.concept_scores(), ImageConceptScores)
+    assert_type(atlas.concept_peaks(), ImageConceptPeaks)
     assert_type(atlas.explore("page/"), Path)
 
 
