@@ -282,11 +282,11 @@ def test_every_option_has_help_that_gives_its_default():
     assert "(default: noise)" in " ".join(build.format_help().split())
 
 
-def test_model_option_is_on_every_command_but_demo_as_the_readme_says():
+def test_model_option_is_on_every_command_but_demo_as_the_docs_say():
     from convis_jax.cli import build_parser
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "Every command but `demo`" in readme
+    page = " ".join((ROOT / "docs" / "getting_started.md").read_text().split())
+    assert "Every command but `demo`" in page
     for words, sub in subcommands(build_parser()):
         if words == ("atlas",):
             continue

@@ -1,4 +1,9 @@
-"""The README's Python example runs as written, its commands are the ones CI runs, and its pictures are current."""
+"""The README's Python example runs as written, its commands are the ones CI runs, and its pictures are current.
+
+Facts that moved from the README to a docs page are checked on that page: the
+demo's scenes and the `explain` examples on them (README and
+docs/getting_started.md), the outside-encoder example (docs/guides/models.md).
+"""
 
 import re
 from pathlib import Path
@@ -8,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+GETTING_STARTED = (ROOT / "docs" / "getting_started.md").read_text()
+MODELS_GUIDE = (ROOT / "docs" / "guides" / "models.md").read_text()
 
 
 def test_python_example_runs_as_written(tmp_path, monkeypatch):
@@ -80,27 +87,29 @@ def ancestors(vocabulary, name: str) -> set[str]:
     return found
 
 
-def test_demo_and_cli_examples_show_their_concepts(bundled):
+@pytest.mark.parametrize("name", ["README.md", "docs/getting_started.md"])
+def test_demo_and_cli_examples_show_their_concepts(bundled, name):
     """The demo's scenes are what the quick start says; every `explain demo/scene-N.png`
     example maps concepts drawn in scene N (themselves or a kind of them); and the
     explorer opens each scene on its top flat concept, which is drawn in it."""
     from convis_jax.cli import demo_scenes
 
+    page = {"README.md": README, "docs/getting_started.md": GETTING_STARTED}[name]
     convis = bundled
     scenes = demo_scenes(convis)
-    described = re.search(r"`demo/scene-0\.png` is (.*?)\. They are", README, flags=re.S).group(1)
+    described = re.search(r"`demo/scene-0\.png` is (.*?)\. They are", page, flags=re.S).group(1)
     described = " ".join(described.split())
     shows = [scene.captions[1] for scene in scenes]  # "a heart", "a spiral and an arrow"
     middle = "".join(f", `scene-{i}` {text}" for i, text in enumerate(shows[1:-1], 1))
     assert described == f"{shows[0]}{middle} and `scene-{len(shows) - 1}` {shows[-1]}", described
     examples = re.findall(r"^convis-jax explain demo/scene-(\d+)\.png --concepts ((?:[^-\s]\S* )+)",
-                          README, flags=re.M)
-    assert len(examples) >= 2, "the README has no explain example on a demo scene"
+                          page, flags=re.M)
+    assert len(examples) >= 2, f"{name} has no explain example on a demo scene"
     for number, concepts in examples:
         scene = scenes[int(number)]
         for concept in convis.vocabulary.resolve(concepts.split()):
             assert drawn_in_subtree(convis.vocabulary, concept, scene.concepts), (
-                f"the README maps {concept} on scene-{number}, which shows {scene.concepts}")
+                f"{name} maps {concept} on scene-{number}, which shows {scene.concepts}")
     flat = convis.similarity([s.image for s in scenes])  # what the explorer orders by
     for scene, scores in zip(scenes, flat):
         assert convis.vocabulary.names[int(np.argmax(scores))] in scene.concepts
@@ -131,13 +140,13 @@ def test_atlas_snippet_runs_and_warns_at_its_own_lines(tmp_path, monkeypatch):
 
 
 def test_outside_encoder_example_draws_maps(tmp_path, monkeypatch):
-    """The Models section's Flax module wrapped as an Encoder draws maps through ConVis."""
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    """The models guide's Flax module wrapped as an Encoder draws maps through ConVis."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", MODELS_GUIDE, flags=re.S)
               if "cj.Encoder(" in b]
-    assert len(blocks) == 1, "the README has no outside-encoder example"
+    assert len(blocks) == 1, "docs/guides/models.md has no outside-encoder example"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    exec(compile(blocks[0], "docs/guides/models.md", "exec"), namespace)
     maps, grads = namespace["my_maps"], namespace["my_grads"]
     assert maps.shape == (1, 1, 224, 224) and 0 <= maps.min() and maps.max() <= 1
     assert grads.shape == (1, 1, 64, 64) and np.all(np.isfinite(grads))
