@@ -19,8 +19,8 @@ score, input gradient, absmax over the channels):
   such as pytorch-grad-cam run today.
 
 Every K of the settings is measured, none extrapolated: the full run measures
-K = 1, 64, 512 and 7,080; `--quick` only K = 1, 16 and 64 (the README says
-so). At each K the contenders' maps are cross-checked against the loop's
+K = 1, 64, 512 and 7,080; `--quick` only K = 1, 16 and 64 (the performance
+page, docs/guides/performance.md, says so). At each K the contenders' maps are cross-checked against the loop's
 before any timing counts. PyTorch runs on the faster of 1 and all intra-op
 threads, its chunk is the fastest of CHUNKS on a probe. The first call of a
 convis_jax configuration that traces a kernel is its warm-up (compile time

@@ -9,8 +9,9 @@ Order: concept banks (which also fills a temporary convis_jax cache with the
 that bank), then gradient maps (`bench_gradients.py`, when present). Every
 benchmark cross-checks its convis_jax and PyTorch results before timing and
 stops the suite when they disagree. `--quick` writes `<machine>-quick.json`
-so that it never overwrites a full run. The README's performance table is
-generated from the JSON by `scripts/readme_performance_table.py`.
+so that it never overwrites a full run. The performance tables of
+docs/guides/performance.md (and the README's headline rows) are generated from
+the JSON by `scripts/readme_performance_table.py`.
 """
 
 from __future__ import annotations
