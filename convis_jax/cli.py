@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convis_jax.core.windows import PADDING_MODES
 from convis_jax.errors import ConvisError, one_line
 from convis_jax.programs import (
     EXIT_INTERRUPTED,
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True,
                          help="output folder: <NN-image>/ (overlays, grid.png), maps.npz, "
                               "summary.json; a rerun replaces an image's earlier folder there")
-    explain.add_argument("--padding", choices=["noise", "constant"], default="noise",
+    explain.add_argument("--padding", choices=PADDING_MODES, default="noise",
                          help="occlusion method: pad the image with uniform noise (the paper) "
                               "or black")
     explain.add_argument("--seed", type=SEED, default=0,
@@ -126,7 +127,7 @@ def add_atlas_commands(commands) -> None:
     add_model_options(build, vocabulary=False)
     build.add_argument("--store", choices=["float16", "float32"], default="float16",
                        help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
-    build.add_argument("--padding", choices=["noise", "constant"], default="noise",
+    build.add_argument("--padding", choices=PADDING_MODES, default="noise",
                        help="pad each image with uniform noise (the paper) or black")
     build.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
     build.add_argument("--batch", type=POSITIVE_INT, default=None,

@@ -17,6 +17,7 @@ import numpy as np
 
 from convis_jax.atlas.storage import Storage
 from convis_jax.atlas.store import MANIFEST, Reader, read_manifest, read_records
+from convis_jax.core.batches import positive_int
 from convis_jax.errors import InputError
 
 
@@ -400,8 +401,7 @@ class Atlas:
         """
         if by not in ("image", "map_peak"):
             raise InputError(f"by must be 'image' or 'map_peak', found {by!r}")
-        if int(k) < 1:
-            raise InputError(f"k must be a positive number of images, found {k}")
+        k = positive_int(k, "k")
         from convis_jax.kernels.sweep import ConceptRequest
 
         request = ConceptRequest.of(self.vocabulary, concept)
@@ -486,8 +486,7 @@ class Atlas:
             write_explorer,
         )
 
-        if int(k) < 1:
-            raise InputError(f"k must be a positive number of images, found {k}")
+        k = positive_int(k, "k")
         if not self.image_ids:
             raise InputError(f"{str(self.root)!r} holds no built image yet")
         paths = self.photo_paths(images)

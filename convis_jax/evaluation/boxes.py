@@ -27,12 +27,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from convis_jax.core.windows import square_crop_box
+from convis_jax.core.windows import SQUARE, square_crop_box
 from convis_jax.errors import InputError
 
 
 def boxes_to_square(
-    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = SQUARE
 ) -> np.ndarray:
     """Moves boxes from a photo onto its prepared size x size square.
 
@@ -59,7 +59,7 @@ def boxes_to_square(
 
 
 def boxes_from_square(
-    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = SQUARE
 ) -> np.ndarray:
     """Moves boxes from the prepared size x size square back onto the photo.
 
@@ -115,7 +115,7 @@ def as_boxes(boxes, name: str = "boxes") -> np.ndarray:
 
 
 def convis_square_boxes(
-    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = SQUARE
 ) -> np.ndarray:
     """Boxes on the prepared square as the ConVis authors' `wsol_evaluation.py` computes them.
 
@@ -161,7 +161,7 @@ def convis_square_boxes(
 
 
 def wsolevaluation_boxes(
-    boxes: np.ndarray, original_size: tuple[int, int], size: int = 224
+    boxes: np.ndarray, original_size: tuple[int, int], size: int = SQUARE
 ) -> np.ndarray:
     """The boxes wsolevaluation's `BoxEvaluator` compares with a map of a photo.
 

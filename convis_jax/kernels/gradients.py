@@ -1,40 +1,16 @@
 """Gradient concept maps for many concepts per backward sweep (docs/method.md, section 4).
 
-Every score here is a function of the unit image embedding v = normalise(E_I(x)),
-so the gradient of concept c's score with respect to the input is J^T u_c, where
-J [d, ...] is the Jacobian of v and u_c = d score_c / dv is a d-vector (t_c for
-the cosine; for the other scores it depends on v). Hence one forward pass with
-`jax.vjp`, the cotangents u_c computed from its output v, and then either
-
-* `vmap`: the pullback vmapped over the K cotangents, in fixed-size chunks (cost
-  grows with K, best when K < d), or
-* `jacobian`: the d basis vectors pulled back once (the rows of J), after which
-  every concept's map is one matrix product with u_c (cost nearly flat in K,
-  best when K >= d).
-
-Map kinds and the linear map L applied to a pullback (L commutes with the
-Jacobian route's linear combination, so both routes apply it in the same place):
-`gradient` (L = identity), `grad_x_input` (L = times the input), `smoothgrad`
-(the gradient averaged over noisy copies of the input) and `tokens` (the
-pullback is taken at the tokens of a vision layer; L = times the activation,
-summed over the width). A nonlinear finish (channel reduction; for tokens ReLU
-and bilinear upsampling) follows per concept.
-
-Kernels (each jitted once per shape): `_forward` runs the model over all images
-(and SmoothGrad copies; the per-example model is vmapped over them there and
-nowhere else) and keeps its `jax.vjp`; `_vmap_chunk` or `_jacobian` +
-`_jacobian_chunk` turn one fixed-size chunk of concepts into maps.
-`_maps_one_device` pads K to whole chunks and loops over them, so that no K
-traces anything again once one K has been traced.
-
-The model is an `Encoder`: the pixel kinds call only its `embed_images`; token
-maps need its `image_tokens` (the Flax CLIP and SigLIP have them).
-
-`concept_gradient_maps`, the entry point, runs that on one device, or splits
-the images over every local device (`sharding.shard_rows`: every device runs
-the unchanged kernels on its block of images, in one compiled program; each
-image's maps depend on that image alone, so the result is the single-device
-one). SmoothGrad, whose noise is drawn over the whole batch, stays on one device.
+Every score is a function of the unit image embedding v, so concept c's map is
+J^T u_c (J the Jacobian of v, u_c = d score_c / dv). One forward pass (`jax.vjp`)
+serves every concept; the pullback is then vmapped over chunks of the K cotangents
+(`vmap`, best when K < d) or applied once to the d basis vectors, each map being a
+matrix product with u_c (`jacobian`, nearly flat in K). Map kinds: `gradient`,
+`grad_x_input`, `smoothgrad` (noisy copies, vmapped here and nowhere else) and
+`tokens` (gradient x activation at a vision layer's tokens; needs the encoder's
+`image_tokens`). Every kernel is jitted once per shape and K is padded to whole
+chunks, so no K traces again (`TRACES`). `concept_gradient_maps` runs on one device
+or splits the images over every local device (`sharding.shard_rows`); SmoothGrad,
+whose noise is drawn over the whole batch, stays on one.
 """
 
 from __future__ import annotations
@@ -412,13 +388,8 @@ def concept_gradient_maps(encoder: Encoder, pixel_values, bank, concept_index,
             little padding and a few buckets serve every K.
         layer: for "tokens", the vision layer whose output is used (transformers'
             hidden_states[layer]), 0 <= layer <= encoder.image_tokens.max_layer, the
-            default. For CLIP that is num_hidden_layers - 2: the patch tokens of
-            hidden_states[L] do not reach the pooled class token at all, and those of
-            hidden_states[L - 1] reach it only through the last layer's first LayerNorm,
-            whose scale invariance makes gradient x activation summed over the width
-            vanish (up to the LayerNorm epsilon): both maps would be numerical noise.
-            SigLIP's head pools every token, so there it is num_hidden_layers - 1 (only
-            hidden_states[L] passes nothing but the post-LayerNorm).
+            default (CLIP: num_hidden_layers - 2, SigLIP: num_hidden_layers - 1; later
+            layers give numerical noise, see docs/guides/gradients.md).
         smoothgrad_samples: n >= 1 noisy copies per image (SmoothGrad only).
         smoothgrad_sigma: noise standard deviation relative to each image's value
             range (SmoothGrad only), >= 0.

@@ -15,15 +15,10 @@ Three entry points, each on one device or on all local devices:
 `occlusion_cells` (Algorithm 1's cell maps), `window_rank_similarities`
 (the web app's per-window ranks) and `window_embeddings` (the atlas's input).
 They take the sweep's static settings as one `SweepSpec`; `kernels.sweep.Sweep`
-is what callers use. With several devices, the table of chunks
-(`window_tables`) is split over a mesh (`sharding.shard_rows`);
-each device cuts, encodes and ranks its own chunks with the same `lax.map`, so
-every window is computed exactly as on one device. The padded images are
-replicated (one is 2.8 MB; the windows are the work), so even a single image
-uses every device. The concept bank is replicated, or split by concept when it
-is large (`sharding.split_bank_rows`): each device then scores every device's
-current windows against its rows and an all-to-all hands each device the whole
-similarity rows of its own windows (`sharding.gathered_similarities`).
+is what callers use. With several devices the table's chunks are split over a
+mesh (`sharding.shard_rows`), each window computed exactly as on one device; the
+padded images are replicated and the bank replicated or split by concept
+(docs/scaling.md).
 
 The pieces: `window_tables` lists the windows, `table_outputs` encodes one
 table and finishes each window's similarities (`subtree_min_ranks` or
@@ -373,11 +368,10 @@ def window_rank_similarities(params, padded, bank, *, spec: SweepSpec, devices=N
                        bank, spec=spec)
 
 
-# Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, 64 crops per
-# round, two runs of 3 and 4 interleaved rounds; README "Performance"): chunks of 8, 16
-# and 64 windows took 1.00-1.22x, 1.03-1.10x and 1.17-1.29x the time of 32, so 32.
-# Several images per call gain nothing there (the work grows with them, and a short
-# last batch would encode copies), so one; the next image is prepared meanwhile.
+# Sizes on CPUs: the chunk measured fastest on this project's 2-core machines
+# (`benchmarks/bench_chunk.py` times 8, 16, 32 and 64 against each other). Several
+# images per call gain nothing there (the work grows with them, and a short last batch
+# would encode copies), so one; the next image is prepared meanwhile.
 CPU_CHUNK = 32
 CPU_IMAGES_PER_CALL = 1
 # Accelerators: windows per step are sized from the device's memory (`sweep_sizes`),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.batches import positive_int
 from convis_jax.core.cache import atomic_write_bytes
 from convis_jax.errors import InputError
 
@@ -167,8 +168,7 @@ def concept_grid(photo: np.ndarray, maps: np.ndarray, titles: list[str], path: s
     if maps.ndim != 3 or len(titles) != len(maps):
         raise InputError(f"expected maps [K, H, W] with K titles, found {list(maps.shape)} and "
                          f"{len(titles)} titles")
-    if int(columns) < 1:
-        raise InputError(f"columns must be a positive number of panels, found {columns}")
+    columns = positive_int(columns, "columns")
     from matplotlib.figure import Figure
 
     # Every overlay first: a bad map fails before a figure is made.

@@ -127,7 +127,7 @@ def test_a_strip_of_a_photo_gets_a_bounded_grid(tmp_path):
     (lambda: concept_grid(photo(), saliency()[None], ["a", "b"], "never.png"),
      r"maps \[K, H, W\] with K titles, found \[1, 30, 50\] and 2 titles"),
     (lambda: concept_grid(photo(), saliency()[None], ["a"], "never.png", columns=0),
-     "columns must be a positive number of panels, found 0"),
+     "columns must be a positive integer, found 0"),
 ])
 def test_bad_arguments_name_what_was_expected(call, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
