@@ -152,16 +152,23 @@ def torch_contenders(checkpoint: Path, photo: np.ndarray, stride: int, chunk: in
     half = torch_reference.torch_model_of(checkpoint, "bfloat16", device="cpu")
     half_pixels = pixels.to(torch.bfloat16)
 
-    def encode(model, x, autocast=False):
+    def encode(model, x, autocast=False, threads=None):
         def run():
+            if threads is not None:
+                torch.set_num_threads(threads)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return torch_reference.encode_pixels(model, x, chunk).float().numpy()
         return run
 
-    common.faster_torch_threads(encode(full, pixels[:chunk]), log, "float32 batches")
-    return {"PyTorch float32 bare encoding": encode(full, pixels),
-            "PyTorch bfloat16 weights bare encoding": encode(half, half_pixels),
-            "PyTorch autocast bfloat16 bare encoding": encode(full, pixels, autocast=True)}
+    contenders = {"PyTorch float32 bare encoding": (full, pixels, False),
+                  "PyTorch bfloat16 weights bare encoding": (half, half_pixels, False),
+                  "PyTorch autocast bfloat16 bare encoding": (full, pixels, True)}
+    out = {}
+    for name, (model, x, autocast) in contenders.items():
+        # Each form at its faster thread count (1 or all cores), chosen on one batch.
+        threads = common.faster_torch_threads(encode(model, x[:chunk], autocast), log, name)
+        out[name] = encode(model, x, autocast, threads)
+    return out
 
 
 def run(checkpoint: Path, settings: Settings = FULL, *, vocabulary=None, log=print) -> dict:
