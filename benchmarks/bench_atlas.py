@@ -28,7 +28,6 @@ Run alone: `python benchmarks/bench_atlas.py [--depth 12] [--images 1] [--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -221,8 +220,7 @@ def main(argv=None) -> None:
                            note="shared 2-core machine: timings are noisy")
     else:
         results = run(args.depth, args.images, args.repeats, args.stored)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    common.write_json(args.out, results)  # adds the load average after the run
     print(f"wrote {args.out}")
 
 

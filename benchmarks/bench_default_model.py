@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convis_jax.evaluation.metrics import max_box_acc, max_box_acc_v2, pointing_game
+from convis_jax.evaluation.localisation import max_box_acc, max_box_acc_v2
+from convis_jax.evaluation.pointing import pointing_game
 from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, Scene, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,10 +273,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: bundled)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args(argv)
+    import common  # a sibling module (the script's folder is first on sys.path); tests skip main
+
+    environment = common.environment("float32")  # the machine, with its load before the run
     result = run(args.single, args.map_single, args.multi, args.model)
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.out, dict(result, environment=environment))
 
 
 if __name__ == "__main__":

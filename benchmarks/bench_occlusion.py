@@ -221,20 +221,53 @@ def _concept_index(setup: Setup, k: int | None) -> np.ndarray:
 def jax_sweep(setup: Setup, index: np.ndarray, n_images: int):
     """The convis_jax sweep of the first n_images for the concepts `index` -> cells [N, K, cy, cx]."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members, index)
-    pre = setup.preprocessing
-    args = (setup.model.params, jnp.asarray(setup.padded[:n_images]), jnp.asarray(c.bank),
-            jnp.asarray(members), jnp.asarray(segments))
-    # One device, as the PyTorch contenders run.
-    static = dict(embed=setup.model.encoder.embed_images,
-                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
-                  mean=pre["mean"], std=pre["std"], num_concepts=k_padded,
-                  devices=jax.local_devices()[:1])
+    members, segments, k_padded = request(c, index)
+    # Inputs on the device before the clock starts, as `torch_batched` has its own.
+    device = jax.local_devices()[0]
+    padded, bank, members, segments = jax.device_put(
+        (setup.padded[:n_images], c.bank, members, segments), device)
 
     def run():
-        return np.asarray(occlusion.occlusion_cells(*args, **static))[:, :len(index)]
+        cells = common.sweep_cells(setup.model, padded, bank, members, segments,
+                                   grid=setup.grid, chunk=setup.settings.chunk,
+                                   num_concepts=k_padded, devices=[device])
+        return np.asarray(cells)[:, :len(index)]
 
     return run
+
+
+def jax_transfer(setup: Setup, n_images: int):
+    """Copying n padded images from the host to JAX's device (not in the sweep's time)."""
+    images = setup.padded[:n_images]
+
+    def run():
+        return np.asarray(jax.device_put(images).block_until_ready()[0, 0, 0])
+
+    return run
+
+
+def torch_transfer(setup: Setup, n_images: int):
+    """Copying n padded images from the host to the PyTorch model's device (not in (b)'s time)."""
+    import torch
+
+    images = setup.padded[:n_images]
+    device = next(setup.torch_model.parameters()).device
+
+    def run():
+        moved = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return moved[0, 0, 0].cpu().numpy()
+
+    return run
+
+
+def request(concepts: Concepts, index: np.ndarray):
+    """(members, segment_ids, K padded) of concepts `index` (`sweep.ConceptRequest`)."""
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    return ConceptRequest.from_subtrees(index, index, concepts.offsets,
+                                        concepts.members).padded()
 
 
 _window_pixel_values = jax.jit(occlusion.window_pixel_values, static_argnums=(1, 2, 3))
@@ -279,19 +312,6 @@ def jax_encode_alone(setup: Setup, pixels: np.ndarray):
     return run
 
 
-@partial(jax.jit, static_argnames=("embed", "image_size", "grid", "chunk", "mean", "std"))
-def cut_and_encode(params, padded, bank, *, embed, image_size, grid, chunk, mean, std):
-    """The sweep's own crop cutting, resizing and chunked encoding, without ranks: [N, W, d].
-
-    The sweep's table runner with the identity in place of similarities and
-    ranks: the same windows, chunks and chunk padding as `occlusion_cells`.
-    """
-    outputs = occlusion.sweep_tables(params, padded, bank, lambda v: v, embed=embed,
-                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
-                                     std=std, similarities=lambda v, bank: v)
-    return occlusion.window_list(occlusion.lattice_outputs(outputs, grid, padded.shape[0]))
-
-
 @partial(jax.jit, static_argnames=("num_concepts",))
 def rank_chunks(v_chunks, bank, members, segment_ids, *, num_concepts):
     """The sweep's work after encoding, alone: similarities, ranks and subtree minima.
@@ -324,8 +344,7 @@ def encoded_crops(grid, chunk: int, n_images: int = 1) -> dict:
 def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
     """`rank_chunks` over as many chunks as the sweep runs, all concepts -> host ranks."""
     c = setup.concepts
-    members, segments, k_padded = occlusion.subtree_request(c.offsets, c.members,
-                                                            np.arange(c.count))
+    members, segments, k_padded = request(c, np.arange(c.count))
     n_chunks, size = table_chunks(setup.grid, setup.settings.chunk)
     rows = np.resize(embeddings, (n_chunks * size, embeddings.shape[1]))  # repeats rows to fill
     args = (jnp.asarray(rows.reshape(n_chunks, size, rows.shape[1])),
@@ -338,16 +357,13 @@ def jax_rank_alone(setup: Setup, embeddings: np.ndarray):
 
 
 def jax_cut_and_encode(setup: Setup):
-    """`cut_and_encode` of the first image -> unit embeddings [W, d]."""
-    pre = setup.preprocessing
+    """The sweep's own crop cutting, resizing and chunked encoding of the first image,
+    without ranks (`common.sweep_embeddings_function`) -> unit embeddings [W, d]."""
     padded = jnp.asarray(setup.padded[:1])
-    bank = jnp.asarray(setup.concepts.bank)
-    static = dict(embed=setup.model.encoder.embed_images,
-                  image_size=setup.model.image_size, grid=setup.grid, chunk=setup.settings.chunk,
-                  mean=pre["mean"], std=pre["std"])
+    encode = common.sweep_embeddings_function(setup.model, setup.grid, setup.settings.chunk)
 
     def run():
-        return np.asarray(cut_and_encode(setup.model.params, padded, bank, **static))[0]
+        return np.asarray(encode(setup.model.params, padded))[0]
 
     return run
 
@@ -364,22 +380,43 @@ def pick_torch_threads(setup: Setup, batch: int, log=print) -> int:
     return common.faster_torch_threads(run, log, f"batches of {batch}")
 
 
-def torch_batched(setup: Setup, index: np.ndarray, n_images: int, threads: int):
-    """(b): the batched PyTorch sweep of the first n_images for the concepts `index`."""
+def torch_request(setup: Setup, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(members, segment ids, K) of the concepts `index` for the PyTorch sweep."""
     offsets, members = setup.concepts.subset(index)
-    segments = np.repeat(np.arange(len(index)), np.diff(offsets))
+    return members, np.repeat(np.arange(len(index)), np.diff(offsets)), len(index)
+
+
+def torch_batched(setup: Setup, index: np.ndarray, n_images: int, threads: int | None):
+    """(b): the batched PyTorch sweep of the first n_images for the concepts `index`.
+
+    Its inputs (images, bank, subtree request, coverage and resize matrices) go
+    to the model's device once, here, as `jax_sweep`'s do; each call sweeps and
+    copies the cells [N, K, cy, cx] to the host, as `jax_sweep`'s does.
+    """
+    import torch
+
     s = setup.settings
+    inputs = torch_reference.sweep_inputs(
+        setup.torch_model, setup.padded[:n_images], setup.concepts.bank,
+        *torch_request(setup, index), window_sizes=s.window_sizes, stride=s.stride,
+        cell=setup.grid.cell, **setup.preprocessing)
 
     def run():
-        import torch
-
-        torch.set_num_threads(threads)
-        return torch_reference.batched_sweep(
-            setup.torch_model, setup.padded[:n_images], setup.concepts.bank, members, segments,
-            len(index), window_sizes=s.window_sizes, stride=s.stride, cell=setup.grid.cell,
-            chunk=s.torch_chunk, keep_similarities=True, **setup.preprocessing)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return torch_reference.run_sweep(setup.torch_model, inputs, s.torch_chunk)["cells"] \
+            .cpu().numpy()
 
     return run
+
+
+def torch_checked_sweep(setup: Setup, index: np.ndarray):
+    """(b) of the first image with everything the cross-checks read (`TorchSweep`)."""
+    s = setup.settings
+    return torch_reference.batched_sweep(
+        setup.torch_model, setup.padded[:1], setup.concepts.bank, *torch_request(setup, index),
+        window_sizes=s.window_sizes, stride=s.stride, cell=setup.grid.cell, chunk=s.torch_chunk,
+        keep_similarities=True, **setup.preprocessing)
 
 
 def torch_encode_alone(setup: Setup, threads: int):
@@ -705,16 +742,14 @@ def _probe(args) -> None:
     padded = pad_images(np.stack([prepare_image(p, 224) for p in photos]), grid.padding,
                         "constant")
     index = np.arange(len(arrays["offsets"]) - 1)
-    members, segments, k_padded = occlusion.subtree_request(arrays["offsets"], arrays["members"],
-                                                            index)
-    pre = model.preprocess_config
+    from convis_jax.kernels.sweep import ConceptRequest
+
+    members, segments, k_padded = ConceptRequest.from_subtrees(
+        index, index, arrays["offsets"], arrays["members"]).padded()
     start = time.perf_counter()
-    cells = np.asarray(occlusion.occlusion_cells(
-        model.params, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),
-        jnp.asarray(segments), embed=model.encoder.embed_images, image_size=model.image_size,
-        grid=grid, chunk=args.chunk,
-        mean=tuple(pre.image_mean), std=tuple(pre.image_std), num_concepts=k_padded,
-        devices=jax.local_devices()[:1]))
+    cells = np.asarray(common.sweep_cells(
+        model, jnp.asarray(padded), jnp.asarray(arrays["bank"]), jnp.asarray(members),
+        jnp.asarray(segments), grid=grid, chunk=args.chunk, num_concepts=k_padded))
     cells = cells[:, :len(index)]
     print(json.dumps({
         "images": args.images, "concepts": len(index), "stride": args.stride,
@@ -771,6 +806,9 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
         "torch_batched": torch_batched(setup, everything, 1, threads["batched"]),
         "torch_encode_alone": torch_encode_alone(setup, threads["batched"]),
         "torch_matmul_float32": common.torch_matmul_function(matmul_n, threads["batched"]),
+        # Host-to-device copies of the image, reported apart from the sweeps' times.
+        "convis_transfer": jax_transfer(setup, 1),
+        "torch_transfer": torch_transfer(setup, 1),
     }
     if dtype != "float32":
         functions[f"matmul_{dtype}"] = common.matmul_function(matmul_n, dtype)
@@ -783,8 +821,11 @@ def run(checkpoint: Path, settings: Settings = FULL, *, dtype: str = "float32", 
     tolerance = EMBEDDING_TOLERANCE[dtype]
     checks = {"geometry": geometry}
     timings, outputs = common.warm_up(functions, log=log)
-    # Cross-checks on the warm-up outputs, before any timed round.
-    sweep = outputs["torch_batched"]
+    # Cross-checks on the warm-up outputs, before any timed round. The cross-checks read
+    # (b)'s similarities, which its timed calls do not keep: the same sweep once more.
+    sweep = torch_checked_sweep(setup, everything)
+    assert np.array_equal(sweep.cells, outputs["torch_batched"]), \
+        "(b)'s timed sweep and the sweep it is checked with differ"
     checks["maps_all_concepts"] = check_maps(outputs["convis_all"][0], sweep,
                                              outputs["encode_alone"], concepts, everything,
                                              tolerance, dtype)
@@ -922,6 +963,11 @@ def summarise(setup: Setup, timings: dict, authors: dict | None, images_curve: d
             setup.model.config, setup.grid, setup.concepts.count))),
         "concepts_curve_s": {str(k): t.median_s for k, t in sorted(concepts_curve.items())},
         "cells_bytes_one_image_all_concepts": int(cells[0].nbytes),
+        # Both sweeps' times start with their inputs on the device; copying the image
+        # there is timed apart (0 on a CPU, where there is nothing to copy to).
+        "transfer_s": {"convis_jax": timings["convis_transfer"].median_s,
+                       "pytorch": timings["torch_transfer"].median_s,
+                       "images": 1, "device": jax.devices()[0].platform},
         "checks": checks,
     }
     if "cut_and_encode" in timings:

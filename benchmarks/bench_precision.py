@@ -106,30 +106,20 @@ def agreement(convis: dict, photos, stride: int, log=print) -> dict:
     """
     import jax.numpy as jnp
 
-    from convis_jax.core.windows import pad_images, prepare_image, window_grid
-    from convis_jax.kernels import occlusion
+    from convis_jax.kernels.sweep import ConceptRequest, Sweep
 
     cells = {dtype: c.occlusion_cells(photos, padding="noise", seed=0, stride=stride)
              for dtype, c in convis.items()}
     full = bench_occlusion.map_agreement(cells["float32"], cells["bfloat16"])
     log(f"  agreement, bfloat16 (its own bank): {full}")
-    # The bfloat16 image tower with the float32 bank, through the same kernel ConVis uses.
+    # The bfloat16 image tower with the float32 bank, through the sweep ConVis runs.
     low, high = convis["bfloat16"], convis["float32"]
-    grid = window_grid((224, 224), (128, 64), stride)
-    vocabulary = high.vocabulary
-    members, segments, k_padded = occlusion.subtree_request(
-        vocabulary.subtree_offsets, vocabulary.subtree_members, np.arange(len(vocabulary)))
-    padded = np.concatenate([pad_images(prepare_image(p, 224)[None], grid.padding, "noise",
-                                        seed=[0, n]) for n, p in enumerate(photos)])
-    encoder = low.encoder
-    chunk, _ = occlusion.sweep_sizes(low.model.config, grid, len(vocabulary))
-    tower = []
-    for n in range(len(photos)):
-        tower.append(np.asarray(occlusion.occlusion_cells(
-            encoder.params, jnp.asarray(padded[n:n + 1]), jnp.asarray(high.bank.embeddings),
-            jnp.asarray(members), jnp.asarray(segments), embed=encoder.embed_images,
-            image_size=encoder.image_size, grid=grid, chunk=chunk, mean=encoder.image_mean,
-            std=encoder.image_std, num_concepts=k_padded))[:, :len(vocabulary)])
+    sweep = Sweep.create(low.encoder, num_rows=len(high.vocabulary), config=low.model.config,
+                         stride=stride, padding="noise", seed=0)
+    request, bank = ConceptRequest.of(high.vocabulary), jnp.asarray(high.bank.embeddings)
+    sources = [lambda photo=photo: photo for photo in photos]
+    tower = [sweep.cells(padded, bank, request)[:n]
+             for padded, n, _ in sweep.batches(sources, list(range(len(photos))))]
     image_tower = bench_occlusion.map_agreement(cells["float32"], np.concatenate(tower))
     log(f"  agreement, bfloat16 image tower, float32 bank: {image_tower}")
     return {"bfloat16": full, "bfloat16_image_tower": image_tower}

@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    result = dict(run(args.rounds, args.stride), environment=common.environment("float32"))
+    environment = common.environment("float32")  # its load average before the rounds
+    result = dict(run(args.rounds, args.stride), environment=environment)
     out = args.out or common.RESULTS_DIR / f"{common.machine_name()}-sweep-ratio.json"
     common.write_json(out, result)
     print(json.dumps(result["medians"]))

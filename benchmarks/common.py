@@ -205,25 +205,71 @@ def machine_name() -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+# The instruction-set extensions that decide which framework's matrix products are
+# faster on a CPU (float32 FMA width, bfloat16 and AMX units): recorded in every result.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+             "amx_int8")
+VERSIONED = ("convis_jax", "jax", "jaxlib", "flax", "orbax-checkpoint", "numpy", "torch",
+             "transformers", "tokenizers", "safetensors", "nltk", "pillow")
+
+
+def cpu_info() -> dict:
+    """The CPU: {"model", "flags" (those of CPU_FLAGS it has), "cores", "label"}.
+
+    Linux reads /proc/cpuinfo; elsewhere the model is `platform.processor()` and
+    the flags are unknown (None).
+    """
+    model, flags = None, None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model is None:
+                model = value.strip()
+            elif key in ("flags", "Features") and flags is None:
+                present = set(value.split())
+                flags = [flag for flag in CPU_FLAGS if flag in present]
+    model = model or platform.processor() or platform.machine()
+    cores = os.cpu_count()
+    shown = ", ".join(flags) if flags else ("no AVX2" if flags == [] else "flags unknown")
+    return {"model": model, "flags": flags, "cores": cores,
+            "label": f"{model} ({shown}), {cores} cores"}
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages, or None where the system has none."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def environment(dtype: str) -> dict:
-    """Device, dtype and library versions of this run."""
+    """The machine (CPU model, flags, cores, devices), load average and library versions.
+
+    `load_average_before` is taken here; `write_json` adds `load_average_after`
+    whenever it writes a results dict holding this environment.
+    """
     import importlib.metadata as metadata
 
     import jax
 
     versions = {}
-    for package in ("jax", "jaxlib", "flax", "numpy", "torch", "transformers", "pillow"):
+    for package in VERSIONED:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
     devices = jax.devices()
+    accelerator = None
+    if devices[0].platform != "cpu":
+        accelerator = devices[0].device_kind
     return {
         "machine": machine_name(),
+        "cpu": cpu_info(),
+        "accelerator": accelerator,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_before": load_average(),
         "jax_backend": devices[0].platform,
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
         "dtype": dtype,
@@ -274,9 +320,15 @@ def check_results(results: dict) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Writes `data` as indented JSON, through a temporary file and a rename."""
+    """Writes `data` as indented JSON, through a temporary file and a rename (atomic).
+
+    A results dict with an `environment` (see `environment`) gets the load
+    average at the time of writing as `environment["load_average_after"]`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data.get("environment"), dict):
+        data["environment"]["load_average_after"] = load_average()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
@@ -442,3 +494,63 @@ def hardware_report(sweep_s: float, n_crops: int, vision, projection_dim: int, m
     if torch_encode_s is not None:
         out["torch_encode_alone_flop_per_s"] = sweep_flops / torch_encode_s
     return out
+
+
+# ----------------------------------------------------------------- convis_jax's kernels
+# The benchmarks time convis_jax's sweep kernels directly (inputs already on the
+# device, as the PyTorch contenders get theirs); these helpers are the one place
+# that spells out the kernels' arguments.
+
+
+def sweep_cells(model, padded, bank, members, segments, *, grid, chunk: int,
+                num_concepts: int, devices=None):
+    """convis_jax's Algorithm 1 kernel (`occlusion.occlusion_cells`) on device arrays.
+
+    Args:
+        model: a `ClipModel` (its encoder, input size and normalisation are used).
+        padded: float32 [N, Hp, Wp, 3] padded images, on the device.
+        bank: float32 [T, d] unit text embeddings, on the device.
+        members, segments: the subtree request (`sweep.ConceptRequest.padded`), on the device.
+        grid: the window grid; chunk: windows per compiled step.
+        num_concepts: K padded to its bucket (`sweep.ConceptRequest.padded`).
+        devices: None for the first local device (as the PyTorch contenders run).
+
+    Returns:
+        Device cells float32 [N, K_padded, cy, cx].
+    """
+    import jax
+
+    from convis_jax.kernels import occlusion
+
+    return occlusion.occlusion_cells(
+        model.params, padded, bank, members, segments,
+        spec=occlusion.SweepSpec.of(model.encoder, grid, chunk), num_concepts=num_concepts,
+        devices=devices or jax.local_devices()[:1])
+
+
+def sweep_embeddings_function(model, grid, chunk: int):
+    """A jitted (params, padded [N, Hp, Wp, 3]) -> unit window embeddings [N, W, d]:
+    the sweep's own window table, crop cutting, resizing and chunked encoding, with
+    the identity in place of similarities and ranks."""
+    import jax
+
+    from convis_jax.kernels import occlusion
+
+    spec = occlusion.SweepSpec.of(model.encoder, grid, chunk)
+
+    def run(params, padded):
+        outputs = occlusion.sweep_table(params, padded, None, lambda v: v, spec=spec,
+                                        similarities=lambda v, bank: v)
+        return occlusion.window_rows(outputs, grid, padded.shape[0])
+
+    return jax.jit(run)
+
+
+def gradient_maps(model, pixel_values, bank, concepts, strategy: str):
+    """convis_jax's gradient maps (`gradients.concept_gradient_maps`): cosine score, input
+    gradient, absmax over the channels -> device maps [N, K, S, S]."""
+    from convis_jax.kernels.gradients import concept_gradient_maps
+
+    return concept_gradient_maps(model.encoder, pixel_values, bank, concepts, None,
+                                 score="cosine", kind="gradient", reduce="absmax",
+                                 strategy=strategy)

@@ -21,7 +21,7 @@
   `window_pixel_values`): the floor under any PyTorch version of the sweep.
 
 The window geometry, resize weights, ranks, subtree minima and accumulation
-are written here from the definitions (METHOD.md section 3), not imported
+are written here from the definitions (docs/method.md, section 3), not imported
 from convis_jax, so that agreement with convis_jax is evidence.
 torch is imported inside the functions (benchmarks only).
 """
@@ -292,11 +292,58 @@ def ranks_one_sort(similarities):
     return torch.empty_like(order).scatter_(-1, order, positions.expand_as(order))
 
 
-def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarray,
-                  segment_ids: np.ndarray, num_concepts: int, *, window_sizes=(128, 64),
-                  stride: int = 16, cell: int = 16, size: int, mean, std,
-                  chunk: int = 64, keep_similarities: bool = False) -> TorchSweep:
-    """Algorithm 1 for N images and K concepts in one batched PyTorch pass.
+@dataclass(frozen=True)
+class SweepInputs:
+    """Everything `run_sweep` reads, already on the model's device (`sweep_inputs`).
+
+    Built once, outside any timed call, so that a timed PyTorch sweep starts
+    with its inputs where convis_jax's start: on the device.
+    """
+
+    images: object  # torch float32 [N, 3, Hp, Wp]
+    bank: object  # torch float32 [T, d]
+    members: object  # torch int64 [M]
+    segments: object  # torch int64 [M]
+    num_concepts: int
+    coverage: object  # torch float32 [cells, W]
+    operators: dict  # side -> (left [3, size, side], right [side, size])
+    offset: object  # torch float32 [3, 1, 1]
+    windows: list
+    window_sizes: tuple
+    stride: int
+    image_size: int
+    side_cells: int
+
+
+def sweep_inputs(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarray,
+                 segment_ids: np.ndarray, num_concepts: int, *, window_sizes=(128, 64),
+                 stride: int = 16, cell: int = 16, size: int, mean, std) -> SweepInputs:
+    """Copies a sweep's inputs to the model's device and builds its fixed operators there.
+
+    Args: as `batched_sweep`.
+    """
+    import torch
+
+    pad = max(window_sizes)
+    image_size = padded.shape[1] - 2 * pad
+    windows = sweep_windows(image_size, window_sizes, stride, pad)
+    device = next(model.parameters()).device
+    to_device = lambda a, dtype=np.float32: torch.from_numpy(
+        np.ascontiguousarray(a, dtype)).to(device)
+    return SweepInputs(
+        images=to_device(padded).permute(0, 3, 1, 2), bank=to_device(bank),
+        members=to_device(members, np.int64), segments=to_device(segment_ids, np.int64),
+        num_concepts=num_concepts,
+        coverage=to_device(cell_coverage(image_size, cell, windows, pad)),
+        operators={side: _resize_operators(side, size, mean, std, device)
+                   for side in window_sizes},
+        offset=_offset(mean, std, device), windows=windows, window_sizes=tuple(window_sizes),
+        stride=stride, image_size=image_size, side_cells=-(-image_size // cell))
+
+
+def run_sweep(model, inputs: SweepInputs, chunk: int = 64,
+              keep_similarities: bool = False) -> dict:
+    """Algorithm 1 for N images and K concepts in one batched PyTorch pass, on the device.
 
     Written as a careful PyTorch user would: the crops are strided views of
     the padded images (`unfold`), gathered a batch at a time; the bicubic
@@ -305,8 +352,73 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
     attention (`torch_model_of`); each batch's ranks come from one sort
     (`ranks_one_sort`), every requested concept's subtree minimum from one
     `scatter_reduce`; cells are sums through a 0/1 coverage matrix.
-    Everything runs on the model's device (a GPU when the model is there);
-    similarities, ranks and sums stay float32 whatever the model's dtype.
+    Similarities, ranks and sums stay float32 whatever the model's dtype.
+
+    Args:
+        model: transformers' CLIPModel (eval mode; float32 or bfloat16).
+        inputs: `sweep_inputs` of the images and concepts.
+        chunk: windows per forward batch (batches never mix window sizes).
+        keep_similarities: also return the [N, W, T] similarities (for cross-checks).
+
+    Returns:
+        Device tensors {"cells" [N, K, cy, cx], "sums" [N, K, cells], "embeddings"
+        [N, W, d], "similarities" [N, W, T] or None}.
+    """
+    import torch
+
+    parameter = next(model.parameters())
+    device = parameter.device
+    images, k = inputs.images, inputs.num_concepts
+    n_images, n_windows = images.shape[0], len(inputs.windows)
+    pad = max(inputs.window_sizes)
+    with torch.inference_mode():
+        scores = torch.empty((n_images, n_windows, k), device=device)
+        embeddings = torch.empty((n_images, n_windows, inputs.bank.shape[1]), device=device)
+        similarities = (torch.empty((n_images, n_windows, len(inputs.bank)), device=device)
+                        if keep_similarities else None)
+        first = 0  # index of this size's first window in `windows`
+        for side in inputs.window_sizes:
+            origins = overlapping_origins(inputs.image_size, side, inputs.stride, pad)
+            # [N, 3, ny_all, nx_all, side, side], strided views; origins are multiples of stride.
+            views = images.unfold(2, side, inputs.stride).unfold(3, side, inputs.stride)
+            lattice = torch.tensor([o // inputs.stride for o in origins], device=device)
+            count = len(origins) ** 2
+            jobs_n = torch.arange(n_images, device=device).repeat_interleave(count)
+            jobs_w = torch.arange(count, device=device).repeat(n_images)
+            left, right = inputs.operators[side]
+            for start in range(0, len(jobs_n), chunk):
+                n, w = jobs_n[start:start + chunk], jobs_w[start:start + chunk]
+                iy, ix = lattice[w // len(origins)], lattice[w % len(origins)]
+                crops = views[n, :, iy, ix]  # [B, 3, side, side]
+                pixels = (left @ crops @ right - inputs.offset).to(parameter.dtype)
+                pooled = model.vision_model(pixel_values=pixels).pooler_output
+                v = model.visual_projection(pooled).float()
+                v = v / v.norm(dim=-1, keepdim=True)
+                sims = v @ inputs.bank.T
+                rank = ranks_one_sort(sims).float()
+                best = torch.full((len(n), k), float("inf"), device=device)
+                best.scatter_reduce_(1, inputs.segments.expand(len(n), -1),
+                                     rank[:, inputs.members], "amin", include_self=True)
+                scores[n, first + w] = best
+                embeddings[n, first + w] = v
+                if keep_similarities:
+                    similarities[n, first + w] = sims
+            first += count
+        sums = torch.einsum("cw,nwk->nkc", inputs.coverage, scores)
+        low = sums.min(dim=-1, keepdim=True).values
+        high = sums.max(dim=-1, keepdim=True).values
+        span = high - low
+        maps = torch.where(span > 0, 1 - (sums - low) / torch.where(span > 0, span, 1), 1.0)
+    cells = maps.reshape(n_images, k, inputs.side_cells, inputs.side_cells)
+    return {"cells": cells, "sums": sums, "embeddings": embeddings,
+            "similarities": similarities}
+
+
+def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarray,
+                  segment_ids: np.ndarray, num_concepts: int, *, window_sizes=(128, 64),
+                  stride: int = 16, cell: int = 16, size: int, mean, std,
+                  chunk: int = 64, keep_similarities: bool = False) -> TorchSweep:
+    """`sweep_inputs` then `run_sweep`, everything copied back to the host.
 
     Args:
         model: transformers' CLIPModel (eval mode; float32 or bfloat16).
@@ -323,64 +435,13 @@ def batched_sweep(model, padded: np.ndarray, bank: np.ndarray, members: np.ndarr
     Returns:
         A `TorchSweep`.
     """
-    import torch
-
-    pad = max(window_sizes)
-    image_size = padded.shape[1] - 2 * pad
-    windows = sweep_windows(image_size, window_sizes, stride, pad)
-    parameter = next(model.parameters())
-    device = parameter.device
-    to_device = lambda a, dtype=np.float32: torch.from_numpy(
-        np.ascontiguousarray(a, dtype)).to(device)
-    n_images = len(padded)
-    with torch.inference_mode():
-        images = to_device(padded).permute(0, 3, 1, 2)  # [N, 3, Hp, Wp], a view
-        bank_t = to_device(bank)
-        members_t = to_device(members, np.int64)
-        segments_t = to_device(segment_ids, np.int64)
-        offset = _offset(mean, std, device)
-        scores = torch.empty((n_images, len(windows), num_concepts), device=device)
-        embeddings = torch.empty((n_images, len(windows), bank.shape[1]), device=device)
-        similarities = (torch.empty((n_images, len(windows), len(bank)), device=device)
-                        if keep_similarities else None)
-        first = 0  # index of this size's first window in `windows`
-        for side in window_sizes:
-            origins = overlapping_origins(image_size, side, stride, pad)
-            # [N, 3, ny_all, nx_all, side, side], strided views; origins are multiples of stride.
-            views = images.unfold(2, side, stride).unfold(3, side, stride)
-            lattice = torch.tensor([o // stride for o in origins], device=device)
-            count = len(origins) ** 2
-            jobs_n = torch.arange(n_images, device=device).repeat_interleave(count)
-            jobs_w = torch.arange(count, device=device).repeat(n_images)
-            left, right = _resize_operators(side, size, mean, std, device)
-            for start in range(0, len(jobs_n), chunk):
-                n, w = jobs_n[start:start + chunk], jobs_w[start:start + chunk]
-                iy, ix = lattice[w // len(origins)], lattice[w % len(origins)]
-                crops = views[n, :, iy, ix]  # [B, 3, side, side]
-                pixels = (left @ crops @ right - offset).to(parameter.dtype)
-                pooled = model.vision_model(pixel_values=pixels).pooler_output
-                v = model.visual_projection(pooled).float()
-                v = v / v.norm(dim=-1, keepdim=True)
-                sims = v @ bank_t.T
-                rank = ranks_one_sort(sims).float()
-                best = torch.full((len(n), num_concepts), float("inf"), device=device)
-                best.scatter_reduce_(1, segments_t.expand(len(n), -1), rank[:, members_t],
-                                     "amin", include_self=True)
-                scores[n, first + w] = best
-                embeddings[n, first + w] = v
-                if keep_similarities:
-                    similarities[n, first + w] = sims
-            first += count
-        coverage = to_device(cell_coverage(image_size, cell, windows, pad))
-        sums = torch.einsum("cw,nwk->nkc", coverage, scores)
-        low = sums.min(dim=-1, keepdim=True).values
-        high = sums.max(dim=-1, keepdim=True).values
-        span = high - low
-        maps = torch.where(span > 0, 1 - (sums - low) / torch.where(span > 0, span, 1), 1.0)
-    side_cells = -(-image_size // cell)
+    inputs = sweep_inputs(model, padded, bank, members, segment_ids, num_concepts,
+                          window_sizes=window_sizes, stride=stride, cell=cell, size=size,
+                          mean=mean, std=std)
+    out = run_sweep(model, inputs, chunk, keep_similarities)
     host = lambda t: t.cpu().numpy()
-    return TorchSweep(cells=host(maps.reshape(n_images, num_concepts, side_cells, side_cells)),
-                      sums=host(sums), embeddings=host(embeddings),
-                      similarities=(host(similarities) if keep_similarities
+    return TorchSweep(cells=host(out["cells"]), sums=host(out["sums"]),
+                      embeddings=host(out["embeddings"]),
+                      similarities=(host(out["similarities"]) if keep_similarities
                                     else np.zeros((0,), np.float32)),
-                      windows=windows, coverage=host(coverage))
+                      windows=inputs.windows, coverage=host(inputs.coverage))

@@ -9,12 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from convis_jax.core.windows import STRIDE, WINDOW_SIZES
 from convis_jax.errors import InputError
-
-# Algorithm 1's defaults (METHOD.md section 3).
-IMAGE_SIZE = 224
-WINDOW_SIZES = (128, 64)
-STRIDE = 16
 
 
 @dataclass(frozen=True)
@@ -119,19 +115,44 @@ class ConVis:
                 f"text={self.bank.text!r})")
 
     def _device_arrays(self):
-        """(params, bank) on the devices, copied once: replicated over every local device
-        when there are several, so that no sweep copies them again."""
+        """(params, bank) on the devices, copied once (`sweep.placed`)."""
         if getattr(self, "_placed", None) is None:
-            import jax
             import jax.numpy as jnp
 
-            placed = (self.encoder.params, jnp.asarray(self.bank.embeddings))
-            if jax.local_device_count() > 1:
-                from convis_jax.kernels.sharding import local_mesh, replicate
+            from convis_jax.kernels.sweep import placed
 
-                placed = replicate(placed, local_mesh())
-            self._placed = placed
+            self._placed = placed((self.encoder.params, jnp.asarray(self.bank.embeddings)))
         return self._placed
+
+    def sweep(self, *, window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
+              aggregation: str = "window", padding: str = "noise", seed: int = 0,
+              chunk: int | None = None, batch: int | None = None):
+        """This model's occlusion `Sweep` (`kernels.sweep`) with these settings (see
+        `occlusion_cells`)."""
+        from convis_jax.kernels.sweep import Sweep
+
+        params, _ = self._device_arrays()
+        return Sweep.create(self.encoder, params=params, config=getattr(self.model, "config", None),
+                            num_rows=len(self.vocabulary), window_sizes=window_sizes,
+                            stride=stride, aggregation=aggregation, padding=padding, seed=seed,
+                            chunk=chunk, batch=batch)
+
+    def _cells(self, sweep, images, request, numbers=None) -> np.ndarray:
+        """The sweep's cell maps [N, K, cy, cx] of every image, batch by batch."""
+        from convis_jax.core.batches import image_numbers
+        from convis_jax.core.images import image_sources
+        from convis_jax.kernels.sweep import device_request
+
+        sources = image_sources(images)
+        numbers = image_numbers(numbers, len(sources))
+        _, bank = self._device_arrays()
+        padded_request = device_request(request) if sweep.aggregation == "window" else None
+        count = -(-len(sources) // sweep.batch)
+        cells = [sweep.cells(padded, bank, request, padded_request)[:n]
+                 for padded, n, _ in tqdm(sweep.batches(sources, numbers), total=count,
+                                          desc="occlusion maps", unit="batch",
+                                          disable=not self.progress or count < 2)]
+        return np.concatenate(cells).astype(np.float32)
 
     def _pixel_values(self, images) -> np.ndarray:
         """Images -> the encoder's pixel_values [N, 3, S, S]: a loaded model's own
@@ -157,15 +178,6 @@ class ConVis:
         pixels = self._pixel_values(images)
         embed = jax.jit(self.encoder.embed_images)
         return in_chunks(lambda x: embed(self.encoder.params, x), pixels, min(32, len(pixels)))
-
-    def _concept_index(self, concepts) -> tuple[list[str], np.ndarray]:
-        if concepts is None:
-            names = list(self.vocabulary.names)
-        else:
-            if isinstance(concepts, str):
-                concepts = [concepts]
-            names = self.vocabulary.resolve(list(concepts))
-        return names, np.array([self.vocabulary.index(n) for n in names], np.int64)
 
     def occlusion_maps(self, images, concepts, *, padding: str = "noise", seed: int = 0,
                        window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
@@ -193,14 +205,15 @@ class ConVis:
                 concepts.
         """
         from convis_jax.core.cells import cells_to_pixels
+        from convis_jax.kernels.sweep import ConceptRequest
 
         if concepts is None:
             raise InputError("occlusion_maps needs named concepts, found None; "
                              "occlusion_cells maps every concept of the vocabulary")
-        cells = self.occlusion_cells(images, concepts, padding=padding, seed=seed,
-                                     window_sizes=window_sizes, stride=stride,
-                                     aggregation=aggregation, chunk=chunk, batch=batch)
-        return cells_to_pixels(cells, _occlusion_grid(window_sizes, stride, aggregation))
+        sweep = self.sweep(window_sizes=window_sizes, stride=stride, aggregation=aggregation,
+                           padding=padding, seed=seed, chunk=chunk, batch=batch)
+        cells = self._cells(sweep, images, ConceptRequest.of(self.vocabulary, concepts))
+        return cells_to_pixels(cells, sweep.grid)
 
     def occlusion_cells(self, images, concepts=None, *, padding: str = "noise", seed: int = 0,
                         window_sizes: tuple[int, ...] = WINDOW_SIZES, stride: int = STRIDE,
@@ -246,66 +259,12 @@ class ConVis:
         Raises:
             InputError: bad images or options. ConceptError: unknown concepts.
         """
-        import jax.numpy as jnp
+        from convis_jax.kernels.sweep import ConceptRequest
 
-        from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
-        from convis_jax.core.cells import webapp_cell_maps
-        from convis_jax.core.images import image_sources, load_source
-        from convis_jax.core.windows import pad_squares
-        from convis_jax.kernels import occlusion
-
-        if padding not in ("noise", "constant"):
-            raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
-        from convis_jax.kernels.memory import check_chunk, window_bytes
-
-        grid = _occlusion_grid(window_sizes, stride, aggregation)
-        config = getattr(self.model, "config", None)  # None: a bare Encoder
-        default_chunk, default_batch = occlusion.sweep_sizes(config, grid, len(self.vocabulary))
-        per_window = window_bytes(config, image_size=self.model.image_size,
-                                  window_side=max(grid.window_sizes),
-                                  num_synsets=len(self.vocabulary))
-        chunk = default_chunk if chunk is None else check_chunk(chunk, per_window, "windows")
-        batch = default_batch if batch is None else positive_int(batch, "batch")
-        _, index = self._concept_index(concepts)
-        sources = image_sources(images)
-        numbers = _image_numbers(image_numbers, len(sources))
-        vocab = self.vocabulary
-        params, bank = self._device_arrays()
-        enc = self.encoder
-        static = dict(embed=enc.embed_images, image_size=enc.image_size, grid=grid, chunk=chunk,
-                      mean=enc.image_mean, std=enc.image_std)
-        if aggregation == "window":
-            members, segments, k_padded = occlusion.subtree_request(
-                vocab.subtree_offsets, vocab.subtree_members, index)
-            members, segments = jnp.asarray(members), jnp.asarray(segments)
-
-            def sweep(padded, n):
-                cells = occlusion.occlusion_cells(params, padded, bank, members, segments,
-                                                  num_concepts=k_padded, **static)
-                return np.asarray(cells)[:n, : len(index)]
-        else:
-            sub_offsets = np.concatenate([[0], np.cumsum(
-                vocab.subtree_offsets[index + 1] - vocab.subtree_offsets[index])])
-            sub_members = np.concatenate([vocab.subtree_members[
-                vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]] for c in index])
-
-            def sweep(padded, n):
-                sims = occlusion.window_rank_similarities(params, padded, bank, **static)
-                return webapp_cell_maps(np.asarray(sims)[:n], grid, sub_offsets, sub_members)
-
-        def prepare(number: int) -> tuple[np.ndarray, int]:
-            # Decode, square crop and pad batch `number` (in a background thread): one noise
-            # draw per image, from (seed, its number), however the images are batched.
-            part = slice(number * batch, (number + 1) * batch)
-            padded = pad_squares([load_source(entry) for entry in sources[part]], numbers[part],
-                                 grid.padding, padding, seed, IMAGE_SIZE)
-            return pad_to_multiple(padded, batch)
-
-        count = -(-len(sources) // batch)
-        cells = [sweep(jnp.asarray(full), n) for full, n in tqdm(
-            prefetched(prepare, count), total=count, desc="occlusion maps", unit="batch",
-            disable=not self.progress or count < 2)]
-        return np.concatenate(cells).astype(np.float32)
+        sweep = self.sweep(window_sizes=window_sizes, stride=stride, aggregation=aggregation,
+                           padding=padding, seed=seed, chunk=chunk, batch=batch)
+        return self._cells(sweep, images, ConceptRequest.of(self.vocabulary, concepts),
+                           image_numbers)
 
     def gradient_maps(self, images, concepts, *, score: str = "cosine", kind: str = "gradient",
                       reduce: str | None = "absmax", strategy: str = "auto",
@@ -318,7 +277,7 @@ class ConVis:
         Every score is a function of the unit image embedding, so one forward
         pass per image serves every concept: the pullback is vmapped over the
         concepts' cotangents, or (K >= d) the embedding's Jacobian is pulled
-        back once and each concept's map is a matrix product (METHOD.md section 4).
+        back once and each concept's map is a matrix product (docs/method.md, section 4).
         The images of a batch are split over every local device.
 
         Args:
@@ -352,16 +311,18 @@ class ConVis:
         """
         import jax
 
+        from convis_jax.core.batches import image_numbers as numbered
         from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
         from convis_jax.core.images import image_sources, load_source
         from convis_jax.kernels.gradients import concept_gradient_maps
+        from convis_jax.kernels.sweep import ConceptRequest
 
         _check_gradient_options(self.model, kind, chunk, smoothgrad_samples, smoothgrad_sigma,
                                 seed)
-        _, index = self._concept_index(concepts)
+        index = ConceptRequest.of(self.vocabulary, concepts).index
         vocab = self.vocabulary
         sources = image_sources(images)
-        numbers = _image_numbers(image_numbers, len(sources))
+        numbers = numbered(image_numbers, len(sources))
         subtree = (vocab.subtree_offsets, vocab.subtree_members, vocab.subtree_segment_ids)
         if kind == "smoothgrad":
             batch = 1
@@ -395,7 +356,9 @@ class ConVis:
             images: anything `load_images` accepts.
             concepts: names or words (see `ConceptVocabulary.resolve`); None means all.
         """
-        _, index = self._concept_index(concepts)
+        from convis_jax.kernels.sweep import ConceptRequest
+
+        index = ConceptRequest.of(self.vocabulary, concepts).index
         return self._image_embeddings(images) @ self.bank.embeddings[index].T
 
     def top_concepts(self, images, k: int = 10) -> list[TopConcepts]:
@@ -451,7 +414,6 @@ class ConVis:
         """
         from convis_jax.core.images import load_images
         from convis_jax.core.ranks import subtree_max
-        from convis_jax.core.windows import center_crop_square
         from convis_jax.pictures.explorer import (
             ExplorerImage,
             ExplorerVocabulary,
@@ -467,34 +429,11 @@ class ConVis:
         flat = self.similarity(photos)
         vocab = self.vocabulary
         hierarchical = subtree_max(flat, vocab.subtree_offsets, vocab.subtree_members)
-        pages = [ExplorerImage(name, _display_square(center_crop_square(photo)), c, f, h)
+        pages = [ExplorerImage.from_photo(name, photo, c, f, h)
                  for name, photo, c, f, h in zip(names, photos, cells, flat, hierarchical)]
         note = f"{self.encoder.name} · {len(vocab)} concepts · occlusion grid · text: {self.bank.text}"
         return write_explorer(out_dir, pages, ExplorerVocabulary.from_mapping(vocab.to_dict()),
                               note=note, single_file=single_file)
-
-
-def _occlusion_grid(window_sizes, stride: int, aggregation: str):
-    """The window grid of an occlusion sweep on the 224 square (the web app pads nothing)."""
-    from convis_jax.core.windows import window_grid
-
-    if aggregation not in ("window", "webapp"):
-        raise InputError(f"aggregation must be 'window' or 'webapp', found {aggregation!r}")
-    return window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride,
-                       padding=0 if aggregation == "webapp" else None)
-
-
-def _image_numbers(image_numbers, count: int) -> list[int]:
-    """Each image's number (noise seeds): the given N ints >= 0, or the positions 0 .. N-1."""
-    if image_numbers is None:
-        return list(range(count))
-    numbers = list(image_numbers)
-    if len(numbers) != count or any(isinstance(n, bool) or not isinstance(n, (int, np.integer))
-                                    or n < 0 for n in numbers):
-        raise InputError(f"expected one image number (an integer >= 0) per image, {count} in "
-                         f"all, found {len(numbers)}: {numbers[:5]}"
-                         f"{' ...' if len(numbers) > 5 else ''}")
-    return [int(n) for n in numbers]
 
 
 def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
@@ -505,6 +444,7 @@ def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
     """
     import math
 
+    from convis_jax.core.batches import seed_value
     from convis_jax.kernels.memory import check_chunk, pullback_bytes
 
     if chunk is not None:
@@ -516,15 +456,4 @@ def _check_gradient_options(model, kind, chunk, samples, sigma, seed) -> None:
             and math.isfinite(sigma) and sigma >= 0):
         raise InputError(f"smoothgrad needs samples >= 1 and a finite sigma >= 0, found "
                          f"{samples!r} and {sigma!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
-            0 <= int(seed) < 2**63):
-        raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")
-
-
-def _display_square(square: np.ndarray, largest: int = 448) -> np.ndarray:
-    """The crop the maps refer to, at most `largest` pixels wide (pages stay small)."""
-    if square.shape[0] <= largest:
-        return square
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(square).resize((largest, largest), Image.BICUBIC))
+    seed_value(seed)

@@ -4,26 +4,25 @@ User mistakes (missing or damaged files, unknown concepts, bad options) and
 files that cannot be read or written end with one line on stderr and exit
 code 2, never a traceback (`programs.run_command`, which the scripts use too). Images and concept
 names are checked before the model is loaded and the concept bank is built,
-so a typo costs no waiting. Ctrl-C always stops a run with exit code 130
-(`programs.interrupt_at_safe_points`), and every file is written whole or not at all
-(`convis_jax.core.cache.atomic_write_bytes`), under a file name made safe from
-the concept's name (`concept_file_names`).
+so a typo costs no waiting. Ctrl-C always stops a run with exit code 130: held from
+the program's first line (`convis_jax.__main__`) while the native libraries load, then
+acted on at safe points (`programs.interrupt_at_safe_points`). Every file is written
+whole or not at all, with the mode the umask gives, under a file name made safe from
+the concept's name; a rerun of `explain` replaces an image's folder whole
+(`convis_jax.pictures.explanations`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from convis_jax.errors import ConvisError
+from convis_jax.errors import ConvisError, one_line
 from convis_jax.programs import (
     EXIT_INTERRUPTED,
     POSITIVE_FLOAT,
@@ -33,7 +32,9 @@ from convis_jax.programs import (
     OneLineParser,
     add_gradient_options,
     add_model_options,
-    ignore_interrupts_after_the_run,
+    hold_interrupts,
+    load_native_libraries,
+    release_interrupts,
     run_command,
 )
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="occlusion: the paper's Algorithm 1 (sliding windows); gradient: "
                               "gradients of concept scores w.r.t. the pixels")
     explain.add_argument("--out", required=True,
-                         help="output folder: overlays, grid.png, maps.npz, summary.json")
+                         help="output folder: <NN-image>/ (overlays, grid.png), maps.npz, "
+                              "summary.json; a rerun replaces an image's earlier folder there")
     explain.add_argument("--padding", choices=["noise", "constant"], default="noise",
                          help="occlusion method: pad the image with uniform noise (the paper) "
                               "or black")
@@ -95,24 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_atlas_commands(commands)
 
-    demo = command("demo", "a small gallery from the bundled model")
+    demo = command("demo", "a small gallery from the bundled model (demo takes no --model: "
+                           "its scenes are the shapes that model was trained on)")
     demo.add_argument("--out", required=True,
-                      help="output folder: scenes, maps/<scene>/grid.png, explorer/index.html")
+                      help="output folder: scene-N.png, maps/scene-N/ (overlays, grid.png), "
+                           "maps/scene-N.npz and .json, explorer/index.html")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def add_atlas_commands(commands) -> None:
     """`atlas build` and `atlas explore`: sweep a collection once, ask any concept later."""
-    atlas = commands.add_parser("atlas", help="the concept atlas of an image collection")
+    atlas = commands.add_parser("atlas", help="the concept atlas of an image collection",
+                                description="the concept atlas of an image collection")
     sub = atlas.add_subparsers(dest="atlas_command", required=True, parser_class=OneLineParser)
-    build = sub.add_parser("build", help="encode every window of every image once (resumable)")
+
+    def command(name: str, summary: str):
+        return sub.add_parser(name, help=summary, description=summary,
+                              formatter_class=DefaultsHelpFormatter)
+
+    build = command("build", "encode every window of every image once (resumable)")
     build.add_argument("images", help="a folder of images (recursive) or a list file")
     build.add_argument("--out", required=True, help="the atlas folder (shared by all processes)")
     add_model_options(build, vocabulary=False)
     build.add_argument("--store", choices=["float16", "float32"], default="float16",
                        help="stored window embeddings (float16: 0.75 MB an image for ViT-B/32)")
-    build.add_argument("--padding", choices=["noise", "constant"], default="noise")
+    build.add_argument("--padding", choices=["noise", "constant"], default="noise",
+                       help="pad each image with uniform noise (the paper) or black")
     build.add_argument("--seed", type=SEED, default=0, help="seed of the padding noise")
     build.add_argument("--batch", type=POSITIVE_INT, default=None,
                        help="images per compiled call (default: the device's; 1 on CPUs)")
@@ -127,8 +138,8 @@ def add_atlas_commands(commands) -> None:
                        help="this process's number, 0 to P - 1 (or JAX_PROCESS_ID)")
     hosts.add_argument("--cluster", action="store_true",
                        help="let JAX detect the cluster (Cloud TPU, SLURM, Open MPI)")
-    explore = sub.add_parser("explore", help="write the atlas page: search a concept, see the "
-                                             "images that show it most")
+    explore = command("explore", "write the atlas page: search a concept, see the images that "
+                                 "show it most")
     explore.add_argument("atlas", help="the atlas folder")
     explore.add_argument("--out", required=True, help="the page's folder")
     explore.add_argument("--k", type=POSITIVE_INT, default=8, help="images shown per concept")
@@ -143,6 +154,7 @@ def cmd_atlas(args) -> None:
     if args.atlas_command == "build":
         from convis_jax.atlas import build_atlas, init_processes, list_images
 
+        _output_folder(args.out)
         list_images(args.images)  # before any model work: a wrong path costs no waiting
         process_id, count = init_processes(coordinator=args.coordinator,
                                            num_processes=args.num_processes,
@@ -190,6 +202,9 @@ def _load_images(paths: list[str]) -> list[np.ndarray]:
 
 
 def _output_folder(out: str) -> Path:
+    """The --out folder; an empty name is a mistake (it would mean the current folder)."""
+    if not out.strip():
+        raise ConvisError(f"--out: expected a folder name, found {out!r}")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ConvisError(f"--out must be a folder, found a file at {out!r}")
@@ -200,138 +215,12 @@ def _stem(index: int, path: str) -> str:
     return f"{index:02d}-{Path(path).stem}"
 
 
-# Characters never written into a file name: path separators, NUL and other controls,
-# and those Windows refuses; each becomes %XX (and "%" itself %25, so that the mapping
-# stays one-to-one).
-_UNSAFE_CHARACTERS = set('%/\\:*?"<>|') | {chr(c) for c in range(32)} | {"\x7f"}
-# Longest file-name stem, in UTF-8 bytes (file systems allow 255; room for suffixes).
-_MAX_STEM_BYTES = 200
-
-
-def concept_file_name(concept: str) -> str:
-    """The overlay file of one concept: its name with unsafe characters escaped, + ".png".
-
-    "/" (as in `24/7.n.01`), "\\", NUL and other control characters become %XX,
-    a leading "." becomes %2E (so "." and ".." are ordinary names, not folders or
-    hidden files), and a name too long for a file system is shortened with a hash of
-    the whole name. Different concepts can still map to names that differ only in
-    case; `concept_file_names` makes a list unique.
-    """
-    stem = "".join(f"%{ord(c):02X}" if c in _UNSAFE_CHARACTERS else c for c in str(concept))
-    if not stem or stem.startswith("."):
-        stem = "%2E" + stem[1:]
-    if len(stem.encode("utf-8", "surrogatepass")) > _MAX_STEM_BYTES:
-        digest = hashlib.sha256(str(concept).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        cut = stem.encode("utf-8", "surrogatepass")[:_MAX_STEM_BYTES - 17]
-        stem = cut.decode("utf-8", "ignore") + "-" + digest
-    return stem + ".png"
-
-
-def concept_file_names(concepts: list[str], reserved: tuple[str, ...] = ("grid.png",)) -> list[str]:
-    """Safe (see `concept_file_name`) and unique file names, one per concept.
-
-    Names that would clash on a case-insensitive file system, or with a file in
-    `reserved`, get "~2", "~3", ... before ".png".
-    """
-    taken = {name.lower() for name in reserved}
-    names = []
-    for concept in concepts:
-        name = concept_file_name(concept)
-        stem, count = name[:-4], 1
-        while name.lower() in taken:
-            count += 1
-            name = f"{stem}~{count}.png"
-        taken.add(name.lower())
-        names.append(name)
-    return names
-
-
-def write_explanations(convis, images: list, names: list[str], concepts: list[str], out: Path, *,
-                       method: str = "occlusion", gamma: float = 1.0, padding: str = "noise",
-                       seed: int = 0, score: str = "cosine", kind: str = "gradient",
-                       strategy: str = "auto",
-                       sources: list[str] | None = None,
-                       export_wsol: Path | None = None,
-                       on_maps: Callable[[], object] | None = None) -> dict:
-    """Maps, overlays, grids, maps.npz and summary.json for images and concepts.
-
-    Args:
-        convis: the `ConVis` to explain with.
-        images: anything `load_images` accepts, N images.
-        names: N folder names, one per image.
-        concepts: synset names or words (see `ConceptVocabulary.resolve`).
-        out: the output folder; gets `<name>/<concept>.png` overlays at each photo's
-            size, `<name>/grid.png`, `maps.npz` (`maps` float32 [N, K, S, S] in [0, 1]
-            on the centre square the model saw, `concepts` [K]) and `summary.json`.
-        method: "occlusion" or "gradient" (gradient maps are min-max normalised per map).
-        gamma: the overlay exponent.
-        padding, seed: the occlusion padding and its noise seed (SmoothGrad's seed too).
-        score, kind: the gradient method's score and kind of map.
-        sources: how summary.json names the images (default: `names`).
-        export_wsol: also write each map as wsolevaluation scores it
-            (`convis_jax.evaluation.export_wsolevaluation`) to
-            `<export_wsol>/<concept>/<image id>.npy`, the image id being the file
-            name of its source (None: nothing).
-        on_maps: called once the maps are computed, before any file is written.
-
-    Returns:
-        The summary written to summary.json.
-    """
-    from convis_jax.core.cache import atomic_write_bytes
-    from convis_jax.core.cells import min_max
-    from convis_jax.core.images import load_images
-    from convis_jax.core.windows import map_to_image
-    from convis_jax.pictures.overlays import concept_grid, save_png, white_overlay
-
-    photos = load_images(images)
-    resolved = convis.vocabulary.resolve(concepts)
-    if method == "occlusion":
-        maps = convis.occlusion_maps(photos, resolved, padding=padding, seed=seed)
-    else:
-        maps = min_max(convis.gradient_maps(photos, resolved, score=score, kind=kind,
-                                                strategy=strategy, seed=seed))
-    if on_maps is not None:
-        on_maps()
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"model": convis.model.name,
-               "precision": getattr(convis.model, "precision", "") or "the encoder's own",
-               "method": method, "concepts": resolved,
-               "vocabulary_size": len(convis.vocabulary), "text": convis.bank.text,
-               "maps": "maps.npz: maps [N, K, S, S] float32 in [0, 1] on the centre square "
-                       "the model saw; concepts [K]", "images": []}
-    file_names = concept_file_names(resolved)
-    # Titles drawn in the grid: control characters (a NUL, say) shown as escapes.
-    titles = ["".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in concept)
-              for concept in resolved]
-    for n, (photo, name) in enumerate(zip(photos, names)):
-        on_photo = map_to_image(maps[n], photo.shape[:2])
-        files = {}
-        for concept, file_name, m in zip(resolved, file_names, on_photo):
-            files[concept] = save_png(white_overlay(photo, m, gamma), out / name / file_name).name
-        if export_wsol is not None:
-            from convis_jax.evaluation.export import export_wsolevaluation
-
-            for file_name, m in zip(file_names, on_photo):
-                export_wsolevaluation(export_wsol / file_name.removesuffix(".png"),
-                                      [Path((sources or names)[n]).name], [m])
-        grid = concept_grid(photo, on_photo, titles, out / name / "grid.png", gamma=gamma)
-        peaks = {c: [int(v) for v in np.unravel_index(np.argmax(m), m.shape)[::-1]]
-                 for c, m in zip(resolved, on_photo)}
-        summary["images"].append({"image": (sources or names)[n], "size": list(photo.shape[1::-1]),
-                                  "folder": name, "overlays": files, "grid": grid.name,
-                                  "peak_xy": peaks})
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, maps=maps.astype(np.float32), concepts=np.array(resolved))
-    atomic_write_bytes(out / "maps.npz", buffer.getvalue())
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
-    return summary
-
-
 def cmd_explain(args) -> None:
     """`explain`: overlays, grids, maps.npz and summary.json for named concepts."""
     from tqdm.auto import tqdm
 
     from convis_jax.api import resolve_vocabulary
+    from convis_jax.pictures.explanations import write_explanations
 
     photos = _load_images(args.images)
     out = _output_folder(args.out)
@@ -345,7 +234,7 @@ def cmd_explain(args) -> None:
               bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]") as stages:
         model = _model(args)
         vocabulary = resolve_vocabulary(args.vocabulary, model)
-        concepts = vocabulary.resolve(args.concepts)  # before the bank: a typo costs no waiting
+        concepts = _resolve_concepts(args, vocabulary)  # before the bank: a typo costs no waiting
         stages.set_description("explain: concept bank")
         stages.update()
         convis = _convis(args, model, vocabulary)
@@ -353,6 +242,7 @@ def cmd_explain(args) -> None:
         stages.set_description(f"explain: {args.method} maps of {len(photos)} image(s)")
         stages.update()
         names = [_stem(i, p) for i, p in enumerate(args.images)]
+        replaced = [name for name in names if (out / name).is_dir()]
         write_explanations(convis, photos, names, concepts, out, method=args.method,
                            gamma=args.gamma, padding=args.padding, seed=args.seed,
                            score=args.score, kind=args.kind, strategy=args.strategy,
@@ -363,7 +253,28 @@ def cmd_explain(args) -> None:
         stages.update()
     _bundled_model_note(args)
     print(f"wrote maps of {len(concepts)} concept(s) for {len(photos)} image(s) to {out} "
-          f"({model.precision})")
+          f"({model.precision})"
+          + (f" (replacing the earlier {', '.join(replaced)})" if replaced else ""))
+
+
+def _resolve_concepts(args, vocabulary) -> list[str]:
+    """`--concepts` as synset names; with the bundled model's own vocabulary, an unknown
+    concept's error names the shapes it knows and the options for other concepts."""
+    from convis_jax.errors import ConceptError
+
+    try:
+        return vocabulary.resolve(args.concepts)
+    except ConceptError as err:
+        if args.model is not None or args.vocabulary is not None:
+            raise
+        from convis_jax.scenes import CONCEPT_TEXTS
+
+        shapes = ", ".join(text.lemmas[0] for text in CONCEPT_TEXTS.values())
+        raise ConceptError(
+            f"{one_line(err)}; the bundled model knows only its {len(CONCEPT_TEXTS)} drawn "
+            f"shapes ({shapes}) and their WordNet parents, {len(vocabulary)} concepts in all: "
+            f"for other concepts pass a real CLIP and the paper's vocabulary, --model "
+            f"openai/clip-vit-base-patch32 --vocabulary physical_objects") from None
 
 
 def format_top_table(paths: list[str], results: list) -> str:
@@ -378,7 +289,14 @@ def format_top_table(paths: list[str], results: list) -> str:
                 r.flat.names, r.flat.scores, r.hierarchical.names, r.hierarchical.scores)):
             lines.append(f"  {i + 1:>4}  {flat:<{width}} {score:7.4f}   "
                          f"{hier:<{width}} {hier_score:7.4f}")
+    if any(len(set(r.hierarchical.scores.tolist())) < len(r.hierarchical.scores) for r in results):
+        lines.append(HIERARCHY_NOTE)
     return "\n".join(lines)
+
+
+# Printed under a `top` table whose hierarchical column repeats a score.
+HIERARCHY_NOTE = ("(hierarchical: a concept scores the best flat cosine in its WordNet subtree, "
+                  "so a concept's ancestors repeat its score)")
 
 
 # Images decoded at a time by `top`: memory stays flat however many files are listed.
@@ -386,25 +304,17 @@ TOP_BATCH = 32
 
 
 def _check_image_files(paths: list[str]) -> None:
-    """Opens every file's header (no decoding), so that a bad path fails before any model work.
+    """Opens every file's header as `explain` opens it (`core.images.check_image_file`: no
+    decoding), so that a bad path fails before any model work, in one line.
 
     Raises:
-        InputError: a missing, empty or unreadable file, or one Pillow does not recognise.
+        InputError: a missing, empty or unreadable file, one Pillow does not recognise,
+            or one too large to decode safely (a decompression bomb).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from convis_jax.errors import InputError
+    from convis_jax.core.images import check_image_file
 
     for path in paths:
-        if not Path(path).is_file() or Path(path).stat().st_size == 0:
-            _load_images([path])  # the loader's own one-line message
-        try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            _load_images([path])  # the loader's own one-line message, when it has one
-            raise InputError(f"{path!r} is not an image Pillow can read "
-                             f"({type(err).__name__}: {err})") from None
+        check_image_file(path)
 
 
 def _bundled_model_note(args) -> None:
@@ -500,16 +410,56 @@ def cmd_explore(args) -> None:
     print(f"wrote {page}")
 
 
+# The demo's scenes: `DEMO_SCENES` of `make_dataset(DEMO_SEED, ...)`, chosen by `demo_scenes`.
+DEMO_SEED = 2024
+DEMO_SCENES = 4
+DEMO_CANDIDATES = 64
+
+
+def demo_scenes(convis, count: int = DEMO_SCENES, seed: int = DEMO_SEED,
+                candidates: int = DEMO_CANDIDATES) -> list:
+    """The demo's scenes, chosen by a rule and never by hand.
+
+    Going through `make_dataset(seed, candidates, size=224)` in order, a scene is
+    kept when the concept the model ranks first for the whole image (flat cosine:
+    the concept the explorer opens on) is one of the shapes drawn in it, and is not
+    the first concept of a scene kept before (so the scenes show different shapes).
+    The first `count` such scenes are the demo's; scenes the model gets wrong (an
+    arrow taken for a Greek cross) are passed over.
+
+    Returns:
+        `count` `Scene`s, in the order found.
+
+    Raises:
+        ConvisError: fewer than `count` of the candidates qualify.
+    """
+    from convis_jax.scenes import render_scene
+
+    children = np.random.SeedSequence(seed).spawn(candidates)  # as make_dataset draws them
+    chosen, tops = [], set()
+    for start in range(0, candidates, 8):
+        batch = [render_scene(child, size=224) for child in children[start:start + 8]]
+        for scene, top in zip(batch, convis.top_concepts([s.image for s in batch], k=1)):
+            first = top.flat.names[0]
+            if first in scene.concepts and first not in tops:
+                chosen.append(scene)
+                tops.add(first)
+                if len(chosen) == count:
+                    return chosen
+    raise ConvisError(f"the model ranked a drawn shape first in only {len(chosen)} of "
+                      f"{candidates} scenes with different shapes; expected {count}")
+
+
 def cmd_demo(args) -> None:
     """`demo`: scenes, their maps and an explorer page from the bundled model."""
     from convis_jax.api import ConVis
     from convis_jax.models.loading import load_clip
+    from convis_jax.pictures.explanations import write_explanations
     from convis_jax.pictures.overlays import save_png
-    from convis_jax.scenes import make_dataset
 
     out = _output_folder(args.out)
     convis = ConVis(load_clip(None), None, progress=not args.quiet)
-    scenes = make_dataset(seed=2024, n=4, size=224)
+    scenes = demo_scenes(convis)
     names = [f"scene-{i}" for i in range(len(scenes))]
     for name, scene in zip(names, scenes):
         save_png(scene.image, out / f"{name}.png")
@@ -518,31 +468,43 @@ def cmd_demo(args) -> None:
         present = list(scene.concepts)
         parents = [p for c in present for p in vocab.parents(c)][:1]
         write_explanations(convis, [scene.image], [name], present + parents, out / "maps",
-                           sources=[f"{name}.png"])
-        (out / "maps" / "summary.json").replace(out / "maps" / f"{name}.json")
-        (out / "maps" / "maps.npz").replace(out / "maps" / f"{name}.npz")
+                           sources=[f"{name}.png"], maps_file=f"{name}.npz",
+                           summary_file=f"{name}.json")
     page = convis.explore([s.image for s in scenes], out / "explorer", names=names)
-    print(f"demo gallery in {out}: scenes, maps/<scene>/grid.png overlays, explorer {page}")
+    shown = "; ".join(f"{name}: {scene.captions[1]}" for name, scene in zip(names, scenes))
+    print(f"demo gallery in {out}: {shown}; maps/<scene>/grid.png overlays (each drawn shape "
+          f"and a WordNet parent), explorer {page}")
 
 
 COMMANDS = {"explain": cmd_explain, "top": cmd_top, "bank": cmd_bank, "explore": cmd_explore,
             "atlas": cmd_atlas, "demo": cmd_demo}
+# The commands that always load a model (`bank` may answer from its cache without jax).
+NATIVE_COMMANDS = ("explain", "top", "explore", "atlas", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see `run_command`).
 
-    Run as a program (`argv` None), an interrupted run ends at once with exit code 130
+    Run as a program (`argv` None; `convis-jax` and `python -m convis_jax` enter
+    through `convis_jax.__main__`, which holds Ctrl-C before anything native is
+    imported), Ctrl-C is held until the native libraries the command needs are
+    loaded, then acted on; an interrupted run ends at once with exit code 130
     instead of finalising the interpreter while XLA's threads may still be running.
     """
+    program = argv is None
+    if program:
+        hold_interrupts()
+
     def dispatch():
         args = build_parser().parse_args(argv)
+        if program and args.command in NATIVE_COMMANDS:
+            # Before `jax.distributed.initialize`, JAX's backend must not start.
+            load_native_libraries(backend=args.command != "atlas")
+        release_interrupts()
         COMMANDS[args.command](args)
 
-    if argv is None:
-        ignore_interrupts_after_the_run()
-    code = run_command(dispatch)
-    if code == EXIT_INTERRUPTED and argv is None:
+    code = run_command(dispatch, program=program)
+    if code == EXIT_INTERRUPTED and program:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

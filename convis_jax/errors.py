@@ -2,8 +2,13 @@
 
 Every error convis_jax raises on purpose derives from `ConvisError`, so a
 caller (and the command line) can tell a user mistake from a bug. Messages
-say what was expected and what was found.
+say what was expected and what was found. Warnings go through `warn`, which
+points them at the caller's line.
 """
+
+import os
+import sys
+import warnings
 
 
 class ConvisError(Exception):
@@ -36,3 +41,19 @@ def one_line(message: str) -> str:
     if len(lines) > 1 and lines[0].endswith(":"):
         return f"{lines[0]} {'; '.join(lines[1:])}"
     return "; ".join(lines)
+
+
+# This package's folder: frames from files under it are the library's own.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """`warnings.warn` pointed at the caller's line: the innermost frame outside convis_jax.
+
+    Python shows the line a warning points at; a fixed stack level shows a line of the
+    library itself whenever the call chain is deeper or shallower than foreseen.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -2,7 +2,10 @@
 errors and warnings, argument parsers and types, and Ctrl-C handled at safe points.
 
 User mistakes and unreadable or unwritable files end with one line on stderr and
-exit code 2 (`run_command`); Ctrl-C ends a run with exit code 130.
+exit code 2 (`run_command`); Ctrl-C ends a run with exit code 130. A program holds
+Ctrl-C from its first line (`hold_interrupts`) while native libraries load
+(`load_native_libraries`), and `run_command` acts on a held one as soon as its
+handler is in place.
 """
 
 from __future__ import annotations
@@ -138,14 +141,59 @@ def script_parser(prog: str, description: str):
 
 def script_main(parser, run: Callable, argv: Sequence[str] | None = None) -> int:
     """Parses `argv` and calls `run(args)`: a script's `main`, with the CLI's exit codes."""
-    if argv is None:
-        ignore_interrupts_after_the_run()
-    return run_command(lambda: run(parser.parse_args(argv)),
+    return run_command(lambda: run(parser.parse_args(argv)), program=argv is None,
                        interrupted="interrupted; run the same command again to resume")
 
 
-def run_command(action: Callable[[], object], *, interrupted: str = "interrupted") -> int:
+def hold_interrupts() -> None:
+    """For a program's first line: Ctrl-C (SIGINT) is held, not delivered, until released.
+
+    A signal that lands while a native library imports or initialises can crash it
+    (XLA's start-up has died of SIGSEGV and SIGABRT that way) or turn into an
+    ImportError; held, it waits and is never lost. Threads started meanwhile (XLA's
+    pools) inherit the mask and never receive it. `run_command` releases it once its
+    handler is in place. Where signals cannot be masked (Windows) this does nothing.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def release_interrupts() -> None:
+    """Lets Ctrl-C through again; one held until now is delivered at once."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def load_native_libraries(*, backend: bool = True) -> None:
+    """Imports the native libraries a run needs (call it while Ctrl-C is held).
+
+    Args:
+        backend: also start JAX's backend (its device threads then never see SIGINT);
+            False where `jax.distributed.initialize` must still run first.
+    """
+    import jax
+
+    if backend:
+        jax.devices()
+    import flax.linen  # noqa: F401
+    import jax.numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+
+def run_command(action: Callable[[], object], *, interrupted: str = "interrupted",
+                program: bool = False) -> int:
     """Runs `action`; the one mapping of errors to exit codes, for the CLI and the scripts.
+
+    A Ctrl-C held by `hold_interrupts` is delivered once `action` has released it
+    (`release_interrupts`), or when it ends, and stops the run as any other.
+
+    Args:
+        action: the run.
+        interrupted: the line printed on Ctrl-C.
+        program: True for a program's `main` (never for a library call, which must
+            not change its caller's handlers): Ctrl-C is ignored once the run has
+            ended, so that one landing during the interpreter's shutdown leaves the
+            exit code as it is, where Python would end the process by SIGINT.
 
     Returns:
         0 when it finished; `EXIT_ERROR` (2) for a user mistake (`ConvisError`) or a file
@@ -153,9 +201,13 @@ def run_command(action: Callable[[], object], *, interrupted: str = "interrupted
         printed as one line on stderr; `EXIT_INTERRUPTED` (130) for Ctrl-C, printing
         `interrupted`; argparse's own code for --help and --version.
     """
+    afterwards = signal.SIG_IGN if program else None
     try:
-        with interrupt_at_safe_points(), one_line_warnings():
-            action()
+        with interrupt_at_safe_points(afterwards=afterwards), one_line_warnings():
+            try:
+                action()
+            finally:
+                release_interrupts()
     except ConvisError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
@@ -171,43 +223,43 @@ def run_command(action: Callable[[], object], *, interrupted: str = "interrupted
     return 0
 
 
+# Where the import system runs a module's code: an exception raised there can leave
+# a native extension half initialised (or become an ImportError).
+_IMPORT_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+
+
 def _unsafe_for_interrupt(frame) -> bool:
-    """Whether Python would swallow an exception raised at `frame`.
+    """Whether an exception raised at `frame` would be swallowed or do harm.
 
     An exception raised inside a garbage-collector callback (JAX registers one) or a
     `__del__` method is printed as "Exception ignored" and dropped, so Ctrl-C landing
-    there would not stop the run.
+    there would not stop the run; one raised inside an import can break a native
+    library's initialisation.
     """
     callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
-        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code in callbacks or code.co_name == "__del__" or code.co_filename in _IMPORT_FILES:
             return True
         frame = frame.f_back
     return False
 
 
-def ignore_interrupts_after_the_run() -> None:
-    """For a program's `main`: Ctrl-C is ignored outside `run_command`'s run.
-
-    `interrupt_at_safe_points` restores the handler it found, so a Ctrl-C that
-    lands once the run has ended (during the interpreter's shutdown) is ignored:
-    the exit code stays the run's, where Python's default would end the process
-    by SIGINT. Only for programs: a library call must not change its caller's
-    handlers.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @contextlib.contextmanager
-def interrupt_at_safe_points():
+def interrupt_at_safe_points(*, afterwards=None):
     """Ctrl-C (SIGINT) raises KeyboardInterrupt, but never where it would be swallowed.
 
     Python's own handler raises wherever the main thread happens to be; inside a
-    garbage-collection callback the exception is dropped and the run goes on. This
-    handler defers such a landing and re-delivers the signal 50 ms later, until it
-    lands at a safe point; a KeyboardInterrupt that Python reports as unraisable
-    (raised in a weakref callback, say) is re-delivered the same way. Files are written atomically, so stopping anywhere else
-    leaves no partial output. Outside the main thread it does nothing.
+    garbage-collection callback the exception is dropped and the run goes on, and
+    inside an import it can break a native library. This handler defers such a
+    landing and re-delivers the signal 50 ms later, until it lands at a safe point;
+    a KeyboardInterrupt that Python reports as unraisable (raised in a weakref
+    callback, say) is re-delivered the same way. Files are written atomically, so
+    stopping anywhere else leaves no partial output. Outside the main thread it does
+    nothing.
+
+    Args:
+        afterwards: the SIGINT handler to install on leaving (None: the one found).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -236,7 +288,7 @@ def interrupt_at_safe_points():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous if afterwards is None else afterwards)
         sys.unraisablehook = previous_hook
 
 

@@ -1,6 +1,6 @@
 """Out-of-distribution detection with WordNet concepts: AUROC of the naive and hierarchy scores.
 
-The paper's experiment (METHOD.md section 5) on any checkpoint:
+The paper's experiment (docs/method.md, section 5) on any checkpoint:
 
     python -m scripts.evaluate_ood DATA --out results.json \
         [--model FOLDER_OR_HUB_ID] [--pairs all | ID/OOD ...] \

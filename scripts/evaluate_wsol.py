@@ -1,6 +1,6 @@
 """Weakly supervised localisation of concept maps: MaxBoxAcc, MaxBoxAccV2, pointing game.
 
-The paper's experiment (METHOD.md section 5) on any checkpoint:
+The paper's experiment (docs/method.md, section 5) on any checkpoint:
 
     python -m scripts.evaluate_wsol DATA --out results.json \
         [--model FOLDER_OR_HUB_ID] [--method occlusion|gradient] [--concept bird.n.01] \
@@ -9,7 +9,7 @@ The paper's experiment (METHOD.md section 5) on any checkpoint:
 
 DATA is a CUB-200-2011 folder (`images.txt`, `bounding_boxes.txt`, `images/`)
 or a folder of synthetic scenes (`scenes.json`, written by
-`convis_jax.evaluation.datasets.write_scene_folder`). CUB maps `bird.n.01` by
+`convis_jax.evaluation.scene_folder.write_scene_folder`). CUB maps `bird.n.01` by
 default; scenes map every drawn object with its own concept unless
 `--concept` names one. Each image is centre-cropped and resized to 224, its
 boxes moved the same way.
@@ -80,14 +80,20 @@ def build_parser():
 
 def read_items(args) -> tuple[str, list]:
     """The dataset's kind and its items, before any model is loaded."""
-    from convis_jax.evaluation import WSOL_CONCEPT, cub_items, datasets, scene_items
+    from convis_jax.evaluation import (
+        WSOL_CONCEPT,
+        cub_items,
+        datasets,
+        scene_folder,
+        scene_items,
+    )
 
     root = Path(args.data)
     if not root.is_dir():
         raise InputError(f"expected a data folder, found no folder at {args.data!r}")
     kind = args.dataset
     if kind == "auto":
-        kind = "scenes" if (root / datasets.SCENES_FILE).is_file() else "cub"
+        kind = "scenes" if (root / scene_folder.SCENES_FILE).is_file() else "cub"
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit: expected a positive number of images, found {args.limit}")
     if kind == "cub":
@@ -97,7 +103,7 @@ def read_items(args) -> tuple[str, list]:
     else:
         if args.split != "all":
             raise InputError("--split: expected 'all' for a scene folder, which has no splits")
-        records = datasets.read_scene_folder(root)[: args.limit]
+        records = scene_folder.read_scene_folder(root)[: args.limit]
         items = scene_items(records, args.concept)
     if not items:
         raise InputError(f"expected images with the concept {args.concept!r} in {args.data!r}, "
@@ -141,7 +147,7 @@ def run(args) -> dict:
     if not args.tolerance >= 0:
         raise InputError(f"--tolerance: expected a number of pixels >= 0, found {args.tolerance}")
     if args.protocol == "wsolevaluation":
-        from convis_jax.evaluation.metrics import require_opencv
+        from convis_jax.evaluation.protocols import require_opencv
 
         try:
             require_opencv()

@@ -1,10 +1,10 @@
 """Redraw the README's pictures: docs/demo-grid.png, docs/explorer.png and docs/atlas.png.
 
 Runs `convis-jax demo` on the bundled model into a temporary folder, copies
-scene-1's grid (its one shape and that shape's parent) and photographs the
-demo's explorer page on scene-1 with that shape selected, 1280 x 800, in
+scene-0's grid (its one shape and that shape's parent) and photographs the
+demo's explorer page on scene-0 with that shape selected, 1280 x 800, in
 Debian's Chromium through Playwright (no browser download; see
-tests/test_explorer_browser.py). Then builds an atlas of twelve scenes
+tests/pictures/test_explorer_browser.py). Then builds an atlas of twelve scenes
 (`convis-jax atlas build`), writes its page (`convis-jax atlas explore`)
 and photographs it with `ATLAS_CONCEPT` searched.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from convis_jax import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENE = "scene-1"
-# Debian's Chromium, headless and quiet (tests/test_explorer_browser.py drives it too).
+SCENE = "scene-0"
+# Debian's Chromium, headless and quiet (tests/pictures/test_explorer_browser.py drives it too).
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

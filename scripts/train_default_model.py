@@ -86,7 +86,7 @@ from convis_jax.scenes import CONCEPT_TEXTS, DRAWN_CONCEPTS, OBJECT_SIZES, rende
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "convis_jax" / "data" / "default_model"
 
-# Algorithm 1's geometry (METHOD.md section 3): the square the windows are
+# Algorithm 1's geometry (docs/method.md, section 3): the square the windows are
 # cut from, the noise padding around it, the window sides.
 SCENE_SIZE = 224
 PADDING = 128

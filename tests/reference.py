@@ -1,4 +1,4 @@
-"""Deliberately plain references of Algorithm 1 (METHOD.md section 3).
+"""Deliberately plain references of Algorithm 1 (docs/method.md, section 3).
 
 Tests only. Everything here is written to be obviously correct, not fast:
 Python loops over every window of the lattice, one crop and one encoding at
@@ -215,3 +215,10 @@ def plain_accumulate(window_scores, grid) -> np.ndarray:
             for l, x0 in enumerate(origins_x):
                 accumulator[..., y0 : y0 + size, x0 : x0 + size] += scores[..., k, l, None, None]
     return accumulator[..., pad : pad + height, pad : pad + width]
+
+
+def plain_subtree_min(values, offsets, members) -> np.ndarray:
+    """Each concept's minimum over its subtree members, by a loop: [..., T] -> [..., K]."""
+    values = np.asarray(values)
+    return np.stack([values[..., members[offsets[k]:offsets[k + 1]]].min(axis=-1)
+                     for k in range(len(offsets) - 1)], axis=-1)

@@ -192,14 +192,14 @@ def test_every_sweep_gives_batched_calls_the_one_image_maps(convis, photos, tmp_
 
 
 def test_default_sweep_sizes_come_from_the_device(convis):
-    """CPUs take the measured sizes; accelerators size the chunk to their memory."""
-    from convis_jax.api import _occlusion_grid
+    """CPUs take the measured sizes; accelerators a chunk that fits their memory and
+    enough images per call to keep every device busy. Checked by what the sizes do,
+    not by re-deriving the rule."""
     from convis_jax.kernels import occlusion
 
-    grid = _occlusion_grid((128, 64), 16, "window")
-    config = convis.model.config
-    assert occlusion.sweep_sizes(config, grid, 7080) == (occlusion.CPU_CHUNK,
-                                                         occlusion.CPU_IMAGES_PER_CALL)
+    sweep = convis.sweep()
+    assert (sweep.chunk, sweep.batch) == (occlusion.CPU_CHUNK, occlusion.CPU_IMAGES_PER_CALL)
+    grid, config = sweep.grid, convis.model.config
 
     class Accelerator:
         platform = "gpu"
@@ -210,19 +210,24 @@ def test_default_sweep_sizes_come_from_the_device(convis):
         def memory_stats(self):
             return {"bytes_limit": self.memory}
 
-    for memory, devices in ((80 << 30, 1), (16 << 30, 1), (80 << 30, 4), (1 << 20, 1)):
+    low, high = occlusion.GPU_CHUNK_BOUNDS
+    per_window = window_bytes(config, window_side=max(grid.window_sizes), num_synsets=7080)
+    chunks = {}
+    for memory, devices in ((1 << 20, 1), (16 << 30, 1), (80 << 30, 1), (80 << 30, 4)):
         chunk, images = occlusion.sweep_sizes(config, grid, 7080, [Accelerator(memory)] * devices)
-        per_window = window_bytes(config, window_side=max(grid.window_sizes), num_synsets=7080)
-        fits = (memory // 8) // per_window
-        # Written out: the largest power of two that fits in an eighth of the memory, in bounds.
-        want = 1
-        while want * 2 <= fits:
-            want *= 2
-        low, high = occlusion.GPU_CHUNK_BOUNDS
-        assert chunk == min(max(want, low), high)
-        steps = -(-occlusion.GPU_STEPS_PER_CALL * chunk * devices // grid.n_windows)
-        scores = max((memory // 8) // (grid.n_windows * 7080 * 4), 1)
-        assert images == max(1, min(steps, occlusion.GPU_MAX_IMAGES_PER_CALL, scores))
+        chunks[memory, devices] = chunk, images
+        assert chunk & (chunk - 1) == 0 and low <= chunk <= high  # a power of two, in bounds
+        assert chunk == low or chunk * per_window <= memory // 8  # fits an eighth of memory
+        assert chunk == high or 2 * chunk * per_window > memory // 8  # the largest that fits
+        assert 1 <= images <= occlusion.GPU_MAX_IMAGES_PER_CALL
+        assert images == 1 or images * grid.n_windows * 7080 * 4 <= memory // 8
+    assert chunks[1 << 20, 1] == (low, 1)  # a tiny memory: the smallest chunk, one image
+    assert chunks[16 << 30, 1][0] <= chunks[80 << 30, 1][0]  # more memory, no smaller chunk
+    assert chunks[80 << 30, 4][1] > chunks[80 << 30, 1][1]  # more devices, more images a call
+    # Enough images that every device runs several steps per call.
+    chunk, images = chunks[80 << 30, 4]
+    assert images * grid.n_windows >= occlusion.GPU_STEPS_PER_CALL * chunk * 4 or \
+        images == occlusion.GPU_MAX_IMAGES_PER_CALL
 
 
 def test_webapp_aggregation(convis, photos):

@@ -251,6 +251,7 @@ def child(folder: str, out: str) -> None:
 
     from convis_jax.core.windows import pad_images, window_grid
     from convis_jax.kernels import occlusion
+    from convis_jax.kernels.sweep import ConceptRequest
     from convis_jax.kernels.gradients import concept_gradient_maps
     from convis_jax.models.loading import load_model
 
@@ -264,9 +265,9 @@ def child(folder: str, out: str) -> None:
     grid = window_grid((224, 224), (128, 64), 32)
     images = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     padded = jnp.asarray(pad_images(images, grid.padding, "noise", seed=5))
-    m, seg, k_padded = occlusion.subtree_request(offsets, members, np.array([0, 4, 11]))
-    static = dict(embed=enc.embed_images, image_size=enc.image_size, grid=grid, chunk=16,
-                  mean=enc.image_mean, std=enc.image_std)
+    concepts = np.array([0, 4, 11])
+    m, seg, k_padded = ConceptRequest.from_subtrees(concepts, concepts, offsets, members).padded()
+    static = dict(spec=occlusion.SweepSpec.of(enc, grid, 16))
     args = (enc.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
     one = jax.local_devices()[:1]
     r = {"cells_single": occlusion.occlusion_cells(*args, num_concepts=k_padded, devices=one,

@@ -7,6 +7,7 @@ generator reads.
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,10 @@ def tiny_setup(tiny_checkpoint, vocabularies, one_torch_thread):
     setup = bench_occlusion.make_setup(model, torch_model, concepts, SETTINGS, "float32", 1)
     everything = np.arange(concepts.count)
     cells = bench_occlusion.jax_sweep(setup, everything, 1)()
-    sweep = bench_occlusion.torch_batched(setup, everything, 1, threads=1)()
+    sweep = bench_occlusion.torch_checked_sweep(setup, everything)
+    # The timed PyTorch sweep returns the cells of the sweep it is checked with.
+    assert np.array_equal(bench_occlusion.torch_batched(setup, everything, 1, threads=1)(),
+                          sweep.cells)
     embeddings = bench_occlusion.jax_encode_alone(setup, bench_occlusion.window_pixels(setup))()
     return setup, everything, cells, sweep, embeddings
 
@@ -209,28 +213,69 @@ def test_map_agreement_counts_moved_peaks_and_skips_flat_maps():
 
 
 def test_gpu_check_runs_small_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py, ready for a GPU: its small settings run here end to end."""
+    """benchmarks/gpu_check.py --small: the GPU run's steps, vocabulary and budget on the CPU."""
     gpu_check = load_benchmark("gpu_check")
 
     out = tmp_path / "check.json"
-    gpu_check.main(["--small", "--out", str(out)])
+    assert gpu_check.main(["--small", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["vocabulary"] == "random hierarchy of 40" and result["concepts"] == 40
+    assert set(gpu_check.PROMISED) <= set(result)
+    assert result["status"] == "finished" and result["skipped"] == []
+    # The GPU run's vocabulary: WordNet's physical objects through nltk, no fallback.
+    assert result["vocabulary"].startswith("physical_objects")
+    assert result["vocabulary_fallback"] is None and result["concepts"] == 7080
+    assert result["environment"]["cpu"]["model"] and result["environment"]["versions"]["jax"]
+    assert len(result["environment"]["load_average_after"]) == 3
     for dtype in ("float32", "bfloat16"):
         check = result["checks"][dtype]
-        assert check["concepts"] == 40
-        assert check["embedding_max_distance"] <= check["embedding_tolerance"]
-    assert result["checks"]["float32"]["maps_checked"] >= 20
+        assert check["concepts"] == 7080
+        # Window embeddings within the stated tolerance, every constrained map within its bound.
+        assert check["embedding_max_distance"] <= bench_occlusion.EMBEDDING_TOLERANCE[dtype]
+        assert check["embedding_tolerance"] == bench_occlusion.EMBEDDING_TOLERANCE[dtype]
+    assert result["checks"]["float32"]["maps_checked"] >= 7080 / 2
+    assert result["checks"]["bfloat16"]["map_correlation_median"] >= \
+        bench_occlusion.MAP_CORRELATION_MEDIAN
     points = {(r["framework"], r["dtype"], r["images_per_call"]) for r in result["rows"]}
-    assert points == {(f, d, 1) for f in ("convis_jax", "pytorch")
-                      for d in ("float32", "bfloat16")}
-    assert all(r["ms_per_image"] > 0 for r in result["rows"])
-    agreement = result["bfloat16_vs_float32"]
-    assert agreement["images"] == 1 and -1 <= agreement["correlation_median"] <= 1
+    assert points == {(f, d, n) for f in ("convis_jax", "pytorch")
+                      for d in ("float32", "bfloat16") for n in (1, 2)}
+    for row in result["rows"]:
+        # Two timed rounds each; the warm-up is apart and never the median.
+        assert row["repeats"] == 2 and row["median_s"] == np.median(row["times_s"]) > 0
+        assert row["compile_s"] == pytest.approx(max(row["first_call_s"] - row["median_s"], 0))
+    assert len(result["transfers"]) == 4
+    assert all(t["convis_jax_s"] >= 0 and t["pytorch_s"] >= 0 for t in result["transfers"])
+    assert result["bfloat16_vs_float32"]["images"] == 2
     assert {t["name"] for t in result["targets"]} == {
         "convis_jax bfloat16 ms per image, all concepts",
         "PyTorch batched / convis_jax, bfloat16, best of each"}
-    assert result["skipped"] == []
+    assert all(step["status"] == "done" for step in result["steps"])
+    # The budget counts everything from the start.
+    assert result["total_s"] <= result["budget_s"]
+    assert result["total_s"] >= sum(step["seconds"] for step in result["steps"]) - 1
+
+
+def test_gpu_check_stops_at_its_budget_and_keeps_the_record(tmp_path):
+    gpu_check = load_benchmark("gpu_check")
+
+    out = tmp_path / "cut.json"
+    started = time.perf_counter()
+    assert gpu_check.main(["--small", "--budget-s", "4", "--out", str(out)]) == 124
+    assert time.perf_counter() - started < 4 + 15  # SIGTERM, then at most 10 s to SIGKILL
+    result = json.loads(out.read_text())
+    assert set(gpu_check.PROMISED) <= set(result)
+    assert result["status"] == "cut at the budget" and result["rows"] == []
+    assert result["skipped"][-1].startswith("every later step")
+
+
+def test_gpu_check_skips_a_point_that_would_not_fit():
+    gpu_check = load_benchmark("gpu_check")
+
+    previous = {"images_per_call": 1, "first_calls_s": 20.0, "round_s": 2.0}
+    # 8 images: first calls scaled by 8, one round of 8 x 2 s.
+    assert gpu_check.estimate_point(previous, 8, 3) == pytest.approx(20 * 8 + 16)
+    assert gpu_check.estimate_point(None, 8, 3) == 0.0
+    budget = gpu_check.Budget(100.0, start=time.time() - 50)
+    assert budget.fits(40) and not budget.fits(60)
 
 
 def test_random_vocabulary_is_a_rooted_tree():
@@ -259,6 +304,63 @@ def test_atlas_benchmark_runs_small(tiny_checkpoint, vocabularies):
     assert sizes["float16"] < sizes["float32"] and sizes["windows_float16_payload"] == 730 * 16 * 2
     assert result["stored_synthetic"]["images"] == 12
     assert result["build_vs_sweep"]["build_cost_over_sweep_cost"] > 0
+
+
+def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
+    """bench_gradients on the tiny model: every contender at every K, maps equal to the loop's."""
+    bench_gradients = load_benchmark("bench_gradients")
+
+    every = ("torch_loop", "convis_jax_vmap", "convis_jax_jacobian", "torch_vjp",
+             "torch_jacobian")
+    settings = {"K": (1, 40), "repeats": 2, "contenders": {name: (1, 40) for name in every}}
+    result = bench_gradients.run(settings, tiny_checkpoint[0], threads=1, log=lambda *_: None)
+    assert [row["K"] for row in result["rows"]] == [1, 40]
+    for row in result["rows"]:
+        for name in every:
+            entry = row[name]
+            assert entry["measured"] and entry["error_vs_loop"] <= bench_gradients.TOLERANCE
+            assert len(entry["times_s"]) == 2 and entry["seconds"] == entry["median_s"] > 0
+        assert row["convis_jax_vmap"]["compile_s"] >= 0
+    summary = {entry["K"]: entry for entry in result["summary"]}
+    assert summary[40]["torch_batched"] in ("torch_vjp", "torch_jacobian")
+    assert summary[40]["torch_loop_over_convis_jax"] == pytest.approx(
+        summary[40]["torch_loop_s"] / summary[40]["convis_jax_s"])
+    # The README's gradient table: both PyTorch programs and the largest map difference.
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = dict(result, environment=common.environment("float32"), quick=True)
+    result["environment"]["load_average_after"] = common.load_average()
+    text = module.render(result, "gradients.json")
+    assert "measured on CPU " in text.splitlines()[0]
+    row = next(line for line in text.splitlines() if line.startswith("| K = 40 |"))
+    assert f"{summary[40]['torch_loop_over_convis_jax']:.2f}x" in row
+    assert f"{summary[40]['torch_batched_over_convis_jax']:.2f}x" in row
+
+
+def test_gradient_contenders_agree_and_a_wrong_map_is_caught(tiny_checkpoint):
+    """The PyTorch programs give the loop's maps; the cross-check fails on a different map."""
+    import torch
+
+    bench_gradients = load_benchmark("bench_gradients")
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(tiny_checkpoint[0]).eval().requires_grad_(False)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(1, 3, 32, 32)).astype(np.float32))
+    bank = torch.nn.functional.normalize(torch.randn(20, model.config.projection_dim), dim=-1)
+    loop = bench_gradients.torch_loop(model, x, bank, 20)
+    assert loop.shape == (20, 32, 32)
+    np.testing.assert_allclose(bench_gradients.torch_vjp(model, x, bank, 20, 7), loop,
+                               rtol=0, atol=1e-6 * np.abs(loop).max())
+    np.testing.assert_allclose(bench_gradients.torch_jacobian(model, x, bank, 20, 5, combine=6),
+                               loop, rtol=0, atol=1e-6 * np.abs(loop).max())
+    wrong = lambda: bench_gradients.torch_loop(model, x, -bank.roll(1, 0), 20)
+    with pytest.raises(AssertionError, match="differ from the per-concept loop"):
+        bench_gradients.measure_k(
+            [bench_gradients.Contender("torch_loop", lambda: loop),
+             bench_gradients.Contender("torch_vjp", wrong)], 1, lambda *_: None)
 
 
 def test_precision_benchmark_measures_both_precisions_and_pytorch(tiny_checkpoint, vocabularies):

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convis_jax.cli import main
+from convis_jax.cli import HIERARCHY_NOTE, main
+from convis_jax.programs import DefaultsHelpFormatter
 from convis_jax.errors import one_line
 from convis_jax.testing import WORDS, write_words_file
 
@@ -173,9 +174,28 @@ def test_top_prints_json_and_a_table(setup, convis, capsys):
     assert lines[0] == setup.images[0] and lines[1].split() == ["rank", "flat", "cosine",
                                                                 "hierarchical", "cosine"]
     flat, hierarchical = printed[0]["flat"], printed[0]["hierarchical"]
-    for rank, (line, (f, fs), (h, hs)) in enumerate(zip(lines[2:], flat.items(), hierarchical.items())):
+    for rank, (line, (f, fs), (h, hs)) in enumerate(zip(lines[2:5], flat.items(), hierarchical.items())):
         assert line.split() == [str(rank + 1), f, f"{fs:.4f}", h, f"{hs:.4f}"]
-    assert len(lines) == 2 + 3
+    # Equal hierarchical scores (an ancestor inherits its best descendant's) are explained.
+    shown = list(hierarchical.values())[:3]
+    ties = len(set(shown)) < len(shown)
+    assert lines[2 + 3:] == ([HIERARCHY_NOTE] if ties else [])
+
+
+def test_top_explains_equal_hierarchical_scores():
+    """Under a table whose hierarchical column repeats a score, one line says why."""
+    from types import SimpleNamespace
+
+    from convis_jax.cli import format_top_table
+
+    def result(scores):
+        names = tuple(f"c{i}.n.01" for i in range(len(scores)))
+        ranking = SimpleNamespace(names=names, scores=np.array(scores, np.float32))
+        return SimpleNamespace(flat=ranking, hierarchical=ranking)
+
+    tied = format_top_table(["a.png"], [result([0.3, 0.3, 0.3])]).splitlines()
+    assert tied[-1] == HIERARCHY_NOTE and "ancestors repeat its score" in HIERARCHY_NOTE
+    assert HIERARCHY_NOTE not in format_top_table(["a.png"], [result([0.3, 0.2, 0.1])])
 
 
 def test_bank_writes_a_cache_file_that_loads(setup, convis, capsys):
@@ -203,7 +223,7 @@ def test_a_slash_in_a_synset_name_stays_in_the_file_name(tmp_path):
     """`read/write_head.n.01` gets one overlay file in the image's folder, not a subfolder."""
     from types import SimpleNamespace
 
-    from convis_jax.cli import write_explanations
+    from convis_jax.pictures.explanations import write_explanations
     from convis_jax.core.vocabulary import ConceptVocabulary
 
     maps = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(1, 1, 224, 224)
@@ -227,6 +247,148 @@ def test_gradient_choices_are_the_backends():
     explain = build_parser()._subparsers._group_actions[0].choices["explain"]
     choices = {action.dest: action.choices for action in explain._actions}
     assert tuple(choices["score"]) == gradients.SCORES and tuple(choices["kind"]) == gradients.KINDS
+
+
+def subcommands(parser, prefix=()):
+    """(command words, parser) of every command and sub-command, depth first."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,), sub
+                yield from subcommands(sub, prefix + (name,))
+
+
+def test_every_option_has_help_that_gives_its_default():
+    """`convis-jax COMMAND --help` describes every option with its default (atlas too)."""
+    import argparse
+
+    from convis_jax.cli import build_parser
+
+    for words, sub in subcommands(build_parser()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            continue  # `atlas` itself: its sub-commands have the options
+        assert sub.formatter_class is DefaultsHelpFormatter, words
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"convis-jax {' '.join(words)}: {action.dest} has no help"
+            if action.option_strings and action.default not in (None, False):
+                assert f"default: {action.default}" in text or "default" in action.help, (
+                    words, action.dest)
+    build = dict(subcommands(build_parser()))[("atlas", "build")]
+    assert "(default: noise)" in " ".join(build.format_help().split())
+
+
+def test_model_option_is_on_every_command_but_demo_as_the_readme_says():
+    from convis_jax.cli import build_parser
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "Every command but `demo`" in readme
+    for words, sub in subcommands(build_parser()):
+        if words == ("atlas",):
+            continue
+        has_model = any("--model" in action.option_strings for action in sub._actions)
+        assert has_model == (words != ("demo",)), words
+
+
+def test_python_m_convis_jax_is_the_program_pip_installs():
+    result = subprocess.run([sys.executable, "-m", "convis_jax", "--version"], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                            text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert (result.returncode, result.stdout.split()[0], result.stderr) == (0, "convis-jax", "")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'convis-jax = "convis_jax.__main__:main"' in pyproject
+
+
+def test_explain_rerun_replaces_the_image_folder_whole(setup, capsys, tmp_path):
+    """A rerun into the same --out replaces each image's folder (stale overlays go), and
+    says so; an interrupted rerun leaves the earlier folder as it was."""
+    import convis_jax.pictures.overlays as overlays
+
+    out = tmp_path / "rerun"
+    argv = ["explain", setup.images[0], "--out", out, *setup.options(), "--concepts"]
+    code, stdout, _ = run(capsys, *argv, "dog.n.01", "cat.n.01")
+    folder = out / "00-a"
+    assert code == 0 and "replacing" not in stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.n.01.png", "dog.n.01.png", "grid.png"]
+    code, stdout, _ = run(capsys, *argv, "cat.n.01")
+    assert code == 0 and stdout.strip().endswith("(replacing the earlier 00-a)")
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.n.01.png", "grid.png"]
+    assert json.loads((out / "summary.json").read_text())["concepts"] == ["cat.n.01"]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(overlays, "concept_grid", interrupted)
+        code, _, _ = run(capsys, *argv, "dog.n.01")
+    assert code == 130
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def file_modes(folder: Path) -> set[tuple[str, str]]:
+    import stat
+
+    return {("folder" if p.is_dir() else "file", oct(stat.S_IMODE(p.stat().st_mode)))
+            for p in [folder, *folder.rglob("*")]}
+
+
+@pytest.mark.parametrize("umask, file, folder", [(0o022, "0o644", "0o755"),
+                                                 (0o027, "0o640", "0o750")])
+def test_files_get_the_mode_the_umask_gives(umask, file, folder, setup, capsys, tmp_path):
+    """As a plain open(path, "w") and mkdir would: 0644 and 0755 under umask 022."""
+    previous = os.umask(umask)
+    try:
+        code, _, err = run(capsys, "explain", *setup.images, "--concepts", "dog.n.01", "--out",
+                           tmp_path / "out", *setup.options())
+    finally:
+        os.umask(previous)
+    assert (code, err) == (0, "")
+    assert file_modes(tmp_path / "out") == {("file", file), ("folder", folder)}
+
+
+def test_demo_writes_what_it_says(tmp_path, capsys, monkeypatch):
+    """The demo's JSON names the files beside it, every file reads back, and the files have
+    the umask's modes; stdout says what each scene shows."""
+    from convis_jax.cli import demo_scenes
+
+    monkeypatch.setenv("CONVIS_JAX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    previous = os.umask(0o022)
+    try:
+        code, stdout, err = run(capsys, "demo", "--out", out, "--quiet")
+    finally:
+        os.umask(previous)
+    assert (code, err) == (0, "")
+    assert file_modes(out) == {("file", "0o644"), ("folder", "0o755")}
+    maps_folder = out / "maps"
+    assert not (maps_folder / "maps.npz").exists() and not (maps_folder / "summary.json").exists()
+    scenes = [p for p in sorted(out.glob("scene-*.png"))]
+    assert len(scenes) == 4
+    for scene in scenes:
+        summary = json.loads((maps_folder / f"{scene.stem}.json").read_text())
+        maps_file = summary["maps"].split(":")[0]
+        assert maps_file == f"{scene.stem}.npz"
+        with np.load(maps_folder / maps_file) as npz:
+            assert list(npz["concepts"]) == summary["concepts"]
+        entry = summary["images"][0]
+        assert entry["image"] == scene.name
+        for overlay in [*entry["overlays"].values(), entry["grid"]]:
+            assert (maps_folder / entry["folder"] / overlay).is_file()
+    assert (out / "explorer" / "index.html").is_file()
+    # scene-0: a heart; ... as the README's quick start says.
+    from convis_jax.api import ConVis
+    from convis_jax.models.loading import load_clip
+
+    chosen = demo_scenes(ConVis(load_clip(None), None, progress=False))
+    for i, scene in enumerate(chosen):
+        assert f"scene-{i}: {scene.captions[1]}" in stdout
+        np.testing.assert_array_equal(photo(str(out / f"scene-{i}.png")), scene.image)
 
 
 def test_help_and_version_exit_zero(capsys):
@@ -281,6 +443,22 @@ def mistakes(setup: Setup, tmp: Path) -> dict[str, tuple[list, str]]:
                           r"template containing '\{\}', found 'bogus'"),
         "out is a file": (["explain", image, "--concepts", "dog", "--out", str(tmp / "file"),
                            *setup.options()], r"--out must be a folder, found a file"),
+        "empty out": (["explain", image, "--concepts", "dog", "--out", "", *setup.options()],
+                      r"--out: expected a folder name, found ''"),
+        "empty out (demo)": (["demo", "--out", ""], r"--out: expected a folder name"),
+        "empty out (atlas build)": (["atlas", "build", str(tmp), "--out", ""],
+                                    r"--out: expected a folder name"),
+        "decompression bomb (top)": (["top", str(tmp / "bomb.png"), *setup.options()],
+                                     r"bomb\.png' is too large to decode safely"),
+        "decompression bomb (explain)": (["explain", str(tmp / "bomb.png"), "--concepts", "dog",
+                                          "--out", str(tmp / "out"), *setup.options()],
+                                         r"bomb\.png' is too large to decode safely"),
+        "a word the bundled model does not know": (
+            ["explain", image, "--concepts", "dog", "--out", str(tmp / "out"), "--quiet"],
+            r"'dog' is neither a synset name nor a word.*the bundled model knows only its 12 "
+            r"drawn shapes \(circle, square, .*zigzag\) and their WordNet parents, 44 concepts "
+            r"in all: for other concepts pass .*--model openai/clip-vit-base-patch32 "
+            r"--vocabulary physical_objects"),
         "k zero": (["top", image, "--k", "0"], r"--k: expected a positive integer, found '0'"),
         "k not a number": (["top", image, "--k", "ten"], r"--k: expected a positive integer, found 'ten'"),
         "negative gamma": (explain + ["dog", "--gamma", "-1"], r"--gamma: expected a positive number"),
@@ -328,7 +506,22 @@ def mistake_folder(tiny_checkpoint, tmp_path_factory):
     (folder / "notes.jpg").write_text("hello, this is text\n")
     (folder / "file").write_text("")
     truncated_png(folder / "half.png")
+    bomb_png(folder / "bomb.png")
     return folder
+
+
+def bomb_png(path: Path, side: int = 30000) -> Path:
+    """The header of a side x side PNG (a decompression bomb), cut off after it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path
 
 
 MISTAKES = list(mistakes(Setup(Path("."), Path("."), "m", "w", ("a", "b")), Path("/tmp")))

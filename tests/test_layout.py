@@ -1,7 +1,8 @@
 """The package's layering, read from the source: no import cycles, `core` stays the method,
 nothing in the library imports the command line, the benchmarks import each other without
 a cycle, and no test, benchmark or script edits `sys.path`. Also, at run time, importing
-`convis_jax.core` loads no framework.
+`convis_jax.core` loads no framework. And its shape: no module over 600 lines; `api`,
+`atlas` and `evaluation` use no other module's private names; the tests mirror the package.
 
 The import graph is built statically (ast) from every `import` and `from ... import`
 of every module under convis_jax/, at module level and inside functions, so that a
@@ -30,6 +31,12 @@ CLI = "convis_jax.cli"
 CLI_MAY_BE_IMPORTED_BY = ("convis_jax.cli", "convis_jax.__main__")
 MODELS = "convis_jax.models"  # the checkpoints and towers: they never know the method
 KERNELS = "convis_jax.kernels"
+MAX_MODULE_LINES = 600
+# These use only the public names of other modules (no `from x import _y`, no `x._y`).
+NO_PRIVATE_USE = ("convis_jax.api", "convis_jax.atlas", "convis_jax.evaluation")
+# The test files at the top of tests/ that mirror no one module: they cut across the package.
+CROSS_CUTTING_TESTS = ("test_layout", "test_readme", "test_fault_corpus", "test_robustness",
+                       "test_determinism", "test_default_model", "test_benchmarks_smoke", "test_docs")
 
 
 # ---------------------------------------------------------------------------
@@ -66,6 +73,19 @@ def _import_nodes(tree: ast.AST, type_checking: bool = False):
             yield from _import_nodes(child, type_checking)
 
 
+def _from_module(name: str, node: ast.ImportFrom, is_package: bool) -> str:
+    """The absolute module of a `from ... import`, relative ones resolved against `name`."""
+    if not node.level:
+        return node.module
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _is_package(name: str, modules: set[str], package: str) -> bool:
+    return name in {m.rsplit(".", 1)[0] for m in modules if "." in m} or name == package
+
+
 def imports_of(name: str, source: str, modules: set[str],
                package: str = PACKAGE) -> list[tuple[str, int, bool]]:
     """(imported module of the package, line, under TYPE_CHECKING) for each import in source.
@@ -77,18 +97,13 @@ def imports_of(name: str, source: str, modules: set[str],
             from `from pkg import function`.
         package: the top-level package; imports outside it are ignored.
     """
-    is_package = name in {m.rsplit(".", 1)[0] for m in modules if "." in m} or name == package
+    is_package = _is_package(name, modules, package)
     out = []
     for node, type_checking in _import_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
-            if node.level:
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                base = base[:len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module
+            module = _from_module(name, node, is_package)
             targets = []
             for alias in node.names:
                 child = f"{module}.{alias.name}"
@@ -254,6 +269,120 @@ def test_core_stays_the_method_and_nothing_imports_the_cli(graph):
     assert not problems, "\n".join(problems)
 
 
+def long_modules(sources: dict[str, str], limit: int = MAX_MODULE_LINES) -> list[str]:
+    """Modules of more than `limit` lines, as "name (N lines)"."""
+    counts = {name: len(source.splitlines()) for name, source in sources.items()}
+    return [f"{name} ({n} lines)" for name, n in sorted(counts.items()) if n > limit]
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """"a.b.c" for a chain of attribute reads on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def private_uses(sources: dict[str, str], package: str = PACKAGE,
+                 scope: tuple[str, ...] = NO_PRIVATE_USE) -> list[str]:
+    """Where a module in `scope` imports, or reads as an attribute, another module's `_name`.
+
+    `from pkg.m import _x` is found, and so is `m._x` or `pkg.m._x` after `from pkg import m`,
+    `import pkg.m as m` or `import pkg.m`, in a function or at module level.
+    """
+    modules = set(sources)
+    problems = []
+    for name, source in sorted(sources.items()):
+        if not any(name == s or name.startswith(s + ".") for s in scope):
+            continue
+        tree = ast.parse(source)
+        bound = {}  # local name -> the module of the package it stands for
+        for node, _ in _import_nodes(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    local = alias.asname or alias.name.split(".")[0]
+                    bound[local] = alias.name if alias.asname else local
+                continue
+            module = _from_module(name, node, _is_package(name, modules, package))
+            for alias in node.names:
+                child = f"{module}.{alias.name}"
+                if child in modules:
+                    bound[alias.asname or alias.name] = child
+                elif _is_private(alias.name) and module in modules and module != name:
+                    problems.append(f"{name} (line {node.lineno}) imports {child}")
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+                continue
+            dotted = _dotted(node.value)
+            head, _, rest = (dotted or "").partition(".")
+            if head not in bound:
+                continue
+            target = bound[head] + (f".{rest}" if rest else "")
+            if target in modules and target != name:
+                problems.append(f"{name} (line {node.lineno}) reads {target}.{node.attr}")
+    return problems
+
+
+def unmirrored_tests(root: Path, package: str = PACKAGE) -> list[str]:
+    """Test files under root/tests that do not mirror the package.
+
+    `tests/<path>/test_<m>[_<topic>].py` tests `<package>/<path>/<m>.py`, the subpackage
+    `<path>/<m>/` as a whole, or (m the folder's own name) the package `<path>` itself;
+    `tests/scripts/test_<s>[_<topic>].py` tests `scripts/<s>.py`. At the top of tests/,
+    only `CROSS_CUTTING_TESTS` mirror nothing. Other files (conftest.py, references,
+    helpers) are not tests.
+    """
+    tests = root / "tests"
+    problems = []
+    for path in sorted(tests.rglob("test_*.py")):
+        folder = path.parent.relative_to(tests)
+        stem = path.stem.removeprefix("test_")
+        if folder == Path(".") and path.stem in CROSS_CUTTING_TESTS:
+            continue
+        if folder.parts[:1] == ("scripts",):
+            names = {p.stem for p in (root / "scripts").glob("*.py")} if folder == Path(
+                "scripts") else set()
+        else:
+            source = root / package / folder
+            names = set()
+            if source.is_dir():
+                names = {p.stem for p in source.glob("*.py") if p.stem != "__init__"}
+                names |= {p.name for p in source.iterdir() if (p / "__init__.py").is_file()}
+                names |= set(folder.parts[-1:])
+        if any(stem == n or stem.startswith(n + "_") for n in names):
+            continue
+        if folder.parts[:1] == ("scripts",):
+            problems.append(f"{path.relative_to(root)}: mirrors no script of scripts/")
+        elif folder.parts:
+            problems.append(f"{path.relative_to(root)}: mirrors no module of {package}/{folder}/")
+        else:
+            problems.append(f"{path.relative_to(root)}: mirrors no module of {package}/ and is "
+                            f"not in CROSS_CUTTING_TESTS")
+    return problems
+
+
+def test_no_module_is_longer_than_600_lines():
+    long = long_modules(package_sources(REPO))
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: " + ", ".join(long)
+
+
+def test_api_atlas_and_evaluation_use_no_private_names_of_other_modules():
+    problems = private_uses(package_sources(REPO))
+    assert not problems, "private names used across modules:\n" + "\n".join(problems)
+
+
+def test_tests_mirror_the_package():
+    problems = unmirrored_tests(REPO)
+    assert not problems, "\n".join(problems)
+
+
 # The checks themselves, on a made-up package with one fault of each kind: they can fail.
 FAULTY = {
     "pkg": "from pkg import a\nfrom pkg.b import thing\n",  # re-exports: fine
@@ -297,6 +426,55 @@ def test_the_checks_find_faults_in_a_made_up_package(monkeypatch):
     ]
     assert reaches(every, "pkg.evaluation", "pkg.cli") is None  # the package init itself
     assert reaches(every, "pkg.evaluation.wsol", "pkg.cli") == ["pkg.evaluation.wsol", "pkg.cli"]
+
+
+def test_the_shape_checks_find_faults_in_a_made_up_package(tmp_path):
+    # A module one line too long, and one exactly at the limit.
+    sources = {"pkg.a": "x = 1\n" * 601, "pkg.b": "x = 1\n" * 600, "pkg": ""}
+    assert long_modules(sources) == ["pkg.a (601 lines)"]
+
+    # Private names of another module, imported or read, in scope; the same outside it.
+    sources = {
+        "pkg": "", "pkg.core": "", "pkg.core.cells": "", "pkg.atlas": "",
+        "pkg.api": "from pkg.core.cells import _split, public\nfrom pkg.api import _own\n",
+        "pkg.atlas.query": ("def f():\n    from pkg import api\n    return api._display()\n"
+                            "import pkg.core.cells\nimport pkg.core.cells as c\n"
+                            "y = pkg.core.cells._n + c._m + c.__name__ + self._ok\n"),
+        "pkg.atlas.build": "from ..core.cells import _x\nfrom .query import __doc__\n",
+        "pkg.cli": "from pkg.api import _hidden\n",  # outside the scope
+    }
+    scope = ("pkg.api", "pkg.atlas")
+    assert private_uses(sources, "pkg", scope) == [
+        "pkg.api (line 1) imports pkg.core.cells._split",
+        "pkg.atlas.build (line 1) imports pkg.core.cells._x",
+        "pkg.atlas.query (line 3) reads pkg.api._display",
+        "pkg.atlas.query (line 6) reads pkg.core.cells._n",
+        "pkg.atlas.query (line 6) reads pkg.core.cells._m",
+    ]
+
+    # Tests that mirror the package, and ones that do not.
+    for file in ("pkg/__init__.py", "pkg/api.py", "pkg/core/__init__.py", "pkg/core/cells.py",
+                 "pkg/atlas/__init__.py", "pkg/atlas/query.py", "scripts/train.py",
+                 "tests/conftest.py", "tests/reference.py", "tests/core/helpers.py",
+                 "tests/test_api.py", "tests/test_api_encoders.py", "tests/test_layout.py",
+                 "tests/core/test_cells.py", "tests/core/test_cells_properties.py",
+                 "tests/atlas/test_atlas.py", "tests/atlas/test_query.py",
+                 "tests/scripts/test_train.py",
+                 # faults:
+                 "tests/test_cells.py", "tests/test_misc.py", "tests/core/test_cellsx.py",
+                 "tests/core/test_ranks.py", "tests/models/test_clip.py",
+                 "tests/scripts/test_evaluate.py", "tests/scripts/sub/test_train.py"):
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text("")
+    assert unmirrored_tests(tmp_path, "pkg") == [
+        "tests/core/test_cellsx.py: mirrors no module of pkg/core/",
+        "tests/core/test_ranks.py: mirrors no module of pkg/core/",
+        "tests/models/test_clip.py: mirrors no module of pkg/models/",
+        "tests/scripts/sub/test_train.py: mirrors no script of scripts/",
+        "tests/scripts/test_evaluate.py: mirrors no script of scripts/",
+        "tests/test_cells.py: mirrors no module of pkg/ and is not in CROSS_CUTTING_TESTS",
+        "tests/test_misc.py: mirrors no module of pkg/ and is not in CROSS_CUTTING_TESTS",
+    ]
 
 
 def test_benchmarks_import_each_other_without_cycles():

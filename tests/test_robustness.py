@@ -1,7 +1,7 @@
 """Every user-facing failure is a typed `ConvisError` with one line saying what was expected
 and what was found; damaged concept-bank caches are rebuilt with a warning.
 
-The image-file corpus lives in tests/core/test_bad_images.py, damaged checkpoints in
+The image-file corpus lives in tests/core/test_images_bad_inputs.py, damaged checkpoints in
 tests/models/test_loading.py, the command line's mistakes in tests/test_cli.py and
 two processes racing for one bank in tests/test_determinism.py; here the same kinds of
 input go through `ConVis`, `load_clip` and the vocabulary loaders.

@@ -17,51 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from convis_jax.api import IMAGE_SIZE, STRIDE, WINDOW_SIZES
 from convis_jax.atlas.store import ImageRecord, Part, claim, new_manifest, read_records
+from convis_jax.core.images import list_images
+from convis_jax.core.windows import STRIDE, WINDOW_SIZES, padding_mode
 from convis_jax.errors import InputError
-from convis_jax.evaluation.datasets import IMAGE_SUFFIXES
-
-
-def list_images(source: str | Path) -> list[tuple[str, Path]]:
-    """The images of a folder (recursive) or of a list file, as sorted (id, path) pairs.
-
-    Args:
-        source: a folder, whose image files (suffixes `IMAGE_SUFFIXES`, any case, no
-            hidden entries) are taken with their "/"-separated paths relative to it as
-            ids; or a text file with one image path a line (blank lines and lines
-            starting with "#" skipped; relative paths are relative to the file's
-            folder), each line being the image's id.
-
-    Returns:
-        (id, path) pairs sorted by id, ids unique.
-
-    Raises:
-        InputError: no such folder or file, no images, or an id listed twice.
-    """
-    source = Path(source)
-    if source.is_dir():
-        found = [(p.relative_to(source).as_posix(), p) for p in source.rglob("*")
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                 and not any(part.startswith(".") for part in p.relative_to(source).parts)]
-    elif source.is_file():
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-        found = [(line, source.parent / line) for line in lines
-                 if line and not line.startswith("#")]
-        ids = [image_id for image_id, _ in found]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            raise InputError(f"expected every image once in {str(source)!r}, found "
-                             f"{twice[:3]} listed more than once")
-    else:
-        raise InputError(f"expected a folder of images or a list file, found no such path "
-                         f"{str(source)!r}")
-    if not found:
-        raise InputError(f"expected images ({', '.join(IMAGE_SUFFIXES)}) in {str(source)!r}, "
-                         f"found none")
-    return sorted(found)
 
 
 def process_share(numbers: Sequence[int], process_id: int, num_processes: int) -> list[int]:
@@ -176,23 +136,20 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         InputError: bad images or options, or an `out` holding another atlas.
     """
     import jax
-    import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from convis_jax.core.batches import pad_to_multiple, positive_int, prefetched
+    from convis_jax.core.batches import pad_to_multiple, positive_int
     from convis_jax.core.images import load_image
-    from convis_jax.core.windows import pad_squares, square_crop_box, window_grid
-    from convis_jax.kernels.occlusion import sweep_sizes, window_embeddings
+    from convis_jax.core.windows import square_crop_box
+    from convis_jax.kernels.sweep import Sweep
     from convis_jax.models.loading import load_clip
     from convis_jax.models.model import ClipModel
     from convis_jax.models.preprocessing import preprocess
 
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype must be 'float16' or 'float32', found {dtype!r}")
-    if padding not in ("noise", "constant"):
-        raise InputError(f"padding must be 'noise' or 'constant', found {padding!r}")
+    padding_mode(padding)
     batch = None if batch is None else positive_int(batch, "batch")
-    chunk = None if chunk is None else positive_int(chunk, "chunk")
     listing = _listing(images)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -200,11 +157,11 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
     if source is None and not isinstance(model, ClipModel) and model is not None:
         source = str(model)
     model = model if isinstance(model, ClipModel) else load_clip(model)
-    grid = window_grid((IMAGE_SIZE, IMAGE_SIZE), tuple(window_sizes), stride)
     # What a window keeps here is its embedding: a row of d values where a sweep keeps T.
-    default_chunk, default_batch = sweep_sizes(model.config, grid, model.embedding_dim)
-    batch = default_batch if batch is None else batch
-    chunk = default_chunk if chunk is None else chunk
+    sweep = Sweep.create(model.encoder, config=model.config, num_rows=model.embedding_dim,
+                         window_sizes=window_sizes, stride=stride, padding=padding, seed=seed,
+                         chunk=chunk, batch=batch)
+    grid, batch = sweep.grid, sweep.batch
     process_id, num_processes = jax.process_index(), jax.process_count()
     sources = [str(Path(images).resolve())] if isinstance(images, (str, Path)) else []
     manifest = claim(out, new_manifest(model, grid, padding=padding, seed=seed, dtype=dtype,
@@ -222,32 +179,19 @@ def build_atlas(images, out, *, model=None, dtype: str = "float16", padding: str
         return BuildSummary(out, process_id, num_processes, 0, len(share), 0.0)
     part = Part(out, process_id, n_images=len(manifest["images"]), n_windows=grid.n_windows,
                 dim=model.embedding_dim, dtype=dtype)
-    pre = model.preprocess_config
-    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, grid=grid,
-                  chunk=chunk,
-                  mean=tuple(pre.image_mean), std=tuple(pre.image_std))
-    params = model.params
-    if devices > 1:  # copied to every local device once, not at every call
-        from convis_jax.kernels.sharding import local_mesh, replicate
-
-        params = replicate(params, local_mesh())
     bar = tqdm(total=len(todo), unit="image", desc=f"atlas build (process {process_id})",
                disable=not progress)
 
-    def prepare(number: int):
-        # Decode, square crop, pad and preprocess batch `number` (in a background thread,
-        # while the device encodes the one before, as `ConVis` does). Full batches only:
-        # a short last batch would compile the encoder again.
-        numbers = todo[number * batch:(number + 1) * batch]
-        photos = [load_image(paths[n]) for n in numbers]
-        padded, _ = pad_to_multiple(pad_squares(photos, numbers, grid.padding, padding,
-                                                int(seed), IMAGE_SIZE), batch)
-        pixels, _ = pad_to_multiple(preprocess(photos, pre), batch)
-        return numbers, photos, padded, pixels
+    def whole_images(photos):
+        # The whole image's pixels, prepared beside the windows in the background thread.
+        return photos, pad_to_multiple(preprocess(photos, model.preprocess_config), batch)[0]
 
+    photos_of = [lambda n=n: load_image(paths[n]) for n in todo]
     start = time.perf_counter()
-    for numbers, photos, padded, pixels in prefetched(prepare, -(-len(todo) // batch)):
-        windows = np.asarray(window_embeddings(params, jnp.asarray(padded), **static))
+    for number, (padded, n, (photos, pixels)) in enumerate(
+            sweep.batches(photos_of, todo, whole_images)):
+        numbers = todo[number * batch:number * batch + n]
+        windows = sweep.window_embeddings(padded)
         whole = model.embed_pixel_values(pixels, batch_size=batch)
         records = []
         for n, photo in zip(numbers, photos):

@@ -2,7 +2,7 @@
 
 Every answer is the rest of Algorithm 1 after the encoder (ranks against a
 concept bank, subtree minima, accumulation into cells, normalisation), run
-on the stored window embeddings by `kernels.stored_windows`; a new
+on the stored window embeddings through the atlas's `Sweep`; a new
 vocabulary or text mode needs only a new concept bank, never the images.
 """
 
@@ -68,6 +68,7 @@ class Atlas:
         model: the `ClipModel` it was built with (its text tower embeds the concepts).
         vocabulary: the `ConceptVocabulary` asked about.
         bank: the `ConceptBank` of that vocabulary and text mode.
+        sweep: the `Sweep` the windows were cut by (its grid, padding and seed).
         grid: the `WindowGrid` the windows were cut on.
         image_ids: the finished images' ids, in atlas order.
         pending_ids: images listed by the manifest but not finished (a build was
@@ -76,7 +77,7 @@ class Atlas:
 
     def __init__(self, root, manifest, records, model, vocabulary, bank, batch: int,
                  progress: bool = True):
-        from convis_jax.core.windows import window_grid
+        from convis_jax.kernels.sweep import Sweep
 
         self.root = Path(root)
         self.manifest = manifest
@@ -84,9 +85,13 @@ class Atlas:
         self.vocabulary = vocabulary
         self.bank = bank
         grid = manifest["grid"]
-        self.grid = window_grid(tuple(grid["image_size"]), tuple(grid["window_sizes"]),
-                                grid["stride"], padding=grid["padding"])
-        if self.grid.n_windows != grid["n_windows"]:
+        self.sweep = Sweep.create(model.encoder, config=model.config, num_rows=len(vocabulary),
+                                  window_sizes=tuple(grid["window_sizes"]),
+                                  stride=grid["stride"], padding=manifest["padding"],
+                                  seed=manifest["seed"], batch=batch)
+        self.grid = self.sweep.grid
+        if (self.grid.n_windows, list(self.grid.image_size), self.grid.padding) != (
+                grid["n_windows"], list(grid["image_size"]), grid["padding"]):
             raise InputError(f"{str(self.root / MANIFEST)!r} says {grid['n_windows']} windows "
                              f"but its grid has {self.grid.n_windows}; the manifest is damaged")
         self._records = records
@@ -96,7 +101,6 @@ class Atlas:
         self.pending_ids = tuple(image_id for i, image_id in enumerate(manifest["images"])
                                  if i not in records)
         self._number = {records[i].image_id: i for i in order}
-        self._batch = int(batch)
         self.progress = progress
         self._levels = None  # the hierarchy's levels, for host_cells
 
@@ -169,16 +173,8 @@ class Atlas:
             numbers.append(self._number[image_id])
         return numbers
 
-    def _concepts(self, concepts) -> tuple[list[str], np.ndarray]:
-        vocab = self.vocabulary
-        if concepts is None:
-            names = list(vocab.names)
-        else:
-            names = vocab.resolve([concepts] if isinstance(concepts, str) else list(concepts))
-        return names, np.array([vocab.index(n) for n in names], np.int64)
-
     def records(self, image_ids=None) -> list:
-        """The stored `ImageRecord`s (number, id, size, square crop) of images, in order."""
+        """The stored records (`ImageRecord`: number, id, size, square crop) of images, in order."""
         return [self._records[n] for n in self._numbers(image_ids)]
 
     def window_embeddings(self, image_ids=None) -> np.ndarray:
@@ -191,28 +187,22 @@ class Atlas:
 
     # ------------------------------------------------------------------ maps
 
-    def _per_image(self, kernel, numbers, index, **static):
-        """Runs a stored-windows kernel over images in fixed batches; NumPy outputs."""
+    def _stored(self, operation, numbers, request):
+        """`operation(windows, bank, request)` of the sweep over images in batches of one
+        shape (a short last batch is filled with repeats); NumPy outputs."""
         import jax.numpy as jnp
 
-        from convis_jax.kernels.occlusion import subtree_request
+        from convis_jax.core.batches import pad_to_multiple
 
-        vocab = self.vocabulary
-        members, segments, k_padded = subtree_request(vocab.subtree_offsets,
-                                                      vocab.subtree_members, index)
-        args = (jnp.asarray(self.bank.embeddings), jnp.asarray(members), jnp.asarray(segments))
-        batch = min(self._batch, len(numbers))
+        bank = jnp.asarray(self.bank.embeddings)
+        batch = min(self.sweep.batch, len(numbers))
         outs = []
         for start in range(0, len(numbers), batch):
-            part = numbers[start:start + batch]
-            windows = self._reader.read("windows", part)
-            if len(part) < batch:  # one compiled shape
-                windows = np.concatenate([windows, np.repeat(windows[-1:], batch - len(part),
-                                                              axis=0)])
-            result = kernel(jnp.asarray(windows), *args, grid=self.grid, num_concepts=k_padded,
-                            **static)
-            results = result if isinstance(result, tuple) else (result,)
-            outs.append(tuple(np.asarray(r)[: len(part), : len(index)] for r in results))
+            windows, n = pad_to_multiple(self._reader.read("windows",
+                                                           numbers[start:start + batch]), batch)
+            result = operation(jnp.asarray(windows), bank, request)
+            outs.append(tuple(r[:n] for r in (result if isinstance(result, tuple)
+                                             else (result,))))
         return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def cells(self, image_ids=None, concepts=None) -> np.ndarray:
@@ -233,27 +223,27 @@ class Atlas:
         """
         import jax
 
+        from convis_jax.core.ranks import hierarchy_levels
         from convis_jax.kernels.stored_windows import (
             COUNT_CONCEPTS,
-            hierarchy_levels,
             host_cells,
-            stored_cells,
             stored_similarities,
         )
+        from convis_jax.kernels.sweep import ConceptRequest
 
-        _, index = self._concepts(concepts)
+        request = ConceptRequest.of(self.vocabulary, concepts)
         numbers = self._numbers(image_ids)
-        if len(index) <= COUNT_CONCEPTS or jax.default_backend() != "cpu":
-            return self._per_image(stored_cells, numbers, index)[0]
+        if len(request) <= COUNT_CONCEPTS or jax.default_backend() != "cpu":
+            return self._stored(self.sweep.stored_cells, numbers, request)[0]
         # Many concepts on a CPU: NumPy sorts faster than XLA there (stored_windows).
         if self._levels is None:
             self._levels = hierarchy_levels(self.vocabulary)
         bank = jax.numpy.asarray(self.bank.embeddings)
         cells = []
-        for start in range(0, len(numbers), self._batch):
-            windows = self._reader.read("windows", numbers[start:start + self._batch])
+        for start in range(0, len(numbers), self.sweep.batch):
+            windows = self._reader.read("windows", numbers[start:start + self.sweep.batch])
             cells.append(host_cells(stored_similarities(windows, bank), self.grid,
-                                    self._levels, index))
+                                    self._levels, request.index))
         return np.concatenate(cells)
 
     def maps(self, image_ids=None, concepts=None) -> np.ndarray:
@@ -301,24 +291,21 @@ class Atlas:
             raise InputError(f"by must be 'image' or 'map_peak', found {by!r}")
         if int(k) < 1:
             raise InputError(f"k must be a positive number of images, found {k}")
-        names, index = self._concepts(concept)
-        if len(names) != 1:
-            raise InputError(f"expected one concept, found {names}")
+        from convis_jax.kernels.sweep import ConceptRequest
+
+        request = ConceptRequest.of(self.vocabulary, concept)
+        if len(request) != 1:
+            raise InputError(f"expected one concept, found {list(request.names)}")
         numbers = self._numbers(image_ids)
-        vocab = self.vocabulary
         if by == "image":
-            c = int(index[0])
-            subtree = vocab.subtree_members[vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]]
             scores = (self._reader.read("image", numbers)
-                      @ self.bank.embeddings[subtree].T).max(axis=1)
+                      @ self.bank.embeddings[request.members].T).max(axis=1)
             cells = np.full(len(numbers), -1, np.int32)
         else:
-            from convis_jax.kernels.stored_windows import stored_peaks
-
-            peaks, cells = self._per_image(stored_peaks, numbers, index)
+            peaks, cells = self._stored(self.sweep.stored_peaks, numbers, request)
             scores, cells = peaks[:, 0], cells[:, 0]
         order = np.argsort(-scores, kind="stable")[: int(k)]
-        return TopImages(names[0], by, tuple(self._records[numbers[i]].image_id for i in order),
+        return TopImages(request.names[0], by, tuple(self._records[numbers[i]].image_id for i in order),
                          scores[order].astype(np.float32), cells[order].astype(np.int32))
 
     # ------------------------------------------------------------------ page
@@ -333,7 +320,7 @@ class Atlas:
         Raises:
             InputError: a built image found in none of them.
         """
-        from convis_jax.atlas.build import list_images
+        from convis_jax.core.images import list_images
 
         sources = [images] if images is not None else self.manifest.get("sources", [])
         found: dict[str, Path] = {}
@@ -367,9 +354,7 @@ class Atlas:
         """
         from tqdm.auto import tqdm
 
-        from convis_jax.api import _display_square
         from convis_jax.core.images import load_image
-        from convis_jax.core.windows import center_crop_square
         from convis_jax.pictures.atlas_page import EXPLORER_FOLDER, write_atlas_page
         from convis_jax.pictures.explorer import (
             ExplorerImage,
@@ -397,10 +382,11 @@ class Atlas:
             cells = self.cells(image_id)[0]  # [T, cy, cx]
             concepts, slots = np.nonzero(top == position)
             top_cells[concepts, slots] = cells[concepts]
-            square = _display_square(center_crop_square(load_image(paths[image_id])))
-            squares[position] = square
-            pages.append(ExplorerImage(image_id, square, cells.astype(np.float16),
-                                       scores.flat[position], hierarchical[position]))
+            page = ExplorerImage.from_photo(image_id, load_image(paths[image_id]),
+                                            cells.astype(np.float16), scores.flat[position],
+                                            hierarchical[position])
+            squares[position] = page.image
+            pages.append(page)
         vocab = self.vocabulary
         note = (f"{self.model.name} · {len(self.image_ids)} images · {len(vocab)} concepts · "
                 f"text: {self.bank.text}")

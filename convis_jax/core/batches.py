@@ -36,6 +36,28 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def seed_value(seed) -> int:
+    """`seed` as an int when it is an integer in [0, 2**63) (what jax.random.key takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= int(seed) < 2**63):
+        raise InputError(f"seed must be an integer in [0, 2**63), found {seed!r}")
+    return int(seed)
+
+
+def image_numbers(numbers, count: int) -> list[int]:
+    """Each image's number in its collection (its noise seed): the given `count` ints >= 0,
+    or, for None, the positions 0 .. count - 1."""
+    if numbers is None:
+        return list(range(count))
+    numbers = list(numbers)
+    if len(numbers) != count or any(isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                                    or n < 0 for n in numbers):
+        raise InputError(f"expected one image number (an integer >= 0) per image, {count} in "
+                         f"all, found {len(numbers)}: {numbers[:5]}"
+                         f"{' ...' if len(numbers) > 5 else ''}")
+    return [int(n) for n in numbers]
+
+
 def pad_to_multiple(array, multiple: int) -> tuple[np.ndarray, int]:
     """Pads axis 0 to a multiple of `multiple` rows by repeating the last row.
 

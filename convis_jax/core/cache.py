@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
-import warnings
+import secrets
 from pathlib import Path
 
 import numpy as np
 
-from convis_jax.errors import CacheError
+from convis_jax.errors import CacheError, warn
 
 CACHE_ENV = "CONVIS_JAX_CACHE"
 
@@ -21,14 +20,31 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/convis_jax").expanduser()
 
 
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside `path`, open for writing: (descriptor, its path).
+
+    Created with mode 0o666 less the umask, as `open(path, "w")` creates a file
+    (`tempfile.mkstemp` would give 0o600 whatever the umask).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes `data` to a temporary file beside `path`, then renames it over `path`.
 
     Two processes writing the same path at once each rename a complete file,
-    so whichever lands last, one good copy remains.
+    so whichever lands last, one good copy remains. The file gets the mode a plain
+    `open(path, "w")` gives it (0o666 less the umask).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,7 +86,6 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
         if stored != _checksum(arrays):
             raise CacheError("checksum mismatch")
     except Exception as err:  # zip, pickle and checksum errors all mean "damaged"
-        warnings.warn(f"cache file {path} is damaged ({type(err).__name__}: {err}); rebuilding it",
-                      stacklevel=3)
+        warn(f"cache file {path} is damaged ({type(err).__name__}: {err}); rebuilding it")
         return None
     return arrays

@@ -135,20 +135,6 @@ def coverage(grid: WindowGrid) -> np.ndarray:
     return accumulate_cells(ones, grid)
 
 
-def cell_areas(grid: WindowGrid) -> np.ndarray:
-    """Number of pixels in each cell (the last row and column may be partial).
-
-    Args:
-        grid: the window grid.
-
-    Returns:
-        int64 [cy, cx], summing to H * W.
-    """
-    heights = np.diff(grid.cell_edges[0])
-    widths = np.diff(grid.cell_edges[1])
-    return np.outer(heights, widths)
-
-
 def coverage_matrix(grid: WindowGrid) -> np.ndarray:
     """Which window covers which cell, as a matrix.
 
@@ -226,6 +212,37 @@ def normalise_maps(cells, xp=np):
     return (1 - min_max(cells, xp=xp)).astype(xp.float32)
 
 
+def window_lattices(scores, grid: WindowGrid, xp=np) -> tuple:
+    """Scores [N, n_windows, K] in the flat window order -> per size [N, K, ny, nx].
+
+    The flat order lists the sizes in `grid.window_sizes` order, each lattice
+    row-major (that of `coverage_matrix`, of the sweeps and of the atlas).
+    """
+    lattices, start = [], 0
+    for ny, nx in grid.lattice_shapes:
+        block = scores[:, start:start + ny * nx]
+        lattices.append(xp.moveaxis(block.reshape((scores.shape[0], ny, nx, -1)), -1, 1))
+        start += ny * nx
+    return tuple(lattices)
+
+
+def cell_maps(scores, grid: WindowGrid, xp=np):
+    """Algorithm 1 steps 4-5, the one finishing step of every sweep: each window's score
+    (low where the concept is) summed over the cells it covers, min-max normalised and
+    inverted.
+
+    Args:
+        scores: [N, n_windows, K] window scores (subtree-minimum ranks), in the flat
+            window order (`window_lattices`).
+        grid: the window grid.
+        xp: array module, numpy or jax.numpy.
+
+    Returns:
+        float32 [N, K, cy, cx] in [0, 1], high where the concept is.
+    """
+    return normalise_maps(accumulate_cells(window_lattices(scores, grid, xp), grid, xp=xp), xp=xp)
+
+
 def cells_to_pixels(cells, grid: WindowGrid, xp=np):
     """Repeat each cell's value over its pixels.
 
@@ -257,7 +274,7 @@ def webapp_cell_maps(
     offsets: np.ndarray,
     members: np.ndarray,
 ) -> np.ndarray:
-    """The authors' web-app aggregation (METHOD.md section 3), per cell.
+    """The authors' web-app aggregation (docs/method.md, section 3), per cell.
 
     For each cell: average the rank-similarity vectors of the windows
     covering it, take each concept's subtree maximum of that average, and

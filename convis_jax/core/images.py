@@ -37,6 +37,7 @@ grey instead, and that choice is honoured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -45,6 +46,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convis_jax.errors import InputError
+
+# The image files a folder of photos is read for (any case).
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -163,6 +167,30 @@ def _describe(source: Any) -> str:
 
 def _read_file(path: Path) -> np.ndarray:
     name = f"image file {str(path)!r}"
+    with _opened(path, name) as image:
+        # Pillow decodes lazily; decode now so that a truncated file fails
+        # here, with its name, and not later inside a resize.
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    return _pil_to_rgb(upright, name)
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Opens an image file's header as `load_image` does, without decoding it.
+
+    Raises:
+        InputError: the file is missing, a folder, empty, unreadable, not an image
+            Pillow recognises, or too large to decode safely (a decompression bomb),
+            with `load_image`'s one-line messages.
+    """
+    path = Path(path)
+    with _opened(path, f"image file {str(path)!r}"):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: Path, name: str):
+    """The image at `path`, open in Pillow; every failure an `InputError` naming `name`."""
     if not path.exists():
         raise InputError(f"{name} does not exist")
     if path.is_dir():
@@ -171,10 +199,7 @@ def _read_file(path: Path) -> np.ndarray:
         raise InputError(f"{name} is empty (0 bytes)")
     try:
         with Image.open(path) as image:
-            # Pillow decodes lazily; decode now so that a truncated file fails
-            # here, with its name, and not later inside a resize.
-            image.load()
-            upright = ImageOps.exif_transpose(image)
+            yield image
     except UnidentifiedImageError:
         with open(path, "rb") as file:
             head = file.read(16)
@@ -187,7 +212,6 @@ def _read_file(path: Path) -> np.ndarray:
         raise InputError(f"{name} cannot be read: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{name} is truncated or damaged: Pillow says {error!s}") from None
-    return _pil_to_rgb(upright, name)
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
@@ -281,3 +305,40 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     return np.array(rgb, dtype=np.uint8)
 
 
+def list_images(source: str | Path) -> list[tuple[str, Path]]:
+    """The images of a folder (recursive) or of a list file, as sorted (id, path) pairs.
+
+    Args:
+        source: a folder, whose image files (suffixes `IMAGE_SUFFIXES`, any case, no
+            hidden entries) are taken with their "/"-separated paths relative to it as
+            ids; or a text file with one image path a line (blank lines and lines
+            starting with "#" skipped; relative paths are relative to the file's
+            folder), each line being the image's id.
+
+    Returns:
+        (id, path) pairs sorted by id, ids unique.
+
+    Raises:
+        InputError: no such folder or file, no images, or an id listed twice.
+    """
+    source = Path(source)
+    if source.is_dir():
+        found = [(p.relative_to(source).as_posix(), p) for p in source.rglob("*")
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                 and not any(part.startswith(".") for part in p.relative_to(source).parts)]
+    elif source.is_file():
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+        found = [(line, source.parent / line) for line in lines
+                 if line and not line.startswith("#")]
+        ids = [image_id for image_id, _ in found]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise InputError(f"expected every image once in {str(source)!r}, found "
+                             f"{twice[:3]} listed more than once")
+    else:
+        raise InputError(f"expected a folder of images or a list file, found no such path "
+                         f"{str(source)!r}")
+    if not found:
+        raise InputError(f"expected images ({', '.join(IMAGE_SUFFIXES)}) in {str(source)!r}, "
+                         f"found none")
+    return sorted(found)

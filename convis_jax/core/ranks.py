@@ -1,6 +1,6 @@
 """Ranks of synsets and the hierarchical (subtree) scores of concepts.
 
-METHOD.md section 2: a window's image embedding ranks every synset of the
+docs/method.md, section 2: a window's image embedding ranks every synset of the
 vocabulary T by cosine similarity (rank 0 = most similar), and a concept's
 score is the best (smallest) rank in its subtree. The subtree index is the
 vocabulary's CSR layout: concept k owns members[offsets[k]:offsets[k + 1]],
@@ -107,10 +107,11 @@ def _subtree_reduce(reduction: np.ufunc, values, offsets, members) -> np.ndarray
     return reduction.reduceat(values[..., members], offsets[:-1], axis=-1)
 
 
-def subtree_min(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Minimum of a per-synset value over each concept's subtree.
+def subtree_max(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Maximum of a per-synset value over each concept's subtree.
 
-    With ranks as values this is the paper's hierarchical score r(v, c).
+    With rank similarities as values this is the paper's max_rank_sim; with
+    cosine similarities, the subtree maximum of z.
 
     Args:
         values: [..., T] one value per synset.
@@ -124,14 +125,53 @@ def subtree_min(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) ->
     Raises:
         InputError: the subtree index is malformed or does not fit values.
     """
-    return _subtree_reduce(np.minimum, values, offsets, members)
-
-
-def subtree_max(values: np.ndarray, offsets: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Maximum of a per-synset value over each concept's subtree.
-
-    With rank similarities as values this is the paper's max_rank_sim; with
-    cosine similarities, the subtree maximum of z. Arguments, result and
-    errors as for `subtree_min`.
-    """
     return _subtree_reduce(np.maximum, values, offsets, members)
+
+
+def hierarchy_levels(vocabulary) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+    """The vocabulary's edges grouped for `subtree_min_all`, children before parents.
+
+    Level h holds the edges whose parent has height h (a leaf has height 0), so
+    every child's subtree minimum is final before its parents read it.
+
+    Returns:
+        One (parents [P_h], starts [P_h], children [E_h]) per height h >= 1: the
+        distinct parents, where each one's edges start in `children`, and the children
+        (vocabulary indices), grouped by parent.
+    """
+    pairs = np.array([(vocabulary.index(a), vocabulary.index(b)) for a, b in vocabulary.edges],
+                     np.int64).reshape(-1, 2)
+    height = np.zeros(len(vocabulary), np.int64)
+    while True:  # at most the hierarchy's depth rounds
+        before = height.copy()
+        np.maximum.at(height, pairs[:, 0], height[pairs[:, 1]] + 1)
+        if np.array_equal(before, height):
+            break
+    levels = []
+    for h in range(1, int(height.max(initial=0)) + 1):
+        edges = pairs[height[pairs[:, 0]] == h]
+        edges = edges[np.argsort(edges[:, 0], kind="stable")]
+        parents, starts = np.unique(edges[:, 0], return_index=True)
+        levels.append((parents, starts, edges[:, 1]))
+    return tuple(levels)
+
+
+def subtree_min_all(values: np.ndarray, levels) -> np.ndarray:
+    """Every concept's minimum over its subtree (with ranks: the paper's hierarchical score).
+
+    The minimum over a subtree is that of the concept's own value and its children's
+    subtree minima, so each edge is read once instead of every subtree member (7,314
+    edges against 66,643 members for the physical objects).
+
+    Args:
+        values: [..., T] one value per synset.
+        levels: `hierarchy_levels` of the vocabulary.
+
+    Returns:
+        [..., T] same dtype.
+    """
+    best = np.array(values, copy=True)
+    for parents, starts, children in levels:
+        below = np.minimum.reduceat(best[..., children], starts, axis=-1)
+        best[..., parents] = np.minimum(best[..., parents], below)
+    return best

@@ -1,6 +1,6 @@
 """Where the occlusion windows are cut: image preparation, padding, window grid.
 
-Algorithm 1 of ConVis (METHOD.md section 3) centre-crops and resizes the photo
+Algorithm 1 of ConVis (docs/method.md, section 3) centre-crops and resizes the photo
 to a square, pads it, and slides square windows of a few sizes over the
 padded image on a stride lattice. This module holds that geometry:
 
@@ -29,6 +29,21 @@ from PIL import Image
 
 from convis_jax.core.batches import positive_int
 from convis_jax.errors import InputError
+
+# Algorithm 1's defaults (docs/method.md, section 3): the model square, the window
+# sides and the lattice step, in pixels.
+SQUARE = 224
+WINDOW_SIZES = (128, 64)
+STRIDE = 16
+PADDING_MODES = ("noise", "constant")
+
+
+def padding_mode(mode) -> str:
+    """The padding mode, checked: "noise" (the paper's uniform noise) or "constant" (black)."""
+    if mode not in PADDING_MODES:
+        raise InputError(f"padding must be 'noise' or 'constant', found {mode!r} (the padding "
+                         f"mode: uniform noise or black)")
+    return mode
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,8 +130,8 @@ def _axis_origins(length: int, window: int, stride: int, padding: int) -> np.nda
 
 def window_grid(
     image_size: tuple[int, int],
-    window_sizes: tuple[int, ...] = (128, 64),
-    stride: int = 16,
+    window_sizes: tuple[int, ...] = WINDOW_SIZES,
+    stride: int = STRIDE,
     padding: int | None = None,
 ) -> WindowGrid:
     """The windows of Algorithm 1 for one image size.
@@ -142,7 +157,9 @@ def window_grid(
     Raises:
         InputError: a size, stride or padding is not a positive integer
             (padding may be 0), window sizes repeat, a window is larger than
-            the padded image, or no window of some size overlaps the image.
+            the image both ways (it would hold more padding than image
+            wherever it lay) or than the padded image, or no window of some
+            size overlaps the image.
     """
     try:
         height, width = image_size
@@ -165,6 +182,10 @@ def window_grid(
     padded = (height + 2 * padding, width + 2 * padding)
     origins = []
     for size in sizes:
+        if size > max(height, width):  # it would hold more padding than image wherever it lay
+            raise InputError(
+                f"window size {size} is larger than the {height} x {width} image; expected "
+                f"window sizes up to {max(height, width)}")
         if size > min(padded):
             raise InputError(
                 f"window size {size} does not fit in the padded image "
@@ -242,16 +263,14 @@ def pad_images(
     shape = (count, height + 2 * padding, width + 2 * padding, 3)
     if mode == "noise":
         padded = np.random.default_rng(seed).uniform(0.0, 255.0, size=shape).astype(np.float32)
-    elif mode == "constant":
+    elif padding_mode(mode) == "constant":
         padded = np.zeros(shape, np.float32)
-    else:
-        raise InputError(f"padding mode must be 'noise' or 'constant', found {mode!r}")
     padded[:, padding : padding + height, padding : padding + width] = images
     return padded
 
 
 def pad_squares(photos: Sequence[np.ndarray], numbers: Sequence[int], padding: int,
-                mode: str = "noise", seed: int = 0, size: int = 224) -> np.ndarray:
+                mode: str = "noise", seed: int = 0, size: int = SQUARE) -> np.ndarray:
     """Algorithm 1 steps 1-2 for photos numbered in a collection.
 
     Each photo is centre-cropped and resized (`prepare_image`), then padded
@@ -378,7 +397,7 @@ def center_crop_square(image: np.ndarray) -> np.ndarray:
     return image[box.top : box.top + box.side, box.left : box.left + box.side]
 
 
-def prepare_image(image: np.ndarray, size: int = 224) -> np.ndarray:
+def prepare_image(image: np.ndarray, size: int = SQUARE) -> np.ndarray:
     """Algorithm 1, step 1: centre-crop a photo to a square, resize to size.
 
     Args:

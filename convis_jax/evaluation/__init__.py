@@ -1,6 +1,6 @@
 """The paper's experiments on top of the API: localisation and OOD detection.
 
-METHOD.md section 5, on any checkpoint and data folder:
+docs/method.md, section 5, on any checkpoint and data folder:
 
 * **Weakly supervised localisation (WSOL).** Every image is centre-cropped
   and resized to the 224 x 224 square the maps live on, its ground-truth
@@ -11,7 +11,7 @@ METHOD.md section 5, on any checkpoint and data folder:
   protocol ("convis", the paper's, on the square; or "wsolevaluation", on
   the map resized as the export writes it), and TorchRay's pointing game.
   `summarise_wsol` turns the per-image hits into the metrics
-  (`convis_jax.evaluation.metrics`).
+  (`convis_jax.evaluation.localisation`, `convis_jax.evaluation.pointing`).
 * **Out-of-distribution detection.** Whole images (the model's own
   preprocessing, no windows) are scored against the ID synset: "naive" is
   the cosine with the ID synset's text embedding, "hierarchy" the maximum
@@ -29,10 +29,12 @@ METHOD.md section 5, on any checkpoint and data folder:
 * **Export.** `export_wsolevaluation` writes maps as Choe et al.'s
   wsolevaluation code scores them: 224 x 224, one `.npy` per image.
 
-Modules, in the order a result is made: `datasets` (readers of CUB,
-ImageNet folders and scene folders), `boxes` (ground truth moved onto the
-224 square), `maps` (map functions over a `ConVis`), `metrics` (MaxBoxAcc,
-pointing game, deletion/insertion, AUROC), `wsol` and `ood` (the runners),
+Modules, in the order a result is made: `datasets` (readers of CUB and
+ImageNet folders), `scene_folder` (folders of synthetic scenes), `boxes` (ground truth moved onto the
+224 square, IoU), `maps` (map functions over a `ConVis`), the metrics
+(`localisation`: MaxBoxAcc and MaxBoxAccV2; `pointing`: the pointing game;
+`perturbation`: deletion/insertion; `protocols`: the reference protocols'
+rules), `wsol` and `ood` (the runners; `ood` also holds AUROC),
 `logs` (resumable per-image results, JSON reports) and `export`
 (wsolevaluation's layout). Model work goes through the objects passed in (a
 `ConVis`, a `ClipModel`), so nothing here imports a framework or the command
@@ -41,6 +43,7 @@ line.
 
 from convis_jax.evaluation.boxes import (
     as_boxes,
+    box_iou,
     boxes_from_square,
     boxes_to_square,
     convis_square_boxes,
@@ -50,17 +53,19 @@ from convis_jax.evaluation.datasets import (
     CubRecord,
     ImageNetRecord,
     OodPair,
-    SceneRecord,
     read_cub,
     read_imagenet_folders,
-    read_scene_folder,
     split_ood,
-    write_scene_folder,
 )
 from convis_jax.evaluation.export import (
     export_wsolevaluation,
     wsolevaluation_map,
     wsolevaluation_path,
+)
+from convis_jax.evaluation.localisation import (
+    localisation_hits,
+    max_box_acc,
+    max_box_acc_v2,
 )
 from convis_jax.evaluation.logs import ResultLog, default_log_path, write_json
 from convis_jax.evaluation.maps import (
@@ -71,25 +76,12 @@ from convis_jax.evaluation.maps import (
     occlusion_map_fn,
     unit_square_maps,
 )
-from convis_jax.evaluation.metrics import (
-    BOX_PROTOCOLS,
-    PERTURBATION_PROTOCOLS,
-    POINTING_PROTOCOLS,
-    auroc,
-    box_iou,
-    deletion_auc,
-    insertion_auc,
-    localisation_hits,
-    max_box_acc,
-    max_box_acc_v2,
-    pointing_game,
-    rise_blur,
-)
 from convis_jax.evaluation.ood import (
     OodConcepts,
     OodPairResult,
     OodRun,
     OodScores,
+    auroc,
     format_ood_table,
     image_key,
     ood_concepts,
@@ -97,6 +89,18 @@ from convis_jax.evaluation.ood import (
     ood_scores,
     pair_name,
     run_ood,
+)
+from convis_jax.evaluation.perturbation import deletion_auc, insertion_auc, rise_blur
+from convis_jax.evaluation.pointing import pointing_game
+from convis_jax.evaluation.protocols import (
+    BOX_PROTOCOLS,
+    PERTURBATION_PROTOCOLS,
+    POINTING_PROTOCOLS,
+)
+from convis_jax.evaluation.scene_folder import (
+    SceneRecord,
+    read_scene_folder,
+    write_scene_folder,
 )
 from convis_jax.evaluation.wsol import (
     POINTING_PROTOCOL,

@@ -5,19 +5,25 @@ photo (`square_crop_box`) and resizes it to size x size; every map lives on
 that square. Localisation metrics compare maps with ground-truth boxes, so
 the boxes must make the same journey.
 
-Boxes follow `convis_jax.evaluation.metrics`: (x0, y0, x1, y1) in pixels, x along
-the width, x1 and y1 exclusive, fractional coordinates allowed. Pixel (x, y)
-covers [x, x + 1) x [y, y + 1), so resizing a square of side s to side S
+A **box** is (x0, y0, x1, y1) in pixel coordinates of the map, x along the
+width and y along the height, with x1 and y1 **exclusive**: the box covers
+the pixels x0 <= x < x1, y0 <= y < y1, and its area is (x1 - x0) (y1 - y0).
+A box with x1 <= x0 or y1 <= y0 is empty. Coordinates may be fractional
+(ground-truth boxes moved by a resize are). CUB's (x, y, width, height) is
+converted by the dataset reader (`convis_jax.evaluation.datasets`). Pixel
+(x, y) covers [x, x + 1) x [y, y + 1), so resizing a square of side s to side S
 multiplies every coordinate by S / s: pixel edges go to pixel edges, the
 alignment of Pillow's resize and of `map_to_image` (pixel centres at i + 0.5).
 
-The two reference protocols of `convis_jax.evaluation.metrics` read boxes
+The two box protocols (`convis_jax.evaluation.protocols`) read boxes
 their own way, with integer truncation at fixed steps; `convis_square_boxes`
 and `wsolevaluation_boxes` compute the very numbers each reference compares
 against, so that a protocol's result equals its reference's.
 """
 
 from __future__ import annotations
+
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -163,7 +169,7 @@ def wsolevaluation_boxes(
     pixels; `resize_bbox` scales them to the size x size map the whole photo
     is resized to (no crop): int(x * size / W0), int(y * size / H0). The
     numbers are then read with *inclusive* ends by its IoU (see
-    `metrics.localisation_hits`, protocol "wsolevaluation").
+    `localisation.localisation_hits`, protocol "wsolevaluation").
 
     Args:
         boxes: float [K, 4] boxes (x0, y0, x1, y1) in the photo's pixels (the
@@ -196,3 +202,61 @@ def _positive(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
         raise InputError(f"size: expected a positive integer, found {size!r}")
     return int(size)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in `a` with every box in `b`.
+
+    Boxes are (x0, y0, x1, y1) with x1, y1 exclusive (module docstring), so
+    boxes that only touch along an edge share no pixel and have IoU 0. An
+    empty box (x1 <= x0 or y1 <= y0, e.g. (0, 0, 0, 0)) has IoU 0 with
+    everything, itself included; the result never holds NaN.
+
+    Args:
+      a: boxes, shape [N, 4], finite, any real coordinates.
+      b: boxes, shape [M, 4], finite.
+
+    Returns:
+      IoU, float64 array [N, M] with values in [0, 1].
+
+    Raises:
+      InputError: when an argument is not a finite [K, 4] array.
+    """
+    a = as_boxes(a, "a")
+    b = as_boxes(b, "b")
+    ax0, ay0, ax1, ay1 = (a[:, i, None] for i in range(4))
+    bx0, by0, bx1, by1 = (b[None, :, i] for i in range(4))
+    inter_w = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0.0, None)
+    inter_h = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0.0, None)
+    inter = inter_w * inter_h
+    area_a = np.clip(ax1 - ax0, 0.0, None) * np.clip(ay1 - ay0, 0.0, None)
+    area_b = np.clip(bx1 - bx0, 0.0, None) * np.clip(by1 - by0, 0.0, None)
+    union = area_a + area_b - inter
+    out = np.zeros(union.shape, dtype=np.float64)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def per_image_boxes(boxes: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per-image ground-truth boxes: an [N, 4] array or N arrays [K_i, 4]."""
+    if isinstance(boxes, np.ndarray) and boxes.ndim == 2:
+        return [row[None] for row in boxes]
+    return [np.asarray(b, dtype=np.float64) for b in boxes]
+
+
+def maps_with_truth(maps: Iterable[np.ndarray], truth: list, what: str):
+    """Yields (map, ground truth) pairs; raises unless the counts agree."""
+    count = 0
+    for count, saliency in enumerate(maps, start=1):
+        if count > len(truth):
+            raise InputError(
+                f"expected one ground-truth entry per map, found more maps than "
+                f"the {len(truth)} {what}"
+            )
+        yield saliency, truth[count - 1]
+    if count == 0:
+        raise InputError("expected at least one map, found none")
+    if count != len(truth):
+        raise InputError(
+            f"expected one ground-truth entry per map, found {count} maps and {len(truth)} {what}"
+        )

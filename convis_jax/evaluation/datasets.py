@@ -5,20 +5,16 @@
 * ImageNet-style class folders named by WordNet id (`n02084071/...`), for
   the out-of-distribution experiment; a WordNet id is "n" plus the synset's
   8-digit offset in WordNet 3.0's noun database (ImageNet was built on it).
-* Folders of synthetic scenes (`convis_jax.scenes`) with their boxes,
-  masks and concepts, written and read back here, for localisation with
-  exact ground truth.
 
+Folders of synthetic scenes are written and read in `scene_folder`.
 Readers only list files and parse annotations; images are loaded later
 (`convis_jax.core.images`). Boxes follow the convention of
-`convis_jax.evaluation.metrics`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
+`convis_jax.evaluation.boxes`: (x0, y0, x1, y1) in pixels, x1 and y1 exclusive.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import math
 import re
 import warnings
@@ -26,16 +22,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
-from convis_jax.core.cache import atomic_write_bytes
+from convis_jax.core.images import IMAGE_SUFFIXES
 from convis_jax.errors import ConceptError, InputError
 
 if TYPE_CHECKING:
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from convis_jax.scenes import Scene
 
 # ---------------------------------------------------------------------------
 # CUB-200-2011
@@ -115,7 +107,7 @@ def read_cub(root: str | Path, *, split: str | None = None) -> list[CubRecord]:
     if unboxed:
         raise InputError(
             f"bounding_boxes.txt: expected a box for every image, found none for ids "
-            f"{_few(unboxed)}"
+            f"{first_few(unboxed)}"
         )
 
     is_train: dict[int, bool] = {}
@@ -130,7 +122,7 @@ def read_cub(root: str | Path, *, split: str | None = None) -> list[CubRecord]:
         if missing:
             raise InputError(
                 f"train_test_split.txt: expected a flag for every image, found none for ids "
-                f"{_few(missing)}"
+                f"{first_few(missing)}"
             )
     elif split is not None:
         raise InputError(
@@ -156,7 +148,7 @@ def read_cub(root: str | Path, *, split: str | None = None) -> list[CubRecord]:
     if absent:
         raise InputError(
             f"expected every image of images.txt under {str(image_dir)!r}, found "
-            f"{len(absent)} missing: {_few(absent)}"
+            f"{len(absent)} missing: {first_few(absent)}"
         )
     return records
 
@@ -195,7 +187,8 @@ def _parse_float(text: str, where: str) -> float:
     return value
 
 
-def _few(items: Sequence, limit: int = 5) -> str:
+def first_few(items: Sequence, limit: int = 5) -> str:
+    """The first `limit` items, comma-separated, and how many more there are."""
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
@@ -220,7 +213,6 @@ class ImageNetRecord:
 
 
 # The image suffixes read from class folders (compared in lower case).
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -258,7 +250,7 @@ def read_imagenet_folders(
     if bad:
         raise InputError(
             f"expected class folders named by WordNet id like n02084071 in {str(root)!r}, "
-            f"found {_few(bad)}"
+            f"found {first_few(bad)}"
         )
     if wordnet is None:
         from convis_jax.core.wordnet import load_wordnet
@@ -313,7 +305,7 @@ def is_in_distribution(
     """Whether a class lies under the in-distribution synset.
 
     True when a chain of ordinary hypernyms (not instance hypernyms, as in
-    the vocabulary, METHOD.md section 1) leads from `synset_name` up to
+    the vocabulary, docs/method.md, section 1) leads from `synset_name` up to
     `id_synset`; a synset is in its own distribution.
 
     Args:
@@ -365,7 +357,7 @@ class OodPair:
     ood_synset: str
 
 
-#: The six ID/OOD pairs of Giulivi and Boracchi (2024), METHOD.md section 5.
+#: The six ID/OOD pairs of Giulivi and Boracchi (2024), docs/method.md, section 5.
 OOD_PRESETS = (
     OodPair("garment.n.01", "furniture.n.01"),
     OodPair("bird.n.01", "hunting_dog.n.01"),
@@ -431,237 +423,3 @@ def split_ood(
         elif is_ood:
             outside.append(record)
     return OodSplit(in_distribution=tuple(inside), out_of_distribution=tuple(outside))
-
-
-# ---------------------------------------------------------------------------
-# Synthetic scenes
-
-#: The annotation file of a scene folder.
-SCENES_FILE = "scenes.json"
-
-# Written into the annotation file so that a reader can tell a scene folder
-# (and its layout version) from any other JSON.
-_SCENES_FORMAT = "convis_jax.scenes"
-_SCENES_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class SceneRecord:
-    """One image of a scene folder and its ground truth.
-
-    Attributes:
-      image_id: the image's path relative to the folder's `images/`, e.g.
-        "scene_00000.png" (the id of result logs and exported maps).
-      path: the image file.
-      concepts: synset name of each object, in drawing order, all different.
-      boxes: one box per object, (x0, y0, x1, y1) in pixels with exclusive
-        ends: the tight box of the object's whole shape, hidden parts included.
-      masks: one PNG per object, white where the object is visible
-        (`read_scene_masks` reads them).
-      captions: texts that describe the scene (`convis_jax.scenes`).
-    """
-
-    image_id: str
-    path: Path
-    concepts: tuple[str, ...]
-    boxes: tuple[tuple[float, float, float, float], ...]
-    masks: tuple[Path, ...]
-    captions: tuple[str, ...]
-
-
-def write_scene_folder(root: str | Path, scenes: Sequence[Scene]) -> list[SceneRecord]:
-    """Saves generated scenes as a folder of images with their ground truth.
-
-    Layout: `images/scene_00000.png` (RGB, lossless), `masks/scene_00000_0.png`
-    (one 8-bit mask per object, 255 where the object is visible) and
-    `scenes.json`, which lists for every image its file, concepts, boxes, mask
-    files and captions. `scenes.json` is written last and atomically, so a
-    folder that has one is complete. `read_scene_folder` reads it back.
-
-    Args:
-      root: the folder to write (created when missing); it must not hold a
-        `scenes.json` already.
-      scenes: `Scene`s from `convis_jax.scenes.render_scene` or
-        `make_dataset`; at least one.
-
-    Returns:
-      The records of the written images, as `read_scene_folder` returns them.
-
-    Raises:
-      InputError: when there is no scene, the folder already holds scenes,
-        or a scene's arrays do not fit together.
-    """
-    root = Path(root)
-    scenes = list(scenes)
-    if not scenes:
-        raise InputError("expected at least one scene to write, found none")
-    if (root / SCENES_FILE).exists():
-        raise InputError(
-            f"expected a folder without {SCENES_FILE}, found one in {str(root)!r}; "
-            f"write the scenes to a new folder"
-        )
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(exist_ok=True)
-    entries = []
-    for n, scene in enumerate(scenes):
-        image = np.asarray(scene.image)
-        masks = np.asarray(scene.masks)
-        boxes = np.asarray(scene.boxes, dtype=np.float64)
-        count = len(scene.concepts)
-        if (
-            image.dtype != np.uint8
-            or image.ndim != 3
-            or image.shape[2] != 3
-            or masks.shape != (count,) + image.shape[:2]
-            or boxes.shape != (count, 4)
-        ):
-            raise InputError(
-                f"scenes[{n}]: expected a uint8 image [H, W, 3], masks [n, H, W] and boxes "
-                f"[n, 4] for its n = {count} concepts, found image {image.dtype} "
-                f"{image.shape}, masks {masks.shape}, boxes {boxes.shape}"
-            )
-        stem = f"scene_{n:05d}"
-        _write_png(Image.fromarray(image, mode="RGB"), root / "images" / f"{stem}.png")
-        mask_names = []
-        for k, mask in enumerate(masks):
-            name = f"{stem}_{k}.png"
-            _write_png(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L"),
-                       root / "masks" / name)
-            mask_names.append(name)
-        entries.append(
-            {
-                "image": f"{stem}.png",
-                "concepts": list(scene.concepts),
-                "boxes": boxes.tolist(),
-                "masks": mask_names,
-                "captions": list(scene.captions),
-            }
-        )
-    document = {"format": _SCENES_FORMAT, "version": _SCENES_VERSION, "scenes": entries}
-    atomic_write_bytes(root / SCENES_FILE, json.dumps(document, indent=1).encode("utf-8"))
-    return read_scene_folder(root)
-
-
-def _write_png(image: Image.Image, path: Path) -> None:
-    """Writes a PNG whole or not at all (an interrupted run leaves no truncated file)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_scene_folder(root: str | Path) -> list[SceneRecord]:
-    """Lists the images and ground truth of a folder written by `write_scene_folder`.
-
-    Args:
-      root: the folder holding `scenes.json`, `images/` and `masks/`.
-
-    Returns:
-      One `SceneRecord` per image, in the order of `scenes.json`.
-
-    Raises:
-      InputError: when the folder or `scenes.json` is missing or malformed
-        (the message names the entry), or an image or mask file is missing.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"expected a scene folder, found no folder at {str(root)!r}")
-    annotations = root / SCENES_FILE
-    if not annotations.is_file():
-        raise InputError(f"expected {SCENES_FILE} in the scene folder {str(root)!r}, found none")
-    try:
-        document = json.loads(annotations.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{SCENES_FILE}: expected readable JSON, found {err}") from None
-    if not isinstance(document, dict) or document.get("format") != _SCENES_FORMAT:
-        raise InputError(
-            f"{SCENES_FILE}: expected format {_SCENES_FORMAT!r}, found "
-            f"{document.get('format') if isinstance(document, dict) else type(document).__name__!r}"
-        )
-    if document.get("version") != _SCENES_VERSION:
-        raise InputError(
-            f"{SCENES_FILE}: expected version {_SCENES_VERSION}, found {document.get('version')!r}"
-        )
-    entries = document.get("scenes")
-    if not isinstance(entries, list) or not entries:
-        raise InputError(f"{SCENES_FILE}: expected a non-empty list 'scenes', found {entries!r}")
-    records = []
-    seen: set[str] = set()
-    for n, entry in enumerate(entries):
-        records.append(_scene_record(root, entry, f"{SCENES_FILE}: scenes[{n}]"))
-        if records[-1].image_id in seen:
-            raise InputError(
-                f"{SCENES_FILE}: scenes[{n}]: expected each image once, found "
-                f"{records[-1].image_id!r} again"
-            )
-        seen.add(records[-1].image_id)
-    return records
-
-
-def _scene_record(root: Path, entry, where: str) -> SceneRecord:
-    """Checks one entry of scenes.json and turns it into a record."""
-    keys = ("image", "concepts", "boxes", "masks", "captions")
-    if not isinstance(entry, dict) or any(key not in entry for key in keys):
-        raise InputError(f"{where}: expected the keys {', '.join(keys)}, found {entry!r:.200}")
-    image_id = entry["image"]
-    concepts = entry["concepts"]
-    if not isinstance(image_id, str) or not image_id:
-        raise InputError(f"{where}: expected an image file name, found {image_id!r}")
-    if (
-        not isinstance(concepts, list)
-        or not concepts
-        or not all(isinstance(c, str) for c in concepts)
-        or len(set(concepts)) != len(concepts)
-    ):
-        raise InputError(f"{where}: expected a list of distinct synset names, found {concepts!r}")
-    try:
-        boxes = np.asarray(entry["boxes"], dtype=np.float64)
-    except (TypeError, ValueError):
-        boxes = np.zeros((0,))
-    if boxes.shape != (len(concepts), 4) or not np.isfinite(boxes).all():
-        raise InputError(
-            f"{where}: expected one finite box (x0, y0, x1, y1) per concept, "
-            f"shape ({len(concepts)}, 4), found {entry['boxes']!r:.200}"
-        )
-    masks = entry["masks"]
-    if not isinstance(masks, list) or len(masks) != len(concepts):
-        raise InputError(f"{where}: expected one mask file per concept, found {masks!r:.200}")
-    path = root / "images" / image_id
-    mask_paths = tuple(root / "masks" / str(m) for m in masks)
-    absent = [str(p.relative_to(root)) for p in (path, *mask_paths) if not p.is_file()]
-    if absent:
-        raise InputError(f"{where}: expected the files {_few(absent)}, found them missing")
-    return SceneRecord(
-        image_id=image_id,
-        path=path,
-        concepts=tuple(concepts),
-        boxes=tuple(tuple(float(v) for v in box) for box in boxes),
-        masks=mask_paths,
-        captions=tuple(str(c) for c in entry["captions"]),
-    )
-
-
-def read_scene_masks(record: SceneRecord) -> np.ndarray:
-    """The visible-pixel masks of a scene's objects.
-
-    Args:
-      record: from `read_scene_folder`.
-
-    Returns:
-      bool array [n, H, W], one mask per object in `record.concepts` order.
-
-    Raises:
-      InputError: when a mask file is unreadable or the masks differ in size.
-    """
-    masks = []
-    for path in record.masks:
-        try:
-            with Image.open(path) as image:
-                masks.append(np.asarray(image.convert("L")) >= 128)
-        except OSError as err:
-            raise InputError(f"expected a readable mask PNG at {str(path)!r}: {err}") from None
-    if len({m.shape for m in masks}) != 1:
-        raise InputError(
-            f"expected masks of one size for {record.image_id!r}, found "
-            f"{sorted({m.shape for m in masks})}"
-        )
-    return np.stack(masks)

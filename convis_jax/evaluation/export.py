@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from convis_jax.core.windows import (
+    SQUARE,  # wsolevaluation scores maps on it (_RESIZE_LENGTH)
+)
 from convis_jax.errors import InputError
-
-#: Side of the maps wsolevaluation scores (its `_RESIZE_LENGTH`).
-WSOL_SIZE = 224
 
 # ---------------------------------------------------------------------------
 # wsolevaluation export
@@ -44,7 +44,7 @@ def wsolevaluation_path(out_dir: str | Path, image_id: str) -> Path:
     return Path(out_dir).joinpath(*rel.parts[:-1], rel.name + ".npy")
 
 
-def wsolevaluation_map(map_on_photo: np.ndarray, size: int = WSOL_SIZE) -> np.ndarray:
+def wsolevaluation_map(map_on_photo: np.ndarray, size: int = SQUARE) -> np.ndarray:
     """A map on its photo as wsolevaluation scores it: size x size, min-max normalised.
 
     wsolevaluation resizes every photo to 224 x 224 without cropping

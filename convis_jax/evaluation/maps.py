@@ -8,14 +8,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from convis_jax.core.cells import min_max
-from convis_jax.core.windows import map_to_image
+from convis_jax.core.windows import (
+    SQUARE,  # the square every map lives on
+    map_to_image,
+)
 from convis_jax.errors import InputError
 
 # ---------------------------------------------------------------------------
 # Localisation: maps
-
-#: Side of the square every map lives on (Algorithm 1, step 1).
-SQUARE = 224
 
 #: A map function: (photo uint8 [H, W, 3], K concepts, image id) -> float
 #: maps [K, 224, 224] in [0, 1] on the photo's centre square.

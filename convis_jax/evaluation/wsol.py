@@ -12,21 +12,22 @@ from tqdm.auto import tqdm
 from convis_jax.core.images import load_image
 from convis_jax.core.windows import map_to_image
 from convis_jax.errors import InputError
-from convis_jax.evaluation import metrics
+from convis_jax.evaluation import localisation
 from convis_jax.evaluation.boxes import (
     boxes_to_square,
     convis_square_boxes,
     wsolevaluation_boxes,
 )
-from convis_jax.evaluation.datasets import CubRecord, SceneRecord
+from convis_jax.evaluation.datasets import CubRecord
 from convis_jax.evaluation.export import (
-    WSOL_SIZE,
     export_wsolevaluation,
     wsolevaluation_map,
     wsolevaluation_path,
 )
 from convis_jax.evaluation.logs import ResultLog
 from convis_jax.evaluation.maps import SQUARE, MapFn
+from convis_jax.evaluation.pointing import pointing_game
+from convis_jax.evaluation.scene_folder import SceneRecord
 
 #: The concept of the paper's CUB-200-2011 experiment.
 WSOL_CONCEPT = "bird.n.01"
@@ -34,7 +35,7 @@ WSOL_CONCEPT = "bird.n.01"
 #: Pointing-game tolerance in pixels of the 224 square (Zhang et al. use 15).
 POINTING_TOLERANCE = 15
 
-#: The pointing game's protocol in a localisation run (`metrics.pointing_game`).
+#: The pointing game's protocol in a localisation run (`pointing_game`).
 POINTING_PROTOCOL = "torchray"
 
 # ---------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def scene_items(records: Iterable[SceneRecord], concept: str | None = None) -> l
     """Items of a scene folder: each drawn object's concept against its box.
 
     Args:
-        records: from `convis_jax.evaluation.datasets.read_scene_folder`.
+        records: from `convis_jax.evaluation.scene_folder.read_scene_folder`.
         concept: only objects of this synset (images without one are left
             out); None evaluates every object of every image, each with its
             own concept.
@@ -128,9 +129,9 @@ class Localisation:
         boxes: float64 [K, 4], the ground truth on the 224 square (empty boxes
             where the centre crop cut the object away).
         hits: bool [T], MaxBoxAcc hits at the T = 100 thresholds
-            `metrics.CAM_THRESHOLDS` (one box, IoU 0.5) under `protocol`.
+            `localisation.CAM_THRESHOLDS` (one box, IoU 0.5) under `protocol`.
         hits_v2: bool [3, T], MaxBoxAccV2 hits (all boxes, IoU thresholds
-            `metrics.V2_IOU_THRESHOLDS`) under `protocol`.
+            `localisation.V2_IOU_THRESHOLDS`) under `protocol`.
         pointing: the pointing-game hit, 0 or 1 (`POINTING_PROTOCOL`, on the
             square against `boxes`).
         protocol: the box protocol, "convis" or "wsolevaluation" (`localise`).
@@ -169,7 +170,7 @@ class Localisation:
         Raises:
             InputError: when a field is missing or has the wrong shape.
         """
-        t = len(metrics.CAM_THRESHOLDS)
+        t = len(localisation.CAM_THRESHOLDS)
         try:
             result = cls(
                 image_id=str(data["image_id"]),
@@ -184,7 +185,7 @@ class Localisation:
             raise InputError(
                 f"expected a localisation record, found {data!r:.200} ({err})"
             ) from None
-        v2 = (len(metrics.V2_IOU_THRESHOLDS), t)
+        v2 = (len(localisation.V2_IOU_THRESHOLDS), t)
         if result.hits.shape != (t,) or result.hits_v2.shape != v2:
             raise InputError(
                 f"expected hits of shape ({t},) and hits_v2 of shape {v2}, found "
@@ -241,16 +242,16 @@ def localise(
     square_boxes = boxes_to_square(boxes, original_size, side)
     if protocol == "wsolevaluation":
         scored = wsolevaluation_map(map_to_image(saliency, original_size))
-        truth = wsolevaluation_boxes(boxes, original_size, WSOL_SIZE)
+        truth = wsolevaluation_boxes(boxes, original_size, SQUARE)
     else:
         scored = saliency
         truth = convis_square_boxes(boxes, original_size, side)
-    hits = metrics.localisation_hits(scored, truth, protocol=protocol)[0]
-    hits_v2 = metrics.localisation_hits(
-        scored, truth, protocol=protocol, iou_thresholds=metrics.V2_IOU_THRESHOLDS,
+    hits = localisation.localisation_hits(scored, truth, protocol=protocol)[0]
+    hits_v2 = localisation.localisation_hits(
+        scored, truth, protocol=protocol, iou_thresholds=localisation.V2_IOU_THRESHOLDS,
         all_components=True,
     )
-    pointing = metrics.pointing_game(
+    pointing = pointing_game(
         [saliency], [square_boxes], tolerance=tolerance, protocol=POINTING_PROTOCOL
     ).hits[0]
     return Localisation(image_id, concept, square_boxes, hits, hits_v2, float(pointing),
@@ -271,8 +272,8 @@ class WsolSummary:
     """
 
     count: int
-    max_box_acc: metrics.MaxBoxAccResult
-    max_box_acc_v2: metrics.MaxBoxAccV2Result
+    max_box_acc: localisation.MaxBoxAccResult
+    max_box_acc_v2: localisation.MaxBoxAccV2Result
     pointing_game: float
     cut_away: int
 
@@ -298,9 +299,9 @@ def summarise_wsol(results: Sequence[Localisation]) -> WsolSummary:
     hits_v2 = np.stack([r.hits_v2 for r in results])
     return WsolSummary(
         count=len(results),
-        max_box_acc=metrics.max_box_acc_from_hits(hits, protocol=protocols[0],
+        max_box_acc=localisation.max_box_acc_from_hits(hits, protocol=protocols[0],
                                                   iou_threshold=0.5),
-        max_box_acc_v2=metrics.max_box_acc_v2_from_hits(hits_v2, protocol=protocols[0]),
+        max_box_acc_v2=localisation.max_box_acc_v2_from_hits(hits_v2, protocol=protocols[0]),
         pointing_game=float(np.mean([r.pointing for r in results])),
         cut_away=sum(r.cut_away for r in results),
     )

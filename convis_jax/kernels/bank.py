@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from convis_jax.core.batches import pad_to_multiple
 from convis_jax.core.cache import cache_root, load_arrays, save_arrays
-from convis_jax.errors import InputError, ModelLoadError
+from convis_jax.errors import InputError, ModelLoadError, warn
 
 # Bumped whenever the way a bank is computed changes (tokenisation, truncation, pooling),
 # so that banks written by older code are never read back.
@@ -97,8 +97,8 @@ def _usable(arrays: dict | None, path: Path, shape: tuple[int, int]) -> bool:
              f"embeddings {embeddings.dtype}{list(embeddings.shape)}"
              + ("" if embeddings.dtype.kind != "f" or np.isfinite(embeddings).all()
                 else " with non-finite values"))
-    warnings.warn(f"concept-bank cache {path} holds {found}, expected finite float32"
-                  f"{list(shape)}; rebuilding it", stacklevel=3)
+    warn(f"concept-bank cache {path} holds {found}, expected finite float32"
+         f"{list(shape)}; rebuilding it")
     return False
 
 
@@ -154,8 +154,8 @@ def build_bank(model, vocabulary, *, text: str = "definition", cache: bool = Tru
         try:
             save_arrays(path, {"embeddings": embeddings})
         except OSError as err:  # a read-only or misplaced cache must not stop the work
-            warnings.warn(f"cannot write the concept-bank cache {path} ({err}); continuing "
-                          f"without it", stacklevel=2)
+            warn(f"cannot write the concept-bank cache {path} ({err}); continuing "
+                 f"without it")
             path = None
     return ConceptBank(embeddings, vocabulary, text, path)
 

@@ -1,4 +1,4 @@
-"""Gradient concept maps for many concepts per backward sweep (METHOD.md section 4).
+"""Gradient concept maps for many concepts per backward sweep (docs/method.md, section 4).
 
 Every score here is a function of the unit image embedding v = normalise(E_I(x)),
 so the gradient of concept c's score with respect to the input is J^T u_c, where

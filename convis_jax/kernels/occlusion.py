@@ -9,11 +9,13 @@ to the whole concept bank gives the rank of every synset; the subtree
 minimum gives every requested concept's score at once; summed-area tables
 over the window lattice (`core.cells.accumulate_cells`) turn window scores
 into cell maps. The window embeddings do not depend on the concept, so
-maps for all of a vocabulary cost one sweep (METHOD.md section 3).
+maps for all of a vocabulary cost one sweep (docs/method.md, section 3).
 
-Two entry points, each on one device or on all local devices:
-`occlusion_cells` (Algorithm 1's cell maps) and `window_rank_similarities`
-(the web app's per-window ranks). With several devices, the table of chunks
+Three entry points, each on one device or on all local devices:
+`occlusion_cells` (Algorithm 1's cell maps), `window_rank_similarities`
+(the web app's per-window ranks) and `window_embeddings` (the atlas's input).
+They take the sweep's static settings as one `SweepSpec`; `kernels.sweep.Sweep`
+is what callers use. With several devices, the table of chunks
 (`window_tables`) is split over a mesh (`sharding.shard_rows`);
 each device cuts, encodes and ranks its own chunks with the same `lax.map`, so
 every window is computed exactly as on one device. The padded images are
@@ -25,14 +27,16 @@ similarity rows of its own windows (`sharding.gathered_similarities`).
 
 The pieces: `window_tables` lists the windows, `table_outputs` encodes one
 table and finishes each window's similarities (`subtree_min_ranks` or
-`rank_similarities`), `sweep_tables` runs it (on one device or split over the
-mesh), `lattice_outputs` and `cells_from_window_scores`
-accumulate.
+`rank_similarities`), `sweep_table` runs it (on one device or split over the
+mesh) and `window_rows` puts the rows back in window order, for
+`core.cells.cell_maps`.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -40,11 +44,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from convis_jax.core.batches import pad_to_multiple
-from convis_jax.core.cells import accumulate_cells, normalise_maps
-from convis_jax.core.ranks import ranks
+from convis_jax.core.cells import cell_maps
+from convis_jax.core.ranks import rank_similarity, ranks
 from convis_jax.core.windows import WindowGrid
 from convis_jax.kernels import sharding
 from convis_jax.kernels.memory import window_bytes
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The static part of a sweep: what the compiled program depends on.
+
+    Attributes:
+        embed: the encoder's `embed_images`, (params, pixel_values [B, 3, S, S]) ->
+            unit embeddings [B, d]; hashable.
+        image_size: S, the encoder's input size: windows are resized to it.
+        mean, std: the encoder's normalisation, tuples of 3.
+        grid: the window grid.
+        chunk: windows encoded per step.
+    """
+
+    embed: Callable
+    image_size: int
+    mean: tuple
+    std: tuple
+    grid: WindowGrid
+    chunk: int
+
+    @classmethod
+    def of(cls, encoder, grid: WindowGrid, chunk: int) -> SweepSpec:
+        """The spec of an `Encoder` on a grid."""
+        return cls(encoder.embed_images, int(encoder.image_size), tuple(encoder.image_mean),
+                   tuple(encoder.image_std), grid, int(chunk))
+
 
 # How often each jitted function below was traced; tests read it to prove
 # that repeated calls with the same shapes do not trace (or compile) again.
@@ -115,11 +146,10 @@ def window_pixel_values(crops, size: int, mean, std):
 def window_tables(grid: WindowGrid, n_images: int, chunk: int, parts: int = 1) -> np.ndarray:
     """Every window of every image, of every size, as one table cut into chunks.
 
-    One table for all window sizes, and chunks as even as `chunk` allows: the
-    fewest chunks of at most `chunk` windows, all of one size, so that at most
-    n_chunks - 1 repeats fill the table (one table per size would fill the last
-    chunk of each, 38 extra crops of 730 at chunk 32; 164 windows in chunks of
-    exactly 32 would encode 28 repeats, 17% more, against 4 in 6 chunks of 28).
+    One table for all window sizes, cut into the fewest chunks of at most `chunk`
+    windows and as even as that allows, so that at most n_chunks - 1 repeats fill it
+    (164 windows in chunks of exactly 32 would encode 28 repeats, 17% more, against
+    4 in 6 chunks of 28).
 
     Args:
         grid: the window grid.
@@ -130,22 +160,27 @@ def window_tables(grid: WindowGrid, n_images: int, chunk: int, parts: int = 1) -
 
     Returns:
         int32 [n_chunks, size <= chunk, 4]: rows (image, y origin, x origin, size index) in
-        padded pixels, size-major in grid order, then image-major, then row-major
-        over that size's lattice; the last row is repeated to fill the table, and
-        `lattice_outputs` cuts those repeats away again.
+        padded pixels, image-major, then in the flat window order (sizes in grid order,
+        each lattice row-major); the last row is repeated to fill the table
+        (`window_rows` drops the repeats).
     """
-    rows = []
+    per_image = []
     for size_index, (oy, ox) in enumerate(grid.origins):
         yy, xx = np.meshgrid(oy, ox, indexing="ij")
-        per_image = np.stack([yy.ravel(), xx.ravel()], axis=1)
-        for n in range(n_images):
-            rows.append(np.concatenate([np.full((len(per_image), 1), n), per_image,
-                                        np.full((len(per_image), 1), size_index)], axis=1))
-    rows = np.concatenate(rows)
+        per_image.append(np.stack([yy.ravel(), xx.ravel(), np.full(yy.size, size_index)], 1))
+    per_image = np.concatenate(per_image)
+    rows = np.concatenate([np.concatenate([np.full((len(per_image), 1), n), per_image], 1)
+                           for n in range(n_images)])
     n_chunks = -(-len(rows) // (chunk * parts)) * parts
     size = -(-len(rows) // n_chunks)
     table, _ = pad_to_multiple(rows, n_chunks * size)
     return table.reshape(n_chunks, size, 4).astype(np.int32)
+
+
+def window_rows(outputs, grid: WindowGrid, n_images: int):
+    """Table outputs [n_chunks, chunk, ...] -> [N, n_windows, ...] in the flat window order."""
+    flat = outputs.reshape((-1,) + outputs.shape[2:])[: n_images * grid.n_windows]
+    return flat.reshape((n_images, grid.n_windows) + flat.shape[1:])
 
 
 def dense_similarities(v, bank):
@@ -153,8 +188,8 @@ def dense_similarities(v, bank):
     return v @ bank.T
 
 
-def table_outputs(params, padded, table, bank, finish, *, embed, image_size: int,
-                  window_sizes: tuple, mean, std, similarities=dense_similarities):
+def table_outputs(params, padded, table, bank, finish, *, spec: SweepSpec,
+                  similarities=dense_similarities):
     """Encodes the windows of one table chunk by chunk and finishes their similarities.
 
     Memory stays bounded by one chunk: `lax.map` runs the chunks in sequence.
@@ -165,30 +200,29 @@ def table_outputs(params, padded, table, bank, finish, *, embed, image_size: int
     Args:
         params: the encoder's parameter tree (`Encoder.params`).
         padded: float [N, Hp, Wp, 3] padded images in [0, 255], with room for a block
-            of the largest window side at every window's origin (`sweep_tables`).
+            of the largest window side at every window's origin (`sweep_table`).
         table: int32 [n_chunks, chunk, 4] rows (image, y, x, size index) (`window_tables`).
         bank: float32 [T, d] unit text embeddings (or this device's share of them, for
             a `similarities` that gathers the rest).
         finish: z [chunk, T] -> what to keep of each window, e.g. subtree-minimum ranks.
-        embed: the encoder's `embed_images`: (params, pixel_values [chunk, 3, S, S])
-            -> unit embeddings [chunk, d]; hashable (a static jit argument).
-        image_size: S, the encoder's input size.
-        window_sizes: the window sides in pixels, indexed by the table's size column.
-        mean, std: the encoder's normalisation.
+        spec: the sweep's static settings (the grid's window sizes are indexed by the
+            table's size column).
         similarities: (v [chunk, d] unit embeddings, bank) -> z [chunk, T].
 
     Returns:
         finish's outputs stacked over chunks: [n_chunks, chunk, ...].
     """
-    side, size = max(window_sizes), image_size
-    operators = jnp.asarray(np.stack([resize_matrix(w, size, side) for w in window_sizes]))
+    window_sizes = spec.grid.window_sizes
+    side = max(window_sizes)
+    operators = jnp.asarray(np.stack([resize_matrix(w, spec.image_size, side)
+                                      for w in window_sizes]))
 
     def one_chunk(rows):
         crops = jax.vmap(lambda r: jax.lax.dynamic_slice(
             padded, (r[0], r[1], r[2], 0), (1, side, side, 3))[0])(rows)
         resize = operators[rows[:, 3]]
-        pixels = resized_pixel_values(crops, resize, resize, mean, std)
-        return finish(similarities(embed(params, pixels), bank))
+        pixels = resized_pixel_values(crops, resize, resize, spec.mean, spec.std)
+        return finish(similarities(spec.embed(params, pixels), bank))
 
     return jax.lax.map(one_chunk, table)
 
@@ -198,7 +232,7 @@ def subtree_min_ranks(z, members, segment_ids, num_concepts: int):
 
     Args:
         z: float [chunk, T] similarities of each window to the whole vocabulary.
-        members, segment_ids: int32 [M] the requested subtrees (`subtree_request`).
+        members, segment_ids: int32 [M] the requested subtrees (`sweep.ConceptRequest`).
         num_concepts: K (padded); segment K collects the padding and is dropped.
 
     Returns:
@@ -212,30 +246,27 @@ def subtree_min_ranks(z, members, segment_ids, num_concepts: int):
 
 def rank_similarities(z):
     """Normalised ranks 1 - rank / T of similarities z [chunk, T]: float32 [chunk, T] in (0, 1]."""
-    return 1.0 - ranks(z, xp=jnp) / z.shape[-1]
+    return rank_similarity(ranks(z, xp=jnp), z.shape[-1])
 
 
-def sweep_tables(params, padded, bank, finish, *, embed, image_size: int, grid: WindowGrid,
-                 chunk: int, mean, std, mesh=None, split_bank: bool = False,
-                 similarities=dense_similarities):
-    """`table_outputs` over the one window table of the grid (`window_tables`).
+def sweep_table(params, padded, bank, finish, *, spec: SweepSpec, mesh=None,
+                split_bank: bool = False, similarities=dense_similarities):
+    """`table_outputs` over the grid's one window table (`window_rows` puts them in window
+    order).
 
     Args:
-        params, padded, bank, finish, embed, image_size, mean, std, similarities: as
-            `table_outputs` (bank: the whole bank [T, d]).
-        grid: the window grid.
-        chunk: windows per chunk.
+        params, padded, bank, finish, spec, similarities: as `table_outputs` (bank: the
+            whole bank [T, d]).
         mesh: None to run on the current device, or a 1-D mesh (`sharding.local_mesh`)
             whose devices each take a block of the table's chunks.
         split_bank: with a mesh, split the bank's rows over its devices instead of
             replicating it.
-        similarities: (v [chunk, d], bank) -> what `finish` receives: z by default;
-            `keep_embeddings` passes the embeddings on (then bank may be None).
 
     Returns:
-        [n_chunks, chunk, ...] outputs of `finish` (sharded along the chunk axis over
-        the mesh, if any; n_chunks then a multiple of its size).
+        [n_chunks, chunk, ...] outputs of `finish`, rows as `window_tables` (sharded along
+        the chunk axis over the mesh, if any; n_chunks then a multiple of its size).
     """
+    grid = spec.grid
     parts = 1 if mesh is None else mesh.size
     if mesh is not None and split_bank:
         num_synsets = bank.shape[0]
@@ -244,87 +275,52 @@ def sweep_tables(params, padded, bank, finish, *, embed, image_size: int, grid: 
     # Room for a block of the largest side at a smaller window's origin (the extra
     # rows and columns meet only the zero columns of its resize matrix).
     extra = max(grid.window_sizes) - min(grid.window_sizes)
+    n_images = padded.shape[0]
     padded = jnp.pad(padded, ((0, 0), (0, extra), (0, extra), (0, 0)))
-    table = window_tables(grid, padded.shape[0], chunk, parts)
-    run = partial(table_outputs, finish=finish, embed=embed, image_size=image_size,
-                  window_sizes=grid.window_sizes, mean=mean, std=std, similarities=similarities)
+    table = window_tables(grid, n_images, spec.chunk, parts)
+    run = partial(table_outputs, finish=finish, spec=spec, similarities=similarities)
     if mesh is not None:
         run = sharding.shard_rows(run, mesh, (False, False, True, split_bank))
     return run(params, padded, jnp.asarray(table), bank)
 
 
-def lattice_outputs(outputs, grid: WindowGrid, n_images: int):
-    """`sweep_tables` outputs [n_chunks, chunk, ...] -> per window size [N, ny, nx, ...].
-
-    Drops the rows that only fill the table (`window_tables`).
-    """
-    flat = outputs.reshape((-1,) + outputs.shape[2:])
-    per_size, start = [], 0
-    for ny, nx in grid.lattice_shapes:
-        count = n_images * ny * nx
-        per_size.append(flat[start:start + count].reshape((n_images, ny, nx) + flat.shape[1:]))
-        start += count
-    return tuple(per_size)
-
-
-def cells_from_window_scores(per_size, grid: WindowGrid):
-    """Algorithm 1 steps 4-5: window scores per size [N, ny, nx, K] -> maps [N, K, cy, cx].
-
-    Returns:
-        float32 [N, K, cy, cx] in [0, 1], high where the concept is.
-    """
-    scores = tuple(jnp.moveaxis(s, -1, 1) for s in per_size)
-    return normalise_maps(accumulate_cells(scores, grid, xp=jnp), xp=jnp)
-
-
-def window_list(per_size):
-    """Per-size window outputs [N, ny, nx, T] -> one flat window axis [N, n_windows, T]."""
-    return jnp.concatenate([p.reshape(p.shape[0], -1, p.shape[-1]) for p in per_size], axis=1)
-
-
-_STATIC = ("embed", "image_size", "grid", "chunk", "mean", "std", "mesh", "split_bank")
+_STATIC = ("spec", "mesh", "split_bank")
 
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
-def occlusion_window_scores(params, padded, bank, members, segment_ids, *, embed,
-                            image_size: int, grid: WindowGrid, chunk: int, mean, std,
+def occlusion_window_scores(params, padded, bank, members, segment_ids, *, spec: SweepSpec,
                             num_concepts: int, mesh=None, split_bank: bool = False):
     """Every requested concept's subtree-minimum rank in every window.
 
-    Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_tables`.
+    Arguments as `occlusion_cells`, plus mesh and split_bank as `sweep_table`.
 
     Returns:
-        int32 [n_chunks, chunk, K] in [0, T) (rows as `window_tables`, whose filler
-        rows `lattice_outputs` drops), sharded along the chunk axis over the mesh, if
-        any.
+        int32 [n_chunks, chunk, K] in [0, T), rows as `window_tables`, sharded along the
+        chunk axis over the mesh, if any.
     """
     finish = partial(subtree_min_ranks, members=members, segment_ids=segment_ids,
                      num_concepts=num_concepts)
-    return sweep_tables(params, padded, bank, finish, embed=embed, image_size=image_size,
-                        grid=grid, chunk=chunk, mean=mean, std=std, mesh=mesh,
-                        split_bank=split_bank)
+    return sweep_table(params, padded, bank, finish, spec=spec, mesh=mesh,
+                       split_bank=split_bank)
 
 
 @partial(jax.jit, static_argnames=_STATIC + ("num_concepts",))
-def _occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_size: int,
-                     grid: WindowGrid, chunk: int, mean, std, num_concepts: int, mesh,
-                     split_bank: bool):
+def _occlusion_cells(params, padded, bank, members, segment_ids, *, spec: SweepSpec,
+                     num_concepts: int, mesh, split_bank: bool):
     TRACES["occlusion_cells"] += 1
-    scores = occlusion_window_scores(params, padded, bank, members, segment_ids, embed=embed,
-                                     image_size=image_size, grid=grid, chunk=chunk, mean=mean,
-                                     std=std, num_concepts=num_concepts, mesh=mesh,
+    scores = occlusion_window_scores(params, padded, bank, members, segment_ids, spec=spec,
+                                     num_concepts=num_concepts, mesh=mesh,
                                      split_bank=split_bank)
-    return cells_from_window_scores(lattice_outputs(scores, grid, padded.shape[0]), grid)
+    return cell_maps(window_rows(scores, spec.grid, padded.shape[0]), spec.grid, xp=jnp)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _window_rank_similarities(params, padded, bank, *, embed, image_size: int,
-                              grid: WindowGrid, chunk: int, mean, std, mesh, split_bank: bool):
+def _window_rank_similarities(params, padded, bank, *, spec: SweepSpec, mesh,
+                              split_bank: bool):
     TRACES["window_rank_similarities"] += 1
-    outputs = sweep_tables(params, padded, bank, rank_similarities, embed=embed,
-                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
-                           mesh=mesh, split_bank=split_bank)
-    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+    sims = sweep_table(params, padded, bank, rank_similarities, spec=spec, mesh=mesh,
+                       split_bank=split_bank)
+    return window_rows(sims, spec.grid, padded.shape[0])
 
 
 def _on_devices(kernel, devices, split_bank, bank, *args, **static):
@@ -337,9 +333,8 @@ def _on_devices(kernel, devices, split_bank, bank, *args, **static):
                   **static)
 
 
-def occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_size: int,
-                    grid: WindowGrid, chunk: int, mean, std, num_concepts: int, devices=None,
-                    split_bank: bool | None = None):
+def occlusion_cells(params, padded, bank, members, segment_ids, *, spec: SweepSpec,
+                    num_concepts: int, devices=None, split_bank: bool | None = None):
     """Algorithm 1 for N images and K concepts: normalised cell maps [N, K, cy, cx].
 
     One compiled sweep per shape (see `TRACES`); with several devices the windows are
@@ -353,13 +348,8 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_
         members: int32 [M] vocabulary indices of the requested concepts' subtrees, concatenated.
         segment_ids: int32 [M] which requested concept each member belongs to, sorted;
             entries equal to `num_concepts` are padding and are dropped.
-        embed: the encoder's `embed_images` (static, hashable: `Encoder.embed_images`),
-            (params, pixel_values [B, 3, S, S]) -> unit embeddings [B, d].
-        image_size: S, the encoder's input size (static): windows are resized to it.
-        grid: the window grid (static).
-        chunk: windows encoded per step.
-        mean, std: the encoder's normalisation (static tuples).
-        num_concepts: K (static), padded to a bucket by the caller (`subtree_request`).
+        spec: the sweep's static settings.
+        num_concepts: K (static), padded to a bucket (`sweep.ConceptRequest`).
         devices: the devices to use: one runs the plain sweep there, several split the
             windows over them; None means all of this process's local devices.
         split_bank: with several devices, split the bank by concept over them; None
@@ -369,25 +359,18 @@ def occlusion_cells(params, padded, bank, members, segment_ids, *, embed, image_
         float32 [N, K, cy, cx] in [0, 1], high where the concept is.
     """
     return _on_devices(_occlusion_cells, devices, split_bank, bank, params, padded, bank,
-                       members, segment_ids, embed=embed, image_size=image_size, grid=grid,
-                       chunk=chunk, mean=mean, std=std, num_concepts=num_concepts)
+                       members, segment_ids, spec=spec, num_concepts=num_concepts)
 
 
-def window_rank_similarities(params, padded, bank, *, embed, image_size: int,
-                             grid: WindowGrid, chunk: int, mean, std, devices=None,
+def window_rank_similarities(params, padded, bank, *, spec: SweepSpec, devices=None,
                              split_bank: bool | None = None):
     """Normalised rank 1 - rank/T of every synset in every window: float32 [N, n_windows, T].
 
-    Windows are listed per size, each row-major (the order of
-    `core.cells.coverage_matrix`), for the web app's aggregation order. Arguments,
-    devices and split_bank as `occlusion_cells`.
-
-    Returns:
-        float32 [N, n_windows, T] in (0, 1].
+    Windows in the flat order (`core.cells.window_lattices`), for the web app's
+    aggregation. Arguments, devices and split_bank as `occlusion_cells`.
     """
     return _on_devices(_window_rank_similarities, devices, split_bank, bank, params, padded,
-                       bank, embed=embed, image_size=image_size, grid=grid, chunk=chunk,
-                       mean=mean, std=std)
+                       bank, spec=spec)
 
 
 # Sizes on CPUs, measured on this project's 2-core machine (ViT-B/32 shape, 64 crops per
@@ -452,54 +435,24 @@ def keep_embeddings(v, bank):
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _window_embeddings(params, padded, *, embed, image_size: int, grid: WindowGrid,
-                       chunk: int, mean, std, mesh, split_bank: bool):
+def _window_embeddings(params, padded, *, spec: SweepSpec, mesh, split_bank: bool):
     TRACES["window_embeddings"] += 1
-    outputs = sweep_tables(params, padded, None, lambda v: v, embed=embed,
-                           image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std,
-                           mesh=mesh, similarities=keep_embeddings)
-    return window_list(lattice_outputs(outputs, grid, padded.shape[0]))
+    embeddings = sweep_table(params, padded, None, lambda v: v, spec=spec, mesh=mesh,
+                             similarities=keep_embeddings)
+    return window_rows(embeddings, spec.grid, padded.shape[0])
 
 
-def window_embeddings(params, padded, *, embed, image_size: int, grid: WindowGrid, chunk: int,
-                      mean, std, devices=None):
+def window_embeddings(params, padded, *, spec: SweepSpec, devices=None):
     """The unit embedding of every window (Algorithm 1 steps 1-3, no concepts): the atlas's input.
 
     The windows are cut and encoded exactly as by `occlusion_cells` (split over the
-    devices the same way); only the finish differs: the embeddings are kept instead of
-    ranked, so that ranks against any concept bank can be taken later
-    (`kernels.stored_windows`, `convis_jax.atlas`).
+    devices the same way); the embeddings are kept instead of ranked, so that ranks
+    against any concept bank can be taken later (`kernels.stored_windows`).
 
     Args:
-        params, padded, embed, image_size, grid, chunk, mean, std, devices: as
-            `occlusion_cells`.
+        params, padded, spec, devices: as `occlusion_cells`.
 
     Returns:
-        float32 [N, n_windows, d] unit vectors, windows listed per size, each row-major
-        (the order of `window_list` and `core.cells.coverage_matrix`).
+        float32 [N, n_windows, d] unit vectors, windows in the flat order.
     """
-    return _on_devices(_window_embeddings, devices, False, None, params, padded, embed=embed,
-                       image_size=image_size, grid=grid, chunk=chunk, mean=mean, std=std)
-
-
-def subtree_request(offsets: np.ndarray, members: np.ndarray, concept_index: np.ndarray,
-                    bucket: int = 8) -> tuple[np.ndarray, np.ndarray, int]:
-    """The CSR of the requested concepts' subtrees, padded to static sizes.
-
-    K is rounded up to a multiple of `bucket` and M to a power of two, so
-    that requests of similar size reuse one compiled sweep. Padding entries
-    point at synset 0 and at the dropped segment K_padded.
-
-    Returns:
-        (members [M_padded], segment_ids [M_padded], K_padded).
-    """
-    concept_index = np.asarray(concept_index, np.int64)
-    k_padded = -(-len(concept_index) // bucket) * bucket
-    parts = [members[offsets[c]:offsets[c + 1]] for c in concept_index]
-    flat = np.concatenate(parts).astype(np.int32)
-    seg = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p) for p in parts])
-    m_padded = 1 << int(np.ceil(np.log2(max(len(flat), 1))))
-    extra = m_padded - len(flat)
-    flat = np.concatenate([flat, np.zeros(extra, np.int32)])
-    seg = np.concatenate([seg, np.full(extra, k_padded, np.int32)])
-    return flat, seg, k_padded
+    return _on_devices(_window_embeddings, devices, False, None, params, padded, spec=spec)

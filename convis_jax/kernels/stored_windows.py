@@ -1,11 +1,11 @@
 """Algorithm 1 from stored window embeddings: ranks, subtree minima, cells, for any concept bank.
 
-The windows of an image do not depend on the concepts (METHOD.md section 3),
+The windows of an image do not depend on the concepts (docs/method.md, section 3),
 so the atlas (`convis_jax.atlas`) keeps their unit embeddings
 [n_windows, d] and runs only the rest of Algorithm 1 here: similarities to
 a whole bank, each requested concept's subtree-minimum rank in each window,
 then the same accumulation and normalisation as the sweep
-(`occlusion.cells_from_window_scores`). Given the sweep's own embeddings
+(`core.cells.cell_maps`). Given the sweep's own embeddings
 the maps are the sweep's maps.
 
 On a CPU the sort is NumPy's (`host_cells`): XLA's CPU sort takes about 2.5
@@ -32,14 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convis_jax.core.cells import accumulate_cells, normalise_maps
-from convis_jax.core.ranks import ranks
+from convis_jax.core.cells import accumulate_cells, cell_maps, coverage, window_lattices
+from convis_jax.core.ranks import ranks, subtree_min_all
 from convis_jax.core.windows import WindowGrid
-from convis_jax.kernels.occlusion import (
-    TRACES,
-    cells_from_window_scores,
-    subtree_min_ranks,
-)
+from convis_jax.kernels.occlusion import TRACES, subtree_min_ranks
 
 # Up to this many (padded) concepts the counting path is used; above, the sort.
 COUNT_CONCEPTS = 16
@@ -53,7 +49,7 @@ def counted_subtree_min_ranks(z, members, segment_ids, num_concepts: int):
 
     Args:
         z: float [W, T] similarities of W windows to the whole vocabulary.
-        members, segment_ids: int32 [M] the requested subtrees (`occlusion.subtree_request`).
+        members, segment_ids: int32 [M] the requested subtrees (`sweep.ConceptRequest`).
         num_concepts: K (padded); segment K collects the padding and is dropped.
 
     Returns:
@@ -85,16 +81,6 @@ def window_scores(windows, bank, members, segment_ids, *, num_concepts: int):
     return subtree_min_ranks(z, members, segment_ids, num_concepts)
 
 
-def per_size(scores, grid: WindowGrid):
-    """[N, n_windows, ...] in the flat window order -> per size [N, ny, nx, ...]."""
-    out, start = [], 0
-    for ny, nx in grid.lattice_shapes:
-        block = scores[:, start:start + ny * nx]
-        out.append(block.reshape((scores.shape[0], ny, nx) + scores.shape[2:]))
-        start += ny * nx
-    return tuple(out)
-
-
 @partial(jax.jit, static_argnames=("grid", "num_concepts"))
 def stored_cells(windows, bank, members, segment_ids, *, grid: WindowGrid, num_concepts: int):
     """Algorithm 1's normalised cell maps of N images from their window embeddings.
@@ -103,7 +89,7 @@ def stored_cells(windows, bank, members, segment_ids, *, grid: WindowGrid, num_c
         windows: float16 or float32 [N, n_windows, d] unit window embeddings, windows
             per size, each row-major (`occlusion.window_embeddings`).
         bank: float32 [T, d] unit text embeddings of the whole vocabulary.
-        members, segment_ids: int32 [M] the requested subtrees (`occlusion.subtree_request`).
+        members, segment_ids: int32 [M] the requested subtrees (`sweep.ConceptRequest`).
         grid: the window grid the embeddings were cut on (static).
         num_concepts: K (static), padded to a bucket by the caller.
 
@@ -113,7 +99,7 @@ def stored_cells(windows, bank, members, segment_ids, *, grid: WindowGrid, num_c
     TRACES["stored_cells"] += 1
     scores = jax.lax.map(partial(window_scores, bank=bank, members=members,
                                  segment_ids=segment_ids, num_concepts=num_concepts), windows)
-    return cells_from_window_scores(per_size(scores, grid), grid)
+    return cell_maps(scores, grid, xp=jnp)
 
 
 @partial(jax.jit, static_argnames=("grid", "num_concepts"))
@@ -135,10 +121,9 @@ def stored_peaks(windows, bank, members, segment_ids, *, grid: WindowGrid, num_c
     t = bank.shape[0]
     scores = jax.lax.map(partial(window_scores, bank=bank, members=members,
                                  segment_ids=segment_ids, num_concepts=num_concepts), windows)
-    lattices = tuple(jnp.moveaxis(s, -1, 1) for s in per_size(scores, grid))
-    sums = accumulate_cells(lattices, grid, xp=jnp)  # [N, K, cy, cx]
-    counts = accumulate_cells(tuple(np.ones(s) for s in grid.lattice_shapes), grid)
-    mean = 1.0 - sums.astype(jnp.float32) / jnp.asarray(np.maximum(counts, 1), jnp.float32) / t
+    sums = accumulate_cells(window_lattices(scores, grid, xp=jnp), grid, xp=jnp)  # [N, K, cy, cx]
+    counts = np.maximum(coverage(grid), 1)
+    mean = 1.0 - sums.astype(jnp.float32) / jnp.asarray(counts, jnp.float32) / t
     flat = mean.reshape(mean.shape[:2] + (-1,))
     return jnp.max(flat, axis=-1), jnp.argmax(flat, axis=-1).astype(jnp.int32)
 
@@ -150,69 +135,17 @@ def stored_similarities(windows, bank):
     return jax.lax.map(lambda v: v.astype(jnp.float32) @ bank.T, windows)
 
 
-def hierarchy_levels(vocabulary) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
-    """The vocabulary's edges grouped for `subtree_min_all`, children before parents.
-
-    A concept's height is 0 for a leaf, else 1 + its children's largest height;
-    level h holds the edges whose parent has height h, so every child's subtree
-    minimum is final before its parents read it.
-
-    Returns:
-        One (parents [P_h], starts [P_h], children [E_h]) per height h >= 1: the
-        distinct parents, where each one's edges start in `children`, and the children
-        (vocabulary indices), grouped by parent.
-    """
-    pairs = np.array([(vocabulary.index(a), vocabulary.index(b)) for a, b in vocabulary.edges],
-                     np.int64).reshape(-1, 2)
-    height = np.zeros(len(vocabulary), np.int64)
-    while True:  # at most the hierarchy's depth rounds
-        before = height.copy()
-        np.maximum.at(height, pairs[:, 0], height[pairs[:, 1]] + 1)
-        if np.array_equal(before, height):
-            break
-    levels = []
-    for h in range(1, int(height.max(initial=0)) + 1):
-        edges = pairs[height[pairs[:, 0]] == h]
-        edges = edges[np.argsort(edges[:, 0], kind="stable")]
-        parents, starts = np.unique(edges[:, 0], return_index=True)
-        levels.append((parents, starts, edges[:, 1]))
-    return tuple(levels)
-
-
-def subtree_min_all(values: np.ndarray, levels) -> np.ndarray:
-    """Every concept's minimum over its subtree, through the hierarchy's levels.
-
-    Equal to `core.ranks.subtree_min` over all concepts (the minimum over a subtree is
-    the minimum of the concept's own value and its children's subtree minima), but it
-    reads each edge once instead of every subtree member (7,314 edges against 66,643
-    members for the physical objects).
-
-    Args:
-        values: [..., T] one value per synset.
-        levels: `hierarchy_levels` of the vocabulary.
-
-    Returns:
-        [..., T] same dtype.
-    """
-    best = np.array(values, copy=True)
-    for parents, starts, children in levels:
-        below = np.minimum.reduceat(best[..., children], starts, axis=-1)
-        best[..., parents] = np.minimum(best[..., parents], below)
-    return best
-
-
 def host_cells(z, grid: WindowGrid, levels, index: np.ndarray) -> np.ndarray:
     """`stored_cells` after the similarities, in NumPy (`core.ranks`, `core.cells`).
 
     Args:
         z: float32 [N, n_windows, T] similarities (`stored_similarities`).
         grid: the window grid.
-        levels: `hierarchy_levels` of the vocabulary.
+        levels: `core.ranks.hierarchy_levels` of the vocabulary.
         index: int [K] the requested concepts.
 
     Returns:
         float32 [N, K, cy, cx] in [0, 1], high where the concept is.
     """
     scores = subtree_min_all(ranks(np.asarray(z)), levels)[..., index]  # [N, n_windows, K]
-    lattices = tuple(np.moveaxis(s, -1, 1) for s in per_size(scores, grid))
-    return normalise_maps(accumulate_cells(lattices, grid))
+    return cell_maps(scores, grid)

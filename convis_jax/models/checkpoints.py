@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convis_jax.core.cache import atomic_write_bytes
-from convis_jax.errors import ModelLoadError
+from convis_jax.errors import ModelLoadError, warn
 from convis_jax.models.config import read_config_json
 from convis_jax.models.pytorch_names import transformers_flax_to_pytorch
 
@@ -77,15 +77,35 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
             raise ModelLoadError(f"{name!r} is neither a folder nor a valid hub id: {err}") from None
         except Exception as err:  # offline, not cached, unknown repo, network errors
             raise ModelLoadError(
-                f"cannot get {name!r} from the Hugging Face hub ({type(err).__name__}): it is not "
-                f"in the local cache and could not be downloaded. Connect to the internet once "
-                f"(unset HF_HUB_OFFLINE) to cache it, or download the folder elsewhere "
-                f"(`hf download {name}`) and pass its local path.") from None
+                f"cannot get {name!r} from the Hugging Face hub: it is not in the local cache "
+                f"({_hub_cache()}) and {_why_not_downloaded(err)}; or download the folder "
+                f"elsewhere (`hf download {name}`) and pass its local path") from None
         # Only the family's own weights count: a timm or OpenCLIP repo may also hold a
         # `model.safetensors` of another layout.
         if weight_format(folder, _family_formats(folder)) is not None:
             return folder
     return folder
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _why_not_downloaded(err: Exception) -> str:
+    """Why a hub download failed, naming what is actually set (offline mode or not)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        which = next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)),
+                     "HF_HUB_OFFLINE")
+        return (f"{which}={os.environ.get(which, '1')} is set, so nothing is downloaded: unset "
+                f"it, with a network connection, to download and cache it once")
+    detail = " ".join(str(err).split())
+    detail = detail if len(detail) <= 200 else detail[:200].rsplit(" ", 1)[0] + " ..."
+    return (f"the download failed ({type(err).__name__}: {detail}; endpoint "
+            f"{constants.ENDPOINT}): check the id and the network connection")
 
 
 def weight_format(folder: Path, formats: tuple[str, ...] = HF_FORMATS) -> str | None:
@@ -280,7 +300,7 @@ def fingerprint_files(files: list[Path], *, memo_dir: Path | None = None) -> str
         try:
             atomic_write_bytes(memo_file, json.dumps(memo).encode())
         except OSError as err:
-            warnings.warn(f"could not write the file-hash memo {memo_file}: {err}", stacklevel=2)
+            warn(f"could not write the file-hash memo {memo_file}: {err}")
     return digest.hexdigest()[:32]
 
 
@@ -302,8 +322,7 @@ def _read_hash_memo(memo_file: Path) -> dict:
     except OSError:  # none yet, or an unusable cache root (writing will say so)
         return {}
     except ValueError as err:
-        warnings.warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it",
-                      stacklevel=3)
+        warn(f"the file-hash memo {memo_file} is damaged ({err}); rebuilding it")
         return {}
     if not isinstance(memo, dict):
         return {}

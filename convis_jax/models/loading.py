@@ -55,7 +55,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -64,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convis_jax.core.cache import cache_root
-from convis_jax.errors import CacheError, InputError, ModelLoadError
+from convis_jax.errors import CacheError, InputError, ModelLoadError, warn
 from convis_jax.models import checkpoints, clip, openclip, siglip
 from convis_jax.models.checkpoints import (
     VOCABULARY_FILE,
@@ -283,7 +282,7 @@ def _converted_params(folder: Path, weight_format: str, expected: dict, dtype: s
             _warn_non_finite(non_finite, folder)
             return params
         except CacheError as err:
-            warnings.warn(f"{err}; rebuilding it from {folder}", stacklevel=3)
+            warn(f"{err}; rebuilding it from {folder}")
             damaged = True
     state = read_state()
     params = pytorch_to_flax(state, expected, source=str(folder), dtype=DTYPES[dtype])
@@ -384,9 +383,9 @@ def write_converted(entry: Path, params: dict, dtype: str, non_finite: list[str]
                 raise
     except Exception as err:  # a full disk or a read-only cache must not stop the load
         reason = str(err.strerror if isinstance(err, OSError) and err.strerror else err)
-        warnings.warn(f"could not write the converted-weight cache {entry} "
-                      f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
-                      f"goes on without it", stacklevel=4)
+        warn(f"could not write the converted-weight cache {entry} "
+             f"({type(err).__name__}: {reason.splitlines()[0][:200]}); loading "
+             f"goes on without it")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -461,5 +460,5 @@ def _non_finite_names(params: dict) -> list[str]:
 
 def _warn_non_finite(names: list[str], folder: Path) -> None:
     if names:
-        warnings.warn(f"{folder}: {len(names)} tensor(s) hold NaN or inf values: "
-                      f"{', '.join(names[:5])}; embeddings will not be meaningful", stacklevel=4)
+        warn(f"{folder}: {len(names)} tensor(s) hold NaN or inf values: "
+             f"{', '.join(names[:5])}; embeddings will not be meaningful")

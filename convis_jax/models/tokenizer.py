@@ -8,14 +8,13 @@ import hashlib
 import html
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from convis_jax.errors import InputError, ModelLoadError
+from convis_jax.errors import InputError, ModelLoadError, warn
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -212,8 +211,8 @@ def tokenize(tokenizer, texts: list[str], context_length: int, eos_token_id: int
             truncated += 1
         rows.append(ids)
     if truncated:
-        warnings.warn(f"{truncated} of {len(texts)} text(s) were longer than the context length "
-                      f"of {context_length} tokens and were truncated", stacklevel=3)
+        warn(f"{truncated} of {len(texts)} text(s) were longer than the context length "
+             f"of {context_length} tokens and were truncated")
     longest = max(len(r) for r in rows)
     length = next((b for b in buckets if longest <= b <= context_length), context_length)
     input_ids = np.full((len(rows), length), pad_token_id, np.int32)
@@ -283,8 +282,8 @@ def tokenize_max_length(tokenizer, texts: list[str], length: int) -> TokenBatch:
     natural = tokenizer(texts)["input_ids"]
     truncated = sum(len(ids) > length for ids in natural)
     if truncated:
-        warnings.warn(f"{truncated} of {len(texts)} text(s) were longer than the context length "
-                      f"of {length} tokens and were truncated", stacklevel=3)
+        warn(f"{truncated} of {len(texts)} text(s) were longer than the context length "
+             f"of {length} tokens and were truncated")
     ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True)["input_ids"]
     input_ids = np.asarray(ids, np.int32)
     if input_ids.shape != (len(texts), length):

@@ -2,7 +2,7 @@
 
 The paper's user study showed the maps of every synset of an image in a web
 app backed by a server and gigabytes of per-pixel data. An all-concept
-occlusion sweep in cell form (METHOD.md section 3: one 14 x 14 grid of cells
+occlusion sweep in cell form (docs/method.md, section 3: one 14 x 14 grid of cells
 per concept) is a few megabytes, so the whole exploration fits in a page
 that opens from disk with no network: the image, the concepts ranked by how
 strongly CLIP sees them, a collapsible WordNet tree with a search box, each
@@ -66,7 +66,7 @@ class ExplorerImage:
         name: Label shown in the image selector; unique within a page.
         image: uint8 [S, S, 3], the square centre crop the maps refer to.
         cells: float [K, cy, cx] in [0, 1], every concept's map in cell form
-            (METHOD.md section 3; cy = cx = 14 for 16-pixel cells of a 224
+            (docs/method.md, section 3; cy = cx = 14 for 16-pixel cells of a 224
             crop); high means the concept is there. Row k belongs to the
             vocabulary's k-th name.
         flat: float [K], how strongly CLIP sees each concept in the whole
@@ -80,6 +80,19 @@ class ExplorerImage:
     cells: np.ndarray
     flat: np.ndarray
     hierarchical: np.ndarray
+
+    @classmethod
+    def from_photo(cls, name: str, photo: np.ndarray, cells, flat, hierarchical,
+                   largest: int = 448) -> ExplorerImage:
+        """The page's image of a photo: its centre square (the one the maps refer to), at
+        most `largest` pixels wide so that pages stay small."""
+        from convis_jax.core.windows import center_crop_square
+
+        square = center_crop_square(photo)
+        if square.shape[0] > largest:
+            square = np.asarray(Image.fromarray(square).resize((largest, largest),
+                                                               Image.BICUBIC))
+        return cls(name, square, cells, flat, hierarchical)
 
 
 @dataclass(frozen=True)
@@ -157,8 +170,8 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
         cells: float [...] in [0, 1], e.g. [K, cy, cx] maps in cell form.
 
     Returns:
-        uint8 [...], round(255 * cells); `dequantise_cells` is within 1/510
-        of the input.
+        uint8 [...], round(255 * cells); the page reads level k as k / 255,
+        within 1/510 of the input.
 
     Raises:
         InputError: a value is not finite or lies outside [0, 1].
@@ -168,24 +181,6 @@ def quantise_cells(cells: np.ndarray) -> np.ndarray:
         bad = values[~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0))]
         raise InputError(f"cells must be finite values in [0, 1]; found {bad.size} values that are not, e.g. {bad.flat[0]!r}")
     return np.rint(values * 255.0).astype(np.uint8)
-
-
-def dequantise_cells(quantised: np.ndarray) -> np.ndarray:
-    """The maps that `quantise_cells` rounded: level k becomes k / 255.
-
-    Args:
-        quantised: uint8 [...], as returned by `quantise_cells`.
-
-    Returns:
-        float32 [...] in [0, 1].
-
-    Raises:
-        InputError: the array is not uint8.
-    """
-    quantised = np.asarray(quantised)
-    if quantised.dtype != np.uint8:
-        raise InputError(f"quantised cells must be uint8; found {quantised.dtype}")
-    return (quantised.astype(np.float64) / 255.0).astype(np.float32)
 
 
 def write_explorer(

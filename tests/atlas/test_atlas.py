@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from convis_jax.errors import InputError
+from tests.reference import plain_subtree_min
 
 CONCEPTS = ["dog.n.01", "bird.n.01", "animal.n.01", "car.n.01", "entity.n.01"]
 WORDS = ["dog", "bird", "car", "circle", "square", "triangle"]
@@ -115,13 +116,14 @@ def test_vit_b32_shaped_atlas_maps_equal_occlusion_maps(tmp_path):
 
 
 def test_counted_ranks_equal_sorted_ranks_with_ties():
-    """The counting path against core.ranks + core.ranks.subtree_min, on quantised
+    """The counting path against core.ranks + a plain subtree minimum, on quantised
     similarities full of ties."""
     import jax.numpy as jnp
 
-    from convis_jax.core.ranks import ranks, subtree_min
-    from convis_jax.kernels.occlusion import subtree_min_ranks, subtree_request
+    from convis_jax.core.ranks import ranks
+    from convis_jax.kernels.occlusion import subtree_min_ranks
     from convis_jax.kernels.stored_windows import counted_subtree_min_ranks
+    from convis_jax.kernels.sweep import ConceptRequest
 
     rng = np.random.default_rng(0)
     t, windows = 40, 25
@@ -137,9 +139,9 @@ def test_counted_ranks_equal_sorted_ranks_with_ties():
         subtrees.append(sorted(members))
     offsets = np.concatenate([[0], np.cumsum([len(m) for m in subtrees])])
     members = np.concatenate(subtrees)
-    want = subtree_min(ranks(z), offsets, members)  # [W, T]
+    want = plain_subtree_min(ranks(z), offsets, members)  # [W, T]
     concepts = np.array([0, 3, 7, 7, 39, 12, 5])
-    flat, seg, k = subtree_request(offsets, members, concepts)
+    flat, seg, k = ConceptRequest.from_subtrees(concepts, concepts, offsets, members).padded()
     args = (jnp.asarray(z, jnp.float32), jnp.asarray(flat), jnp.asarray(seg))
     counted = np.asarray(counted_subtree_min_ranks(*args, num_concepts=k))[:, :len(concepts)]
     sorted_ = np.asarray(subtree_min_ranks(*args, num_concepts=k))[:, :len(concepts)]
@@ -151,7 +153,7 @@ def test_rankings_against_plain_references(bundled):
     from convis_jax.api import ConVis
     from convis_jax.atlas import Atlas
     from convis_jax.core.cells import accumulate_cells, coverage
-    from convis_jax.core.ranks import ranks, subtree_min
+    from convis_jax.core.ranks import ranks
 
     photos, float32, _ = bundled
     atlas = Atlas.open(float32, vocabulary="physical_objects", progress=False)
@@ -181,7 +183,7 @@ def test_rankings_against_plain_references(bundled):
     members = vocab.subtree_members[vocab.subtree_offsets[c]:vocab.subtree_offsets[c + 1]]
     want = {}
     for image_id, windows in zip(atlas.image_ids, atlas.window_embeddings()):
-        r = subtree_min(ranks(windows @ atlas.bank.embeddings.T), offsets, members)[:, 0]
+        r = plain_subtree_min(ranks(windows @ atlas.bank.embeddings.T), offsets, members)[:, 0]
         per_size, start = [], 0
         for ny, nx in atlas.grid.lattice_shapes:
             per_size.append(r[start:start + ny * nx].reshape(ny, nx))
@@ -318,28 +320,26 @@ def test_list_images_folder_and_list_file(tmp_path):
 
 def test_host_and_device_sorts_give_the_same_maps():
     """The CPU path (NumPy ranks, subtree minima through the hierarchy's levels) against
-    core.ranks.subtree_min and against the jitted sort path, for 40 concepts."""
+    a plain subtree minimum and against the jitted sort path, for 40 concepts."""
     import jax.numpy as jnp
 
-    from convis_jax.core.ranks import subtree_min
+    from convis_jax.core.ranks import hierarchy_levels, subtree_min_all
     from convis_jax.core.vocabulary import ConceptVocabulary
     from convis_jax.core.windows import window_grid
-    from convis_jax.kernels.occlusion import subtree_request
     from convis_jax.kernels.stored_windows import (
-        hierarchy_levels,
         host_cells,
         stored_cells,
         stored_similarities,
-        subtree_min_all,
     )
+    from convis_jax.kernels.sweep import ConceptRequest
 
     vocab = ConceptVocabulary.physical_objects()
     levels = hierarchy_levels(vocab)
     rng = np.random.default_rng(2)
     values = rng.integers(0, len(vocab), (30, len(vocab))).astype(np.int32)
     np.testing.assert_array_equal(subtree_min_all(values, levels),
-                                  subtree_min(values, vocab.subtree_offsets,
-                                              vocab.subtree_members))
+                                  plain_subtree_min(values, vocab.subtree_offsets,
+                                                    vocab.subtree_members))
     grid = window_grid((64, 64), (32, 16), 16)
     windows = rng.standard_normal((2, grid.n_windows, 24)).astype(np.float32)
     windows /= np.linalg.norm(windows, axis=-1, keepdims=True)
@@ -347,7 +347,8 @@ def test_host_and_device_sorts_give_the_same_maps():
     bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
     index = np.array([vocab.index(n) for n in ["entity.n.01", "animal.n.01", "dog.n.01",
                                                 "artifact.n.01"]] * 10)
-    members, segments, k = subtree_request(vocab.subtree_offsets, vocab.subtree_members, index)
+    members, segments, k = ConceptRequest.from_subtrees(
+        index, index, vocab.subtree_offsets, vocab.subtree_members).padded()
     device = np.asarray(stored_cells(jnp.asarray(windows.astype(np.float16)), jnp.asarray(bank),
                                      jnp.asarray(members), jnp.asarray(segments), grid=grid,
                                      num_concepts=k))[:, :len(index)]
@@ -370,16 +371,17 @@ def test_batch_and_chunk_default_to_the_devices_sizes(bundled, tmp_path, monkeyp
                         lambda config, grid, rows: asked.append(rows) or (48, 3))
     real = occlusion.window_embeddings
 
-    def spy(params, padded, **static):
-        calls.append((padded.shape[0], static["chunk"]))
-        return real(params, padded, **static)
+    def spy(params, padded, *, spec, **rest):
+        calls.append((padded.shape[0], spec.chunk))
+        return real(params, padded, spec=spec, **rest)
 
     monkeypatch.setattr(occlusion, "window_embeddings", spy)
     photos, float32, _ = bundled
     build_atlas(photos, tmp_path / "atlas", dtype="float32", progress=False)
     assert calls == [(3, 48)]  # the folder's 3 images in one call of 3
+    asked_by_build = list(asked)
     built, reference = (Atlas.open(folder, progress=False) for folder in (tmp_path / "atlas",
                                                                           float32))
-    assert asked == [built.model.embedding_dim]
+    assert asked_by_build == [built.model.embedding_dim]
     np.testing.assert_allclose(built.cells(built.image_ids), reference.cells(built.image_ids),
                                atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 
 from convis_jax.core.cells import (
     accumulate_cells,
-    cell_areas,
+    cell_maps,
     cells_to_pixels,
     coverage,
     coverage_matrix,
@@ -14,7 +14,7 @@ from convis_jax.core.cells import (
     normalise_maps,
     webapp_cell_maps,
 )
-from convis_jax.core.ranks import rank_similarity, ranks, subtree_min
+from convis_jax.core.ranks import rank_similarity, ranks
 from convis_jax.core.windows import crop_windows, pad_images, prepare_image, window_grid
 from convis_jax.errors import InputError
 from tests.reference import (
@@ -22,6 +22,7 @@ from tests.reference import (
     plain_map_from_ranks,
     plain_occlusion_map,
     plain_subtree_index,
+    plain_subtree_min,
     plain_window_ranks,
 )
 
@@ -97,12 +98,6 @@ def test_coverage_matrix_gives_the_same_sums(grid):
     flat = np.concatenate([s.reshape(2, -1) for s in scores], axis=1)
     sums = (matrix.astype(np.int64) @ flat[..., None])[..., 0]
     np.testing.assert_array_equal(sums.reshape((2,) + grid.cells_shape), accumulate_cells(scores, grid))
-
-
-def test_cell_areas():
-    areas = cell_areas(ODD_GRID)
-    assert areas.sum() == 100 * 70
-    assert areas[0, 0] == 64 and areas[-1, 0] == 4 * 8 and areas[-1, -1] == 4 * 6
 
 
 def test_cells_to_pixels_repeats_every_cell_over_its_pixels():
@@ -252,8 +247,10 @@ def _fast_cell_maps(images, encode, bank, offsets, members, grid):
         embeddings = np.stack([encode(crops[:, k]) for k in range(crops.shape[1])], axis=1)
         rank = ranks(embeddings @ bank.T)
         window_ranks.append(rank)
-        scores.append(np.moveaxis(subtree_min(rank, offsets, members), -1, 1))
-    return window_ranks, normalise_maps(accumulate_cells(tuple(scores), grid))
+        best = plain_subtree_min(rank, offsets, members)  # [N, ny, nx, K]
+        scores.append(best.reshape(best.shape[0], -1, best.shape[-1]))
+    # The flat window order: sizes in grid order, each lattice row-major.
+    return window_ranks, cell_maps(np.concatenate(scores, axis=1), grid)
 
 
 def test_fast_occlusion_maps_equal_the_plain_reference():

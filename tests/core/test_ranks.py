@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from convis_jax.core.ranks import (
+    hierarchy_levels,
     rank_similarity,
     ranks,
     subtree_max,
-    subtree_min,
+    subtree_min_all,
 )
 from convis_jax.errors import InputError
 from tests.reference import plain_ranks, plain_subtree_index
@@ -63,7 +64,22 @@ def test_rank_similarity():
         rank_similarity(np.array([0]), 0)
 
 
-@pytest.mark.parametrize("reduction, plain", [(subtree_min, min), (subtree_max, max)])
+class DagVocabulary:
+    """The DAG as the vocabulary interface `hierarchy_levels` reads: synsets named 0 .. T-1."""
+
+    edges = DAG_EDGES
+
+    def __len__(self):
+        return DAG_SIZE
+
+    def index(self, name):
+        return name
+
+
+@pytest.mark.parametrize("reduction, plain", [
+    (subtree_max, max),
+    (lambda values, offsets, members: subtree_min_all(values, hierarchy_levels(DagVocabulary())),
+     min)])
 def test_subtree_reductions_match_a_plain_loop(reduction, plain):
     offsets, members = plain_subtree_index(DAG_SIZE, DAG_EDGES)
     values = np.random.default_rng(2).integers(0, 100, (5, 3, DAG_SIZE))
@@ -80,12 +96,11 @@ def test_subtree_reductions_match_a_plain_loop(reduction, plain):
             assert result[index][concept] == expected
 
 
-def test_subtree_min_of_ranks_on_a_concept_subset():
+def test_subtree_max_on_a_concept_subset():
     # Concepts need not be every synset: two concepts over the DAG's synsets.
     offsets = np.array([0, 4, 5])
     members = np.array([1, 3, 4, 6, 8], np.int32)
     rank = np.array([[5, 8, 0, 7, 6, 1, 3, 2, 4]])
-    np.testing.assert_array_equal(subtree_min(rank, offsets, members), [[3, 4]])
     np.testing.assert_array_equal(subtree_max(rank, offsets, members), [[8, 4]])
 
 
@@ -101,8 +116,6 @@ def test_subtree_min_of_ranks_on_a_concept_subset():
 )
 def test_subtree_index_is_checked(offsets, members, message):
     values = np.zeros((2, 9))
-    with pytest.raises(InputError, match=message):
-        subtree_min(values, offsets, members)
     with pytest.raises(InputError, match=message):
         subtree_max(values, offsets, members)
 

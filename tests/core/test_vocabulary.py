@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convis_jax.core.vocabulary import PHYSICAL_OBJECTS, ConceptVocabulary
+from convis_jax.core.vocabulary import ConceptVocabulary
+from convis_jax.core.vocabulary_building import PHYSICAL_OBJECTS
 from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import ConceptError, InputError
 
@@ -90,7 +91,7 @@ def test_words_are_looked_up_as_written(physical, words):
         ConceptVocabulary.from_words(["creme brulee"])
     assert "creme_brulee.n.01" in ConceptVocabulary.from_words(["creme_brulee"])
     underscored = ConceptVocabulary.from_words([w.replace(" ", "_") for w in words])
-    assert len(underscored) == 7082  # METHOD.md: the wrong variant
+    assert len(underscored) == 7082  # docs/method.md, section 1: the wrong variant
 
 
 def test_instance_only_synsets_are_dropped(physical, wn):

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEBIAN = Path("/usr/share/wordnet")
 DEBIAN_COPYRIGHT = Path("/usr/share/doc/wordnet-base/copyright")
 LICENCE = REPO / "convis_jax" / "data" / "LICENSES" / "WordNet-3.0.txt"
-# METHOD.md section 1 quotes this gloss.
+# docs/method.md, section 1 quotes this gloss.
 DOG_GLOSS = (
     "a member of the genus Canis (probably descended from the common wolf) that has "
     "been domesticated by man since prehistoric times; occurs in many breeds"

@@ -7,7 +7,8 @@ import pytest
 
 from convis_jax.core.windows import prepare_image
 from convis_jax.errors import InputError
-from convis_jax.evaluation.boxes import boxes_from_square, boxes_to_square
+from convis_jax.evaluation.boxes import box_iou, boxes_from_square, boxes_to_square
+from tests.evaluation.reference import pixel_iou
 
 
 def test_wide_photo_by_hand():
@@ -71,3 +72,47 @@ def test_bad_arguments():
         boxes_to_square([[0, 0, 1, 1]], (10, 10), 0)
     with pytest.raises(InputError, match="height"):
         boxes_from_square([[0, 0, 1, 1]], (0, 10))
+
+
+# ---------------------------------------------------------------------------
+# box_iou
+
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ((0, 0, 4, 4), (0, 0, 4, 4), 1.0),  # identical
+        ((0, 0, 2, 2), (2, 0, 4, 2), 0.0),  # touching along an edge
+        ((0, 0, 2, 2), (2, 2, 4, 4), 0.0),  # touching at a corner
+        ((0, 0, 4, 4), (1, 1, 3, 3), 4 / 16),  # nested
+        ((0, 0, 2, 2), (1, 1, 3, 3), 1 / 7),  # partial overlap
+        ((0, 0, 0, 0), (0, 0, 0, 0), 0.0),  # empty with itself
+        ((1, 1, 1, 5), (0, 0, 4, 4), 0.0),  # zero width
+        ((3, 3, 1, 1), (0, 0, 4, 4), 0.0),  # inverted corners: empty
+        ((0.5, 0, 2.5, 1), (1.5, 0, 3.5, 1), 1 / 3),  # fractional
+    ],
+)
+def test_box_iou_edge_cases(a, b, expected):
+    iou = box_iou(np.array([a]), np.array([b]))
+    assert iou.shape == (1, 1)
+    assert not np.isnan(iou).any()
+    assert iou[0, 0] == pytest.approx(expected, abs=1e-12)
+    assert box_iou(np.array([b]), np.array([a]))[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_box_iou_matches_pixel_counting():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 20, size=(13, 4))
+    b = rng.integers(0, 20, size=(9, 4))
+    iou = box_iou(a, b)
+    assert iou.shape == (13, 9)
+    expected = np.array([[pixel_iou(p, q) for q in b] for p in a])
+    np.testing.assert_allclose(iou, expected, atol=1e-12)
+    assert (expected > 0).any()  # the random boxes do overlap somewhere
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4), np.zeros((2, 3)), np.array([[0, 0, np.nan, 1]])])
+def test_box_iou_rejects_malformed(bad):
+    with pytest.raises(InputError):
+        box_iou(bad, np.zeros((1, 4)))

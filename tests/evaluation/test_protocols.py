@@ -1,4 +1,4 @@
-"""The `protocol=` rules of convis_jax.evaluation.metrics against their references.
+"""The `protocol=` rules (convis_jax.evaluation.protocols) of the metrics against their references.
 
 Two kinds of checks:
 
@@ -26,7 +26,7 @@ from convis_jax import evaluation
 from convis_jax.core.windows import map_to_image
 from convis_jax.errors import InputError
 from convis_jax.evaluation import boxes as box_rules
-from convis_jax.evaluation import metrics
+from convis_jax.evaluation import localisation, perturbation, pointing
 
 THRESHOLDS = np.arange(0, 1, 0.01)  # both reference scripts' grid
 
@@ -41,7 +41,7 @@ def box_map(shape, box, inside=1.0, outside=0.0):
 
 def hits_at(saliency, gt, t, protocol, **kwargs):
     """Hit (bool) at the single binarisation threshold t."""
-    return bool(metrics.localisation_hits(saliency, np.array([gt]), protocol=protocol,
+    return bool(localisation.localisation_hits(saliency, np.array([gt]), protocol=protocol,
                                           thresholds=[t], **kwargs)[0, 0])
 
 
@@ -237,7 +237,7 @@ def synthetic():
 def test_wsolevaluation_max_box_acc_equals_box_evaluator(synthetic):
     maps, gts = synthetic
     expected = wsolevaluation_reference(maps, gts, THRESHOLDS, [50], multi_contour=False)[0]
-    result = metrics.max_box_acc(maps, gts, protocol="wsolevaluation")
+    result = localisation.max_box_acc(maps, gts, protocol="wsolevaluation")
     assert result.protocol == "wsolevaluation"
     np.testing.assert_array_equal(result.curve, expected / len(maps))
     assert result.value * 100 == pytest.approx(expected.max() * 100.0 / len(maps), abs=1e-12)
@@ -247,7 +247,7 @@ def test_wsolevaluation_max_box_acc_equals_box_evaluator(synthetic):
 def test_wsolevaluation_max_box_acc_v2_equals_box_evaluator(synthetic):
     maps, gts = synthetic
     expected = wsolevaluation_reference(maps, gts, THRESHOLDS, [30, 50, 70], multi_contour=True)
-    result = metrics.max_box_acc_v2(maps, gts)
+    result = localisation.max_box_acc_v2(maps, gts)
     assert result.protocol == "wsolevaluation"
     for row, per_iou in zip(expected, result.per_iou):
         np.testing.assert_array_equal(per_iou.curve, row / len(maps))
@@ -279,8 +279,8 @@ def test_wsolevaluation_hand_worked_rules():
     #    0.5700000000000001 cuts at int(57.00000000000001) = 57 (background out:
     #    a hit); the decimal 0.57 would cut at int(56.99999999999999) = 56 (a miss).
     m = box_map((32, 32), (8, 8, 20, 20), inside=100.5 / 255, outside=57.5 / 255)
-    assert metrics.CAM_THRESHOLDS[57] == THRESHOLDS[57] > 0.57
-    assert hits_at(m, (8, 8, 19, 19), metrics.CAM_THRESHOLDS[57], "wsolevaluation")
+    assert localisation.CAM_THRESHOLDS[57] == THRESHOLDS[57] > 0.57
+    assert hits_at(m, (8, 8, 19, 19), localisation.CAM_THRESHOLDS[57], "wsolevaluation")
     assert not hits_at(m, (8, 8, 19, 19), 0.57, "wsolevaluation")
 
     # 3. 8-connected contours: two 3 x 3 squares touching at a corner are one
@@ -320,7 +320,7 @@ def test_wsolevaluation_hand_worked_rules():
     #    hole, x and y from 7 to 20: rect (7, 7, 14, 14) -> (7, 7, 21, 21),
     #    225 pixels; the hole (8, 8, 19, 19) inclusive has 144: IoU 0.64.
     inverted = 1.0 - box_map((32, 32), (8, 8, 20, 20))
-    v2 = metrics.localisation_hits(inverted, np.array([[8, 8, 19, 19]]), protocol="wsolevaluation",
+    v2 = localisation.localisation_hits(inverted, np.array([[8, 8, 19, 19]]), protocol="wsolevaluation",
                                    thresholds=[0.5], iou_thresholds=(0.3, 0.5, 0.7),
                                    all_components=True)
     np.testing.assert_array_equal(v2[:, 0], [144 / 225 >= 0.3, 144 / 225 >= 0.5, 144 / 225 >= 0.7])
@@ -340,7 +340,7 @@ def test_wsolevaluation_boxes_read_as_box_evaluator_reads_them():
     with pytest.raises(InputError, match="non-negative"):
         box_rules.wsolevaluation_boxes(np.array([[-1, 0, 4, 4]]), (10, 10))
     with pytest.raises(InputError, match="x0 <= x1"):
-        metrics.max_box_acc([np.ones((8, 8))], np.array([[4, 0, 2, 4]]), protocol="wsolevaluation")
+        localisation.max_box_acc([np.ones((8, 8))], np.array([[4, 0, 2, 4]]), protocol="wsolevaluation")
 
 
 def test_missing_opencv_names_the_extra(monkeypatch):
@@ -355,9 +355,9 @@ def test_missing_opencv_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_cv2)
     with pytest.raises(ImportError, match=r"convis_jax\[wsol\]"):
-        metrics.max_box_acc([np.ones((8, 8))], np.array([[0, 0, 4, 4]]), protocol="wsolevaluation")
+        localisation.max_box_acc([np.ones((8, 8))], np.array([[0, 0, 4, 4]]), protocol="wsolevaluation")
     # The default protocol needs no OpenCV.
-    assert metrics.max_box_acc([np.ones((8, 8))], np.array([[0, 0, 8, 8]])).value == 1.0
+    assert localisation.max_box_acc([np.ones((8, 8))], np.array([[0, 0, 8, 8]])).value == 1.0
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_convis_max_box_acc_equals_the_authors_script(synthetic):
     first = [g[:1] for g in gts]
     xywh = [(g[0, 0], g[0, 1], g[0, 2] - g[0, 0], g[0, 3] - g[0, 1]) for g in first]
     expected = convis_reference(maps, xywh, THRESHOLDS)
-    result = metrics.max_box_acc(maps, first)
+    result = localisation.max_box_acc(maps, first)
     assert result.protocol == "convis"
     np.testing.assert_array_equal(result.curve, expected / len(maps))
     assert 0 < result.value < 1
@@ -439,7 +439,7 @@ def test_torchray_pointing_equals_torchray(synthetic):
                 mask[:] = False
                 mask[rng.integers(0, m.shape[0]), rng.integers(0, m.shape[1])] = True
             masks.append(mask)
-        result = metrics.pointing_game(maps, masks, tolerance=tolerance)
+        result = pointing.pointing_game(maps, masks, tolerance=tolerance)
         assert result.protocol == "torchray"
         expected = [torchray_reference(m, k, tolerance) for m, k in zip(maps, masks)]
         np.testing.assert_array_equal(result.hits, expected)
@@ -452,20 +452,20 @@ def test_torchray_hand_worked_rules():
     m = np.zeros((10, 10))
     m[1, 2] = m[8, 7] = 1.0
     region = np.array([[7, 8, 8, 9]])
-    assert metrics.pointing_game([m], region, tolerance=0.5).value == 0.0
-    assert metrics.pointing_game([m], region, tolerance=0.5, protocol="expected").value == 0.5
+    assert pointing.pointing_game([m], region, tolerance=0.5).value == 0.0
+    assert pointing.pointing_game([m], region, tolerance=0.5, protocol="expected").value == 0.5
     # 2. Squared distance < tolerance**2: the peak exactly 15 pixels from the
     #    region (15**2 = 225, not < 225) misses; "expected" (<=) hits.
     m = np.zeros((40, 40))
     m[5, 5] = 1.0
     region = np.array([[20, 5, 21, 6]])  # pixel (20, 5): distance 15
-    assert metrics.pointing_game([m], region, tolerance=15).value == 0.0
-    assert metrics.pointing_game([m], region, tolerance=16).value == 1.0
-    assert metrics.pointing_game([m], region, tolerance=15, protocol="expected").value == 1.0
+    assert pointing.pointing_game([m], region, tolerance=15).value == 0.0
+    assert pointing.pointing_game([m], region, tolerance=16).value == 1.0
+    assert pointing.pointing_game([m], region, tolerance=15, protocol="expected").value == 1.0
     # 3. Tolerance 0 never hits, even on the region itself (d^2 = 0 is not < 0).
-    assert metrics.pointing_game([m], np.array([[5, 5, 6, 6]]), tolerance=0).value == 0.0
+    assert pointing.pointing_game([m], np.array([[5, 5, 6, 6]]), tolerance=0).value == 0.0
     with pytest.raises(InputError, match="protocol"):
-        metrics.pointing_game([m], region, protocol="zhang")
+        pointing.pointing_game([m], region, protocol="zhang")
 
 
 # ---------------------------------------------------------------------------
@@ -501,14 +501,14 @@ def test_rise_curves_equal_causal_metric():
 
     for saliency in (rng.random((7, 9)), np.kron(rng.integers(0, 3, (7, 3)), np.ones((1, 3)))):
         for step in (1, 10, 63, 100):
-            deletion = metrics.deletion_auc(image, saliency, score, protocol="rise",
+            deletion = perturbation.deletion_auc(image, saliency, score, protocol="rise",
                                             pixels_per_step=step, batch_size=4)
             scores, auc = rise_reference_scores(image, saliency, score, step, 0.0)
             np.testing.assert_allclose(deletion.scores, scores, rtol=1e-12)
             assert deletion.auc == pytest.approx(auc, rel=1e-12)
             assert deletion.protocol == "rise"
-            blurred = metrics.rise_blur(image)
-            insertion = metrics.insertion_auc(image, saliency, score, protocol="rise",
+            blurred = perturbation.rise_blur(image)
+            insertion = perturbation.insertion_auc(image, saliency, score, protocol="rise",
                                               pixels_per_step=step)
             scores, auc = rise_reference_scores(blurred, saliency, score, step, image)
             np.testing.assert_allclose(insertion.scores, scores, rtol=1e-12)
@@ -524,7 +524,7 @@ def test_rise_hand_worked_rules():
     def count(batch):
         return batch.sum(axis=(1, 2, 3))
 
-    result = metrics.deletion_auc(image, saliency, count, protocol="rise", pixels_per_step=10)
+    result = perturbation.deletion_auc(image, saliency, count, protocol="rise", pixels_per_step=10)
     np.testing.assert_array_equal(result.scores, [25, 15, 5, 0])
     np.testing.assert_allclose(result.fractions, [0, 1 / 3, 2 / 3, 1])
     # RISE's auc: (sum - first / 2 - last / 2) / steps = (45 - 12.5 - 0) / 3.
@@ -532,17 +532,17 @@ def test_rise_hand_worked_rules():
     # The most salient pixels go first: after one step the last 10 in raster
     # order (values 24..15) are gone.
     seen = []
-    metrics.deletion_auc(image, saliency, lambda b: seen.append(b.copy()) or count(b),
+    perturbation.deletion_auc(image, saliency, lambda b: seen.append(b.copy()) or count(b),
                          protocol="rise", pixels_per_step=10)
     np.testing.assert_array_equal(seen[0][1, ..., 0].reshape(-1), (np.arange(25) < 15))
     # The deletion substrate is 0 in the image's own space (RISE zeroes the
     # normalised tensor); the uniform protocol keeps its own steps.
-    uniform = metrics.deletion_auc(image, saliency, count, steps=5)
+    uniform = perturbation.deletion_auc(image, saliency, count, steps=5)
     assert uniform.scores.tolist() == [25, 20, 15, 10, 5, 0]
     with pytest.raises(InputError, match="pixels_per_step"):
-        metrics.deletion_auc(image, saliency, count, pixels_per_step=10)
+        perturbation.deletion_auc(image, saliency, count, pixels_per_step=10)
     with pytest.raises(InputError, match="steps"):
-        metrics.deletion_auc(image, saliency, count, protocol="rise", steps=10)
+        perturbation.deletion_auc(image, saliency, count, protocol="rise", steps=10)
 
 
 def test_rise_blur_equals_gkern_conv2d():
@@ -562,7 +562,7 @@ def test_rise_blur_equals_gkern_conv2d():
     tensor = torch.from_numpy(image.transpose(2, 0, 1)[None].copy())
     expected = torch.nn.functional.conv2d(tensor, kern, padding=11 // 2)[0].numpy()
     expected = expected.transpose(1, 2, 0)
-    np.testing.assert_allclose(metrics.rise_blur(image), expected, atol=1e-5)
+    np.testing.assert_allclose(perturbation.rise_blur(image), expected, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -601,7 +601,7 @@ def test_export_of_mixed_sizes_stacks_and_scores_as_box_evaluator(tmp_path):
     # resize_bbox to 224 (image sizes are (w, h) in its metadata), then BoxEvaluator.
     gts = [box_rules.wsolevaluation_boxes(b, s) for b, s in zip(photo_boxes, sizes)]
     expected = wsolevaluation_reference(list(cams), gts, THRESHOLDS, [50], multi_contour=False)[0]
-    ours = metrics.max_box_acc(list(cams), gts, protocol="wsolevaluation")
+    ours = localisation.max_box_acc(list(cams), gts, protocol="wsolevaluation")
     np.testing.assert_array_equal(ours.curve, expected / len(sizes))
 
 

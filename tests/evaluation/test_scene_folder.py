@@ -1,4 +1,4 @@
-"""Scene folders of convis_jax.evaluation.datasets: written scenes read back exactly."""
+"""convis_jax.evaluation.scene_folder: written scenes read back exactly."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from convis_jax.core.images import load_image
 from convis_jax.errors import InputError
-from convis_jax.evaluation import datasets
+from convis_jax.evaluation import scene_folder
 from convis_jax.scenes import make_dataset
 
 
@@ -17,8 +17,8 @@ def scenes():
 
 
 def test_round_trip(tmp_path, scenes):
-    written = datasets.write_scene_folder(tmp_path / "s", scenes)
-    records = datasets.read_scene_folder(tmp_path / "s")
+    written = scene_folder.write_scene_folder(tmp_path / "s", scenes)
+    records = scene_folder.read_scene_folder(tmp_path / "s")
     assert records == written
     assert [r.image_id for r in records] == [f"scene_0000{n}.png" for n in range(3)]
     for record, scene in zip(records, scenes):
@@ -26,7 +26,7 @@ def test_round_trip(tmp_path, scenes):
         assert record.concepts == scene.concepts
         assert record.captions == scene.captions
         np.testing.assert_array_equal(np.asarray(record.boxes), scene.boxes)
-        np.testing.assert_array_equal(datasets.read_scene_masks(record), scene.masks)
+        np.testing.assert_array_equal(scene_folder.read_scene_masks(record), scene.masks)
         # The boxes feed the metrics: each object's box is the tight box of
         # its visible mask or larger (hidden parts count).
         for box, mask in zip(record.boxes, scene.masks):
@@ -36,11 +36,11 @@ def test_round_trip(tmp_path, scenes):
 
 
 def test_refuses_to_overwrite(tmp_path, scenes):
-    datasets.write_scene_folder(tmp_path, scenes[:1])
+    scene_folder.write_scene_folder(tmp_path, scenes[:1])
     with pytest.raises(InputError, match="scenes.json"):
-        datasets.write_scene_folder(tmp_path, scenes[1:])
+        scene_folder.write_scene_folder(tmp_path, scenes[1:])
     with pytest.raises(InputError, match="at least one scene"):
-        datasets.write_scene_folder(tmp_path / "empty", [])
+        scene_folder.write_scene_folder(tmp_path / "empty", [])
 
 
 @pytest.mark.parametrize(
@@ -58,19 +58,19 @@ def test_refuses_to_overwrite(tmp_path, scenes):
     ],
 )
 def test_rejects_malformed_folders(tmp_path, scenes, change, message):
-    datasets.write_scene_folder(tmp_path, scenes)
+    scene_folder.write_scene_folder(tmp_path, scenes)
     document = json.loads((tmp_path / "scenes.json").read_text())
     change(document)
     (tmp_path / "scenes.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match=message):
-        datasets.read_scene_folder(tmp_path)
+        scene_folder.read_scene_folder(tmp_path)
 
 
 def test_rejects_missing_folder_or_file(tmp_path):
     with pytest.raises(InputError, match="no folder"):
-        datasets.read_scene_folder(tmp_path / "nowhere")
+        scene_folder.read_scene_folder(tmp_path / "nowhere")
     with pytest.raises(InputError, match="scenes.json"):
-        datasets.read_scene_folder(tmp_path)
+        scene_folder.read_scene_folder(tmp_path)
     (tmp_path / "scenes.json").write_text("{not json")
     with pytest.raises(InputError, match="JSON"):
-        datasets.read_scene_folder(tmp_path)
+        scene_folder.read_scene_folder(tmp_path)

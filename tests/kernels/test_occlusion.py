@@ -9,11 +9,12 @@ from convis_jax.core.cells import cells_to_pixels
 from convis_jax.core.windows import pad_images, prepare_image, window_grid
 from convis_jax.kernels.occlusion import (
     TRACES,
+    SweepSpec,
     occlusion_cells,
-    subtree_request,
     window_pixel_values,
     window_rank_similarities,
 )
+from convis_jax.kernels.sweep import ConceptRequest
 from convis_jax.models.loading import load_clip
 from tests.reference import (
     plain_map_from_ranks,
@@ -48,6 +49,12 @@ def setup(tiny_checkpoint):
     return model, bank, offsets, members, static, encode
 
 
+def request(offsets, members, concepts):
+    """(members, segment_ids, K padded) of some concepts of the DAG, on the device."""
+    m, seg, k_padded = ConceptRequest.from_subtrees(concepts, concepts, offsets, members).padded()
+    return jnp.asarray(m), jnp.asarray(seg), k_padded
+
+
 def photo(height, width, seed):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
@@ -63,12 +70,13 @@ def test_sweep_equals_plain_algorithm_1(setup, size, n_images):
     grid = window_grid((224, 224), (128, 64), 16)
     padded = pad_images(images, grid.padding, "constant")
     concepts = np.array([0, 1, 2, 5, 7, 23])  # root, inner nodes, leaves
-    m, seg, k_padded = subtree_request(offsets, members, concepts)
-    cells = occlusion_cells(model.params, jnp.asarray(padded), jnp.asarray(bank), jnp.asarray(m),
-                            jnp.asarray(seg), grid=grid, num_concepts=k_padded, **static)
+    m, seg, k_padded = request(offsets, members, concepts)
+    spec = SweepSpec(grid=grid, **static)
+    cells = occlusion_cells(model.params, jnp.asarray(padded), jnp.asarray(bank), m, seg,
+                            spec=spec, num_concepts=k_padded)
     maps = cells_to_pixels(np.asarray(cells)[:, : len(concepts)], grid)
     sims = np.asarray(window_rank_similarities(model.params, jnp.asarray(padded),
-                                               jnp.asarray(bank), grid=grid, **static))
+                                               jnp.asarray(bank), spec=spec))
     # The first image against the plain loop (1,800 single encodings) ...
     for n in range(1):
         plain = plain_window_ranks(images[n], encode, bank)
@@ -89,24 +97,27 @@ def test_sweep_equals_plain_algorithm_1(setup, size, n_images):
     # ... and every image of the batch against a sweep of that image alone.
     for n in range(1, n_images):
         alone = occlusion_cells(model.params, jnp.asarray(padded[n:n + 1]), jnp.asarray(bank),
-                                jnp.asarray(m), jnp.asarray(seg), grid=grid,
-                                num_concepts=k_padded, **static)
+                                m, seg, spec=spec, num_concepts=k_padded)
         assert np.abs(np.asarray(alone)[0] - np.asarray(cells)[n]).max() < 1e-6
 
 
 def test_same_shapes_do_not_trace_again(setup):
     model, bank, offsets, members, static, _ = setup
-    grid = window_grid((224, 224), (128, 64), 16)
+    grid = window_grid((224, 224), (128,), 48)  # a grid no other test sweeps: a new program
     padded = jnp.asarray(pad_images(prepare_image(photo(224, 224, 1), 224)[None], 128, seed=3))
-    run = lambda concepts: occlusion_cells(
-        model.params, padded, jnp.asarray(bank),
-        *map(jnp.asarray, subtree_request(offsets, members, np.array(concepts))[:2]),
-        grid=grid, num_concepts=subtree_request(offsets, members, np.array(concepts))[2], **static)
-    run([6, 7, 8])
+    spec = SweepSpec(grid=grid, **static)
+
+    def run(concepts):
+        m, seg, k_padded = request(offsets, members, np.array(concepts))
+        return occlusion_cells(model.params, padded, jnp.asarray(bank), m, seg, spec=spec,
+                               num_concepts=k_padded)
+
     before = TRACES["occlusion_cells"]
+    run([6, 7, 8])
+    assert TRACES["occlusion_cells"] == before + 1  # the first call traces
     run([6, 7, 9])  # same bucket of K and of subtree members
     run([9, 10, 11])
-    assert TRACES["occlusion_cells"] == before
+    assert TRACES["occlusion_cells"] == before + 1  # the others reuse its program
 
 
 
@@ -129,10 +140,11 @@ def test_bfloat16_encodes_in_bfloat16_and_ranks_in_float32(setup, tiny_checkpoin
     grid = window_grid((224, 224), (128, 64), 32)
     padded = jnp.asarray(pad_images(prepare_image(photo(224, 224, 5), 224)[None], grid.padding,
                                     "constant"))
-    m, seg, k_padded = subtree_request(offsets, members, np.array([0, 1, 5, 7]))
-    args = (low.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
-    kwargs = dict(static, embed=low.encoder.embed_images, image_size=low.image_size,
-                  grid=grid, num_concepts=k_padded)
+    m, seg, k_padded = request(offsets, members, np.array([0, 1, 5, 7]))
+    args = (low.params, padded, jnp.asarray(bank), m, seg)
+    kwargs = dict(spec=SweepSpec(**dict(static, embed=low.encoder.embed_images,
+                                        image_size=low.image_size, grid=grid)),
+                  num_concepts=k_padded)
     jaxpr = jax.make_jaxpr(lambda *a: occlusion_cells(*a, **kwargs))(*args).jaxpr
     equations = list(_equations(jaxpr))
     dtypes = lambda eqn: {v.aval.dtype for v in eqn.invars if hasattr(v, "aval")}
@@ -149,6 +161,7 @@ def test_bfloat16_encodes_in_bfloat16_and_ranks_in_float32(setup, tiny_checkpoin
     cells = np.asarray(occlusion_cells(*args, **kwargs))
     assert cells.dtype == np.float32
     # And the maps are those of the float32 model up to bfloat16's rounding.
-    high = np.asarray(occlusion_cells(model.params, *args[1:],
-                                      **dict(kwargs, embed=model.encoder.embed_images)))
+    high_spec = SweepSpec(**dict(static, grid=grid))
+    high = np.asarray(occlusion_cells(model.params, *args[1:], spec=high_spec,
+                                      num_concepts=k_padded))
     assert np.corrcoef(cells.ravel(), high.ravel())[0, 1] > 0.9

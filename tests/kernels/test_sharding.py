@@ -41,6 +41,7 @@ def child(checkpoint: str, out: str) -> None:
 
     from convis_jax.core.windows import pad_images, window_grid
     from convis_jax.kernels import occlusion, sharding
+    from convis_jax.kernels.sweep import ConceptRequest
     from convis_jax.kernels.gradients import concept_gradient_maps
     from convis_jax.kernels.occlusion import TRACES
     from convis_jax.models.loading import load_clip
@@ -60,10 +61,11 @@ def child(checkpoint: str, out: str) -> None:
     grid = window_grid((224, 224), (128, 64), 16)
     images = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     padded = jnp.asarray(pad_images(images, grid.padding, "noise", seed=5))
-    m, seg, k_padded = occlusion.subtree_request(offsets, members, CONCEPTS)
+    m, seg, k_padded = ConceptRequest.from_subtrees(CONCEPTS, CONCEPTS, offsets, members).padded()
     pre = model.preprocess_config
-    static = dict(embed=model.encoder.embed_images, image_size=model.image_size, grid=grid,
-                  chunk=32, mean=tuple(pre.image_mean), std=tuple(pre.image_std))
+    static = dict(spec=occlusion.SweepSpec(model.encoder.embed_images, model.image_size,
+                                           tuple(pre.image_mean), tuple(pre.image_std), grid,
+                                           32))
     args = (model.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
     one = jax.local_devices()[:1]
     results["cells_single"] = occlusion.occlusion_cells(*args, num_concepts=k_padded,

@@ -203,6 +203,22 @@ def test_hub_id_from_the_offline_cache_and_a_missing_id(tiny_checkpoint, tmp_pat
     assert "HF_HUB_OFFLINE" in error and "hf download org/not-cached" in error
 
 
+def test_the_hub_error_says_what_is_set(tmp_path):
+    """Online (HF_HUB_OFFLINE not set) and the hub unreachable, the error gives the download's
+    own failure and the endpoint, and does not tell the user to unset what is not set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(REPO),
+               HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
+    probe = ("from convis_jax.models.loading import load_clip\n"
+             "try:\n    load_clip('org/not-cached')\nexcept Exception as err:\n    print(err)\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                            timeout=300)
+    error = result.stdout.strip()
+    assert "org/not-cached" in error and "the download failed" in error, error
+    assert "http://127.0.0.1:9" in error and "HF_HUB_OFFLINE" not in error, error
+    assert "hf download org/not-cached" in error and "\n" not in error
+
+
 def test_a_path_that_is_neither_folder_nor_hub_id(tmp_path):
     with pytest.raises(ModelLoadError, match="no checkpoint folder"):
         load_clip(tmp_path / "missing" / "deeper" / "folder")

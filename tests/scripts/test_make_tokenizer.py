@@ -17,7 +17,7 @@ from convis_jax.core.wordnet import load_wordnet
 from convis_jax.errors import InputError
 from convis_jax.scenes import CONCEPT_TEXTS
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_tokenizer.py"
+_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_tokenizer.py"
 _VOCAB_SIZE = 1200
 
 

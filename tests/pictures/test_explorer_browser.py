@@ -24,7 +24,7 @@ from convis_jax.pictures.explorer import (
 )
 from scripts.readme_pictures import CHROMIUM, CHROMIUM_ARGS
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # A slice of WordNet 3.0 noun hypernymy: apple.n.01 has two parents
 # (edible_fruit.n.01, pome.n.01), and so do dog.n.01 and edible_fruit.n.01.

@@ -31,11 +31,12 @@ def geometries(draw):
     )
     padding = draw(st.one_of(st.none(), st.integers(0, 6).map(lambda p: unit * p)))
     pad = max(window_sizes) if padding is None else padding
-    # Large enough that every window fits in the padded image.
+    # Large enough that every window fits in the padded image, and the image at
+    # least as wide as the largest window (window_grid refuses a larger one).
     smallest = max(1, max(window_sizes) - 2 * pad)
     image_size = (
         draw(st.integers(smallest, smallest + 40)),
-        draw(st.integers(smallest, smallest + 40)),
+        draw(st.integers(max(window_sizes), max(window_sizes) + 40)),
     )
     return image_size, window_sizes, stride, padding
 

@@ -1,4 +1,4 @@
-"""Tests of the procedural scene generator against its own ground truth and WordNet."""
+"""The scene generator (`convis_jax.scenes.render`) against its own ground truth and WordNet."""
 
 import numpy as np
 import pytest
@@ -111,26 +111,6 @@ def test_every_concept_is_drawn_within_its_size(concept):
         # The shape fits in a circle of the drawn diameter (+1 pixel of
         # centre jitter) and fills a good part of it.
         assert 0.45 * fraction * 64 <= longest <= fraction * 64 + 2
-
-
-def test_drawn_concepts_texts_are_wordnets():
-    wordnet = load_wordnet()
-    assert len(scenes.DRAWN_CONCEPTS) >= 8
-    for name in scenes.DRAWN_CONCEPTS:
-        synset = wordnet.synset(name)
-        assert synset.pos() == "n"
-        text = scenes.CONCEPT_TEXTS[name]
-        assert text.definition == synset.definition()
-        assert text.lemmas == tuple(lemma.replace("_", " ") for lemma in synset.lemma_names())
-
-
-def test_drawn_concepts_are_not_ancestors_of_each_other():
-    # One drawn shape must not be a kind of another, or a scene's label would
-    # be ambiguous (a square is also a rectangle).
-    wordnet = load_wordnet()
-    for name in scenes.DRAWN_CONCEPTS:
-        ancestors = {s.name() for path in wordnet.synset(name).hypernym_paths() for s in path[:-1]}
-        assert not ancestors & set(scenes.DRAWN_CONCEPTS), name
 
 
 def test_captions_are_the_definitions_and_lemmas(dataset):

@@ -14,7 +14,7 @@ import pytest
 
 from convis_jax.scenes import DRAWN_CONCEPTS, render_scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

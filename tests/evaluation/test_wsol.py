@@ -1,16 +1,13 @@
-"""convis_jax.evaluation without a model: map functions are spies, models are fakes.
+"""convis_jax.evaluation.wsol without a model: map functions are spies.
 
 The localisation chain is checked against the pixels themselves: photos of
 odd sizes hold a white rectangle where the ground-truth box is, and a "map"
 that is the prepared photo's own brightness must localise it perfectly, so
-boxes and maps went through the same crop and resize. OOD scores are checked
-against a plain loop and AUROC against a pairwise count.
+boxes and maps went through the same crop and resize.
 """
 
 import dataclasses
 import json
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +15,13 @@ from PIL import Image
 
 from convis_jax import evaluation
 from convis_jax.core.images import load_image
-from convis_jax.core.vocabulary import ConceptVocabulary
 from convis_jax.core.windows import map_to_image, prepare_image
-from convis_jax.errors import ConceptError, InputError
-from convis_jax.evaluation import datasets, metrics
-from convis_jax.evaluation.datasets import OodPair
+from convis_jax.errors import InputError
+from convis_jax.evaluation import datasets, localisation, scene_folder
+from convis_jax.evaluation.pointing import pointing_game
 from convis_jax.testing import (
     CUB_PHOTOS,
     write_cub_folder,
-    write_imagenet_folder,
 )
 
 
@@ -64,7 +59,7 @@ def test_items_of_cub_and_scenes(tmp_path):
 
     from convis_jax.scenes import make_dataset
 
-    scenes = datasets.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
+    scenes = scene_folder.write_scene_folder(tmp_path / "s", make_dataset(seed=4, n=3, size=40))
     items = evaluation.scene_items(scenes)
     assert [(i.image_id, i.concept) for i in items] == [
         (r.image_id, c) for r in scenes for c in r.concepts
@@ -110,15 +105,15 @@ def test_summary_equals_the_batch_metrics():
     # Square 24 x 24 photos: the boxes stay as they are on the square.
     results = [evaluation.localise(m, b, (24, 24)) for m, b in zip(maps, boxes)]
     summary = evaluation.summarise_wsol(results)
-    v1 = metrics.max_box_acc(maps, boxes)
-    v2 = metrics.max_box_acc_v2(maps, boxes, protocol="convis")
+    v1 = localisation.max_box_acc(maps, boxes)
+    v2 = localisation.max_box_acc_v2(maps, boxes, protocol="convis")
     assert summary.max_box_acc.protocol == summary.max_box_acc_v2.protocol == "convis"
     np.testing.assert_array_equal(summary.max_box_acc.curve, v1.curve)
     assert summary.max_box_acc.best_threshold == v1.best_threshold
     assert summary.max_box_acc_v2.value == v2.value
     for mine, theirs in zip(summary.max_box_acc_v2.per_iou, v2.per_iou):
         np.testing.assert_array_equal(mine.curve, theirs.curve)
-    assert summary.pointing_game == metrics.pointing_game(maps, boxes).value
+    assert summary.pointing_game == pointing_game(maps, boxes).value
     report = evaluation.wsol_report(summary)
     assert report["max_box_acc"]["value"] == v1.value
     assert report["protocol"] == report["max_box_acc"]["protocol"] == "convis"
@@ -180,25 +175,6 @@ def test_rerun_skips_finished_images_and_redoes_a_cut_one(tmp_path):
     assert len(path.read_text().splitlines()) == 1 + 3
 
 
-def test_result_log_settings_and_damage(tmp_path):
-    path = tmp_path / "deep" / "log.jsonl"
-    log = evaluation.ResultLog(path, {"a": 1, "b": (1, 2)})
-    log.append("k1", {"v": 1})
-    assert "k1" in evaluation.ResultLog(path, {"a": 1, "b": [1, 2]})  # tuples read back as lists
-    with pytest.raises(InputError, match="different a; pass another output file or --restart"):
-        evaluation.ResultLog(path, {"a": 2, "b": [1, 2]})
-    fresh = evaluation.ResultLog(path, {"a": 2}, restart=True)
-    assert len(fresh) == 0
-    assert json.loads(path.read_text().splitlines()[0]) == {"settings": {"a": 2}}
-    path.write_text(path.read_text() + "not json\n" + '{"key": "k2"}\n')
-    with pytest.raises(InputError, match=r"log.jsonl:2: expected a result record"):
-        evaluation.ResultLog(path, {"a": 2})
-    other = tmp_path / "other.jsonl"
-    other.write_text('{"something": 1}\n')
-    with pytest.raises(InputError, match="starting with its settings"):
-        evaluation.ResultLog(other, {"a": 2})
-
-
 # ---------------------------------------------------------------------------
 # wsolevaluation export
 
@@ -251,156 +227,3 @@ def test_export_by_concept_and_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="one map per image id"):
         evaluation.export_wsolevaluation(tmp_path, ["a.jpg", "b.jpg"], [good])
     assert not (tmp_path / "a.jpg.npy").exists()
-
-
-# ---------------------------------------------------------------------------
-# Map helpers
-
-
-def test_unit_square_maps():
-    maps = np.zeros((3, 32, 32))
-    maps[0, 8:16, 4:12] = 5.0  # a block
-    maps[1] = np.arange(32)[None, :] - 100.0  # a ramp, all negative
-    out = evaluation.unit_square_maps(maps)
-    assert out.shape == (3, 224, 224) and out.dtype == np.float32
-    assert out[0].min() == 0.0 and out[0].max() == 1.0
-    assert out[0, 84, 56] == 1.0 and out[0, 200, 200] == 0.0  # the block's middle, far away
-    np.testing.assert_allclose(out[1, 0, 3::7], np.linspace(0, 1, 32), atol=1e-6)
-    assert not out[2].any()  # constant: no location, all zeros
-    with pytest.raises(InputError, match="square"):
-        evaluation.unit_square_maps(np.zeros((1, 4, 5)))
-
-
-def test_image_seed():
-    seeds = [evaluation.image_seed(0, f"img_{i}.jpg") for i in range(50)]
-    assert len(set(seeds)) == 50
-    assert evaluation.image_seed(0, "img_3.jpg") == seeds[3]
-    assert evaluation.image_seed(1, "img_3.jpg") != seeds[3]
-    want = np.random.SeedSequence([0, zlib.crc32(b"img_3.jpg")]).generate_state(1)[0]
-    assert seeds[3] == want
-    with pytest.raises(InputError, match="seed"):
-        evaluation.image_seed(-1, "x")
-
-
-def test_default_log_path():
-    assert evaluation.default_log_path("r/results.json") == Path("r/results.images.jsonl")
-    assert evaluation.default_log_path("results") == Path("results.images.jsonl")
-
-
-# ---------------------------------------------------------------------------
-# OOD
-
-
-def unit(v):
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-class FakeModel:
-    """Embeds texts and images as fixed random unit vectors; records what it embedded."""
-
-    dim = 8
-
-    def __init__(self):
-        self.images, self.texts = [], []
-
-    @staticmethod
-    def vector(name: str) -> np.ndarray:
-        return unit(np.random.default_rng(zlib.crc32(name.encode())).normal(size=FakeModel.dim))
-
-    def embed_texts(self, texts):
-        self.texts += texts
-        return np.stack([self.vector("text:" + t) for t in texts]).astype(np.float32)
-
-    def embed_images(self, paths, *, batch_size=32):
-        assert len(paths) <= batch_size
-        self.images += [Path(p).name for p in paths]
-        return np.stack([self.vector("image:" + Path(p).name) for p in paths]).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def wordnet():
-    from convis_jax.core.wordnet import load_wordnet
-
-    return load_wordnet()
-
-
-def pairwise_auroc(pos, neg):
-    return np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
-
-
-def test_ood_concepts_and_scores_against_a_plain_loop(wordnet):
-    vocab = ConceptVocabulary.from_synsets(
-        ["brambling.n.01", "goldfinch.n.02", "beagle.n.01", "bird.n.01"], wordnet=wordnet)
-    model = FakeModel()
-    concepts = evaluation.ood_concepts(model, vocab, "bird.n.01")
-    assert set(concepts.leaves) == {"brambling.n.01", "goldfinch.n.02"}
-    # Only the ID synset and its leaves are embedded, with their definitions.
-    assert model.texts == [vocab.definition(n) for n in ("bird.n.01", *concepts.leaves)]
-    images = unit(np.random.default_rng(0).normal(size=(5, FakeModel.dim)))
-    scores = evaluation.ood_scores(images, concepts)
-    for n, v in enumerate(images):
-        naive = sum(a * b for a, b in zip(v, concepts.id_embedding))
-        assert scores.naive[n] == pytest.approx(naive)
-        leaf_scores = [float(np.dot(v, t)) for t in concepts.leaf_embeddings]
-        assert scores.hierarchy[n] == pytest.approx(max(leaf_scores))
-    templated = FakeModel()
-    lemma = evaluation.ood_concepts(templated, vocab, "beagle.n.01", text="a photo of a {}")
-    assert lemma.leaves == ("beagle.n.01",)  # a leaf is its own single leaf
-    assert templated.texts == ["a photo of a beagle", "a photo of a beagle"]
-    with pytest.raises(ConceptError, match="chair.n.01"):
-        evaluation.ood_concepts(model, vocab, "chair.n.01")
-    with pytest.raises(InputError, match=r"\[N, 8\]"):
-        evaluation.ood_scores(images[:, :4], concepts)
-
-
-def test_run_ood_against_a_pairwise_count_and_resume(tmp_path, wordnet):
-    records = datasets.read_imagenet_folders(write_imagenet_folder(tmp_path / "inet"), wordnet)
-    pairs = (OodPair("bird.n.01", "hunting_dog.n.01"), OodPair("bird.n.01", "dog.n.01"),
-             OodPair("spider.n.01", "butterfly.n.01"))
-    vocab = ConceptVocabulary.from_synsets(
-        sorted({r.synset for r in records} | {"bird.n.01", "hunting_dog.n.01"}), wordnet=wordnet)
-    model = FakeModel()
-    log_path = tmp_path / "ood.jsonl"
-    run = evaluation.run_ood(model, vocab, records, pairs, evaluation.ResultLog(log_path, {"t": 1}),
-                             batch_size=2, progress=False, wordnet=wordnet)
-    # Each image of a pair embedded exactly once (dogs serve two pairs); chairs never.
-    assert sorted(model.images) == sorted(
-        r.path.name for r in records if r.wnid != "n03001627")
-    assert [(p.id_synset, reason) for p, reason in run.skipped] == [("spider.n.01", "no ID images")]
-    assert len(run.results) == 2
-
-    concepts = evaluation.ood_concepts(FakeModel(), vocab, "bird.n.01")
-    for result in run.results:
-        assert len(result.id_images) == 5 and len(result.ood_images) == 4
-        assert set(result.leaves) == {"brambling.n.01", "goldfinch.n.02"}
-        # Scores of every image by hand, then AUROC by counting pairs.
-        for side, keys, naive, hier in (("id", result.id_images, result.naive_id,
-                                         result.hierarchy_id),
-                                        ("ood", result.ood_images, result.naive_ood,
-                                         result.hierarchy_ood)):
-            for key, n_score, h_score in zip(keys, naive, hier):
-                v = FakeModel.vector("image:" + key.split("/")[1])
-                assert n_score == pytest.approx(float(v @ concepts.id_embedding), abs=1e-6)
-                best_leaf = max(float(t @ v) for t in concepts.leaf_embeddings)
-                assert h_score == pytest.approx(best_leaf, abs=1e-6)
-        assert result.auroc_naive == pytest.approx(
-            pairwise_auroc(result.naive_id, result.naive_ood))
-        assert result.auroc_hierarchy == pytest.approx(
-            pairwise_auroc(result.hierarchy_id, result.hierarchy_ood))
-    report = evaluation.ood_report(run)
-    assert [p["n_id"] for p in report["pairs"]] == [5, 5]
-    assert report["skipped_pairs"][0]["reason"] == "no ID images"
-    assert "skipped" in evaluation.format_ood_table(run)
-
-    # A rerun embeds nothing and reports the same numbers.
-    again_model = FakeModel()
-    again = evaluation.run_ood(again_model, vocab, records, pairs,
-                               evaluation.ResultLog(log_path, {"t": 1}), progress=False,
-                               wordnet=wordnet)
-    assert again_model.images == []
-    assert [r.auroc_hierarchy for r in again.results] == [r.auroc_hierarchy for r in run.results]
-
-    with pytest.raises(InputError, match="both sides"):
-        evaluation.run_ood(model, vocab, records, pairs[2:],
-                           evaluation.ResultLog(tmp_path / "none.jsonl", {}), progress=False,
-                           wordnet=wordnet)
