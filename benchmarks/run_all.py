@@ -27,6 +27,7 @@ import bench_bank
 import bench_gradients
 import bench_hardware
 import bench_occlusion
+import bench_precision
 import common
 
 
@@ -59,7 +60,7 @@ def plot_all(benchmarks: dict, out_dir: Path, stem: str) -> list[str]:
 def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
               out_dir: Path = common.RESULTS_DIR, machine: str | None = None,
               occlusion_settings=None, bank_settings=None, vocabularies: dict | None = None,
-              gradients: bool = True, log=print) -> dict:
+              gradients: bool = True, precision: bool = True, log=print) -> dict:
     """Every benchmark, one results dict, written as JSON with plots beside it.
 
     Args:
@@ -72,6 +73,7 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
         vocabularies: override the (built, sampled) vocabularies of the bank benchmark;
             the occlusion benchmark uses the first.
         gradients: run bench_gradients.py too.
+        precision: run bench_precision.py too (bfloat16 against float32 and PyTorch).
         log: progress printer.
 
     Returns:
@@ -99,6 +101,11 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
             first = None if vocabularies is None else next(iter(vocabularies.values()))
             both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
                                        vocabulary=first, log=log)
+            if precision:  # reads the float32 bank built above; builds the bfloat16 one
+                results["benchmarks"]["precision"] = bench_precision.run(
+                    checkpoint, bench_precision.QUICK if quick else bench_precision.FULL,
+                    vocabulary=first, log=log)
+                results["targets"] += results["benchmarks"]["precision"]["targets"]
         finally:
             if previous is None:
                 os.environ.pop("CONVIS_JAX_CACHE", None)
@@ -133,6 +140,7 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a transformers CLIP folder (default: a random ViT-B/32, made once)")
     parser.add_argument("--no-gradients", action="store_true", help="skip bench_gradients.py")
+    parser.add_argument("--no-precision", action="store_true", help="skip bench_precision.py")
     parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_JSON",
                         help="only redraw the PNGs of an existing results file")
     args = parser.parse_args(argv)
@@ -146,7 +154,8 @@ def main(argv=None) -> None:
         return
     checkpoint = args.checkpoint or common.benchmark_checkpoint()
     run_suite(checkpoint, quick=args.quick, dtype=args.dtype, out_dir=args.out_dir,
-              machine=args.machine, gradients=not args.no_gradients)
+              machine=args.machine, gradients=not args.no_gradients,
+              precision=not args.no_precision)
 
 
 if __name__ == "__main__":

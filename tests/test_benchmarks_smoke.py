@@ -56,7 +56,7 @@ def suite(tiny_checkpoint, vocabularies, tmp_path_factory):
         occlusion_settings=SETTINGS,
         bank_settings=bench_bank.Settings(build=True, sample_every=2, reload_repeats=2,
                                           torch_texts=8, batch_size=8),
-        vocabularies=vocabularies, gradients=True, log=lambda *_: None)
+        vocabularies=vocabularies, gradients=True, precision=False, log=lambda *_: None)
     return results, out
 
 
@@ -401,3 +401,37 @@ def test_chunk_benchmark_runs_small_and_renders(tiny_checkpoint, vocabularies):
     result["environment"] = common.environment("float32")
     text = module.render(result, "chunk.json")
     assert "| 8 |" in text and "measured on CPU " in text.splitlines()[0]
+
+
+def test_precision_benchmark_measures_both_precisions_and_pytorch(tiny_checkpoint, vocabularies):
+    """benchmarks/bench_precision.py on the tiny model: both agreements, every contender timed,
+    the two ratios and the CPU's flags written."""
+    bench_precision = load_benchmark("bench_precision")
+
+    settings = bench_precision.Settings(images=2, stride=64, repeats=1, torch_chunk=16)
+    result = bench_precision.run(tiny_checkpoint[0], settings, vocabulary=vocabularies["small"],
+                                 log=lambda *_: None)
+    concepts = len(vocabularies["small"])
+    for agreement in result["agreement"].values():
+        assert agreement["maps"] + agreement["flat_maps_left_out"] == 2 * concepts
+        assert -1 <= agreement["correlation_p10"] <= agreement["correlation_median"] <= 1
+    assert set(result["timings"]) == {
+        "convis_jax float32 sweep, all concepts", "convis_jax bfloat16 sweep, all concepts",
+        "PyTorch float32 bare encoding", "PyTorch bfloat16 weights bare encoding",
+        "PyTorch autocast bfloat16 bare encoding"}
+    assert all(t["median_s"] > 0 for t in result["timings"].values())
+    ratios = result["ratios"]
+    timings = {name: t["median_s"] for name, t in result["timings"].items()}
+    assert ratios["ours_bf16_over_ours_f32"] == pytest.approx(
+        timings["convis_jax bfloat16 sweep, all concepts"]
+        / timings["convis_jax float32 sweep, all concepts"])
+    assert ratios["torch_bf16_peer"] in timings
+    from convis_jax.core.windows import window_grid
+
+    # PyTorch encoded the crops of the windows our sweep cuts.
+    assert result["windows"] == window_grid((224, 224), (128, 64), 64).n_windows
+    assert isinstance(result["cpu"]["bf16_flags"], list) and result["cpu"]["model"]
+    assert {t["name"] for t in result["targets"]} == {
+        "bfloat16 maps: correlation median vs float32",
+        "bfloat16 maps: correlation 10th percentile vs float32",
+        "bfloat16 sweep / PyTorch bfloat16 bare encoding", "bfloat16 sweep / float32 sweep"}

@@ -240,23 +240,29 @@ class RoundedEmbeddings:
 
 
 def sweep_program(model, embed=None):
-    """(fn, args) of the occlusion sweep of one image over a 24-synset bank, stride 64."""
-    from convis_jax.core.windows import pad_images, window_grid
-    from convis_jax.kernels.occlusion import occlusion_cells, subtree_request
+    """(fn, args) of the occlusion sweep (`kernels.sweep.Sweep`'s settings and kernel) of one
+    image over a 24-synset bank, stride 64; `embed` replaces the encoder's `embed_images`."""
+    import dataclasses
 
-    grid = window_grid((224, 224), (128, 64), 64)
+    from convis_jax.core.windows import pad_images
+    from convis_jax.kernels.occlusion import occlusion_cells
+    from convis_jax.kernels.sweep import ConceptRequest, Sweep
+
+    encoder = model.encoder
+    if embed is not None:
+        encoder = dataclasses.replace(encoder, embed_images=embed)
+    sweep = Sweep.create(encoder, num_rows=24, config=model.config, stride=64,
+                         padding="constant", chunk=16)
     image = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
-    padded = jnp.asarray(pad_images(image, grid.padding, "constant"))
+    padded = jnp.asarray(pad_images(image, sweep.grid.padding, "constant"))
     bank = np.random.default_rng(2).normal(size=(24, model.embedding_dim)).astype(np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    offsets, members = np.arange(25), np.arange(24)
-    m, seg, k = subtree_request(offsets, members, np.arange(24))
-    pre = model.preprocess_config
-    kwargs = dict(embed=embed or model.encoder.embed_images, image_size=model.image_size,
-                  grid=grid, chunk=16, mean=tuple(pre.image_mean), std=tuple(pre.image_std),
-                  num_concepts=k)
-    fn = lambda *a: occlusion_cells(*a, **kwargs)
-    return fn, (model.params, padded, jnp.asarray(bank), jnp.asarray(m), jnp.asarray(seg))
+    request = ConceptRequest.from_subtrees([f"s{i}" for i in range(24)], np.arange(24),
+                                           np.arange(25), np.arange(24))
+    members, segments, k = request.padded()
+    fn = lambda *a: occlusion_cells(*a, spec=sweep.spec, num_concepts=k)
+    return fn, (model.params, padded, jnp.asarray(bank), jnp.asarray(members),
+                jnp.asarray(segments))
 
 
 def test_bfloat16_sweep_encodes_in_bfloat16_and_ranks_in_float32(tiny_checkpoint):
