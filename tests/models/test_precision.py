@@ -313,7 +313,8 @@ def test_bfloat16_maps_agree_with_float32_on_scenes():
     a, b = (c.reshape(-1, c.shape[-2] * c.shape[-1]) for c in cells.values())
     assert not np.array_equal(a, b)  # the bfloat16 sweep did run in bfloat16
     varied = (np.ptp(a, axis=1) > 0) & (np.ptp(b, axis=1) > 0)
-    a, b = a[varied] - a[varied].mean(1, keepdims=True), b[varied] - b[varied].mean(1, keepdims=True)
+    a = a[varied] - a[varied].mean(1, keepdims=True)
+    b = b[varied] - b[varied].mean(1, keepdims=True)
     correlation = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
     assert len(correlation) > 100
     assert np.median(correlation) >= 0.999 and np.percentile(correlation, 10) >= 0.99, \
