@@ -2,7 +2,7 @@
 
     python benchmarks/bench_precision.py [--images 3] [--stride 16] [--repeats 3] [--quick]
 
-The precision policy (`convis_jax/models/precision.py`, docs/precision.md):
+The precision policy (`convis_jax/models/precision.py`, docs/guides/precision.md):
 under bfloat16 every product of the towers takes bfloat16 operands and
 returns float32; everything after the encoder (similarities, ranks, subtree
 minima, cells) is float32. On the random ViT-B/32-shaped checkpoint

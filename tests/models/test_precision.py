@@ -1,13 +1,14 @@
-"""The precision policy (convis_jax/models/precision.py, docs/precision.md), read off the
-compiled programs.
+"""The precision policy (convis_jax/models/precision.py, docs/guides/precision.md), read
+off the programs as JAX writes them and as XLA compiles them.
 
 Under bfloat16 every matrix and attention product of the towers must take bfloat16
 operands and return float32 (the form bfloat16 units run natively), and nothing of the
 sweep after the encoder (similarities, ranks, subtree minima, cells) may hold a bfloat16
-value. The products are read from the program XLA compiled for this machine: a product
-written with a bfloat16 result is compiled on a CPU as float32 conversions around a
-float32 product, which only the compiled program shows. Each check is also run on a
-deliberately wrong program, to show that it fails.
+value. Products are checked in both programs: the written one says what the code asks
+for, the compiled one what runs (XLA's CPU backend compiles a product with a bfloat16
+result as float32 conversions around a float32 product, the slow form this policy
+replaced). Each check is also run on a deliberately wrong program, to show that it
+fails.
 
 The rest of the suite runs float32 (tests/conftest.py sets CONVIS_JAX_DTYPE); here every
 load names its dtype.
