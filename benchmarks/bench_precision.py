@@ -2,7 +2,7 @@
 
     python benchmarks/bench_precision.py [--images 3] [--stride 16] [--repeats 3] [--quick]
 
-The precision policy (`convis_jax/models/precision.py`, docs/precision.md):
+The precision policy (`convis_jax/models/precision.py`, docs/guides/precision.md):
 under bfloat16 every product of the towers takes bfloat16 operands and
 returns float32; everything after the encoder (similarities, ranks, subtree
 minima, cells) is float32. On the random ViT-B/32-shaped checkpoint
@@ -19,9 +19,10 @@ minima, cells) is float32. On the random ViT-B/32-shaped checkpoint
   image (`ConVis.occlusion_cells`) in our bfloat16 and our float32, against
   PyTorch's bare encoding of the same crops (`torch_reference.
   encode_pixels`: the crops already cut, resized and normalised) in bfloat16
-  (bf16 weights, or float32 weights under `torch.autocast`; the faster is the
-  peer) and in float32. The ratios ours bf16 / PyTorch bf16 and ours bf16 /
-  ours f32 are reported with the CPU's model and flags.
+  (bf16 weights, or float32 weights under `torch.autocast`) and in float32,
+  each on 1 thread and on all cores; the fastest of each precision is the
+  peer. The ratios ours bf16 / PyTorch bf16 and ours bf16 / ours f32 are
+  reported with the CPU's model and flags.
 """
 
 from __future__ import annotations
@@ -128,9 +129,11 @@ def agreement(convis: dict, photos, stride: int, log=print) -> dict:
 
 
 def torch_contenders(checkpoint: Path, photo: np.ndarray, stride: int, chunk: int,
-                     preprocessing: dict, log=print) -> dict:
+                     preprocessing: dict) -> dict:
     """name -> zero-argument callable: PyTorch's bare encoding of one image's sweep crops,
-    in float32, bfloat16 weights, and float32 weights under autocast to bfloat16."""
+    in float32, bfloat16 weights, and float32 weights under autocast to bfloat16, each on
+    1 thread and on all cores (`TORCH_FORMS`: on a shared machine either can be faster,
+    and the load changes between rounds, so both run in every round)."""
     import torch
 
     from convis_jax.core.windows import pad_images, prepare_image, window_grid
@@ -142,25 +145,32 @@ def torch_contenders(checkpoint: Path, photo: np.ndarray, stride: int, chunk: in
                                                                   **preprocessing))
     full = torch_reference.torch_model_of(checkpoint, "float32", device="cpu")
     half = torch_reference.torch_model_of(checkpoint, "bfloat16", device="cpu")
-    half_pixels = pixels.to(torch.bfloat16)
+    inputs = {"float32": (full, pixels, False),
+              "bfloat16 weights": (half, pixels.bfloat16(), False),
+              "autocast bfloat16": (full, pixels, True)}
 
-    def encode(model, x, autocast=False, threads=None):
+    def encode(model, x, autocast, threads):
         def run():
-            if threads is not None:
-                torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return torch_reference.encode_pixels(model, x, chunk).float().numpy()
         return run
 
-    contenders = {"PyTorch float32 bare encoding": (full, pixels, False),
-                  "PyTorch bfloat16 weights bare encoding": (half, half_pixels, False),
-                  "PyTorch autocast bfloat16 bare encoding": (full, pixels, True)}
-    out = {}
-    for name, (model, x, autocast) in contenders.items():
-        # Each form at its faster thread count (1 or all cores), chosen on one batch.
-        threads = common.faster_torch_threads(encode(model, x[:chunk], autocast), log, name)
-        out[name] = encode(model, x, autocast, threads)
-    return out
+    return {torch_name(form, threads): encode(*inputs[form], threads)
+            for form in TORCH_FORMS for threads in sorted({1, os.cpu_count() or 1})}
+
+
+TORCH_FORMS = ("float32", "bfloat16 weights", "autocast bfloat16")
+
+
+def torch_name(form: str, threads: int) -> str:
+    return f"PyTorch {form} bare encoding, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def fastest(median: dict, forms) -> str:
+    """The name of the PyTorch contender of `forms` with the smallest median."""
+    names = [n for n in median if any(n.startswith(f"PyTorch {form} bare") for form in forms)]
+    return min(names, key=median.get)
 
 
 def run(checkpoint: Path, settings: Settings = FULL, *, vocabulary=None, log=print) -> dict:
@@ -207,17 +217,17 @@ def run(checkpoint: Path, settings: Settings = FULL, *, vocabulary=None, log=pri
                                           stride=settings.stride))
         for dtype, c in convis.items()}
     functions.update(torch_contenders(checkpoint, photo, settings.stride, settings.torch_chunk,
-                                      preprocessing, log))
+                                      preprocessing))
     timings, _ = common.measure(functions, settings.repeats, log)
     median = {name: t.median_s for name, t in timings.items()}
     ours_bf16 = median["convis_jax bfloat16 sweep, all concepts"]
     ours_f32 = median["convis_jax float32 sweep, all concepts"]
-    torch_bf16_name = min(("PyTorch bfloat16 weights bare encoding",
-                           "PyTorch autocast bfloat16 bare encoding"), key=median.get)
-    ratios = {"ours_bf16_over_torch_bf16_bare": ours_bf16 / median[torch_bf16_name],
+    # The peers: PyTorch's fastest form of each precision, by median.
+    torch_bf16, torch_f32 = fastest(median, TORCH_FORMS[1:]), fastest(median, TORCH_FORMS[:1])
+    ratios = {"ours_bf16_over_torch_bf16_bare": ours_bf16 / median[torch_bf16],
               "ours_bf16_over_ours_f32": ours_bf16 / ours_f32,
-              "ours_f32_over_torch_f32_bare": ours_f32 / median["PyTorch float32 bare encoding"],
-              "torch_bf16_peer": torch_bf16_name}
+              "ours_f32_over_torch_f32_bare": ours_f32 / median[torch_f32],
+              "torch_bf16_peer": torch_bf16, "torch_f32_peer": torch_f32}
     result.update(timings={name: t.to_dict() for name, t in timings.items()}, ratios=ratios,
                   windows=len(torch_reference.sweep_windows(
                       224, (128, 64), settings.stride, 128)))

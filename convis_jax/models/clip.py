@@ -140,7 +140,7 @@ class PatchEmbedding(nn.Module):
     The parameters keep `nn.Conv`'s names, layout and initialiser (`kernel`
     [p, p, C, D], `bias` [D]). A product of the flattened patches: XLA's CPU
     convolution took 2x (float32) and 4x (bfloat16) the time of this product
-    (docs/precision.md).
+    (docs/guides/precision.md).
     """
 
     features: int

@@ -10,7 +10,7 @@ Two precisions (`DTYPES`):
   everything else (layer norms, softmax, activations, residual sums, the
   final normalisation) is float32.
 
-Why this form (docs/precision.md has the measurements): bfloat16 units (GPU
+Why this form (docs/guides/precision.md has the measurements): bfloat16 units (GPU
 tensor cores, TPU MXUs, and CPUs with `avx512_bf16` or `amx_bf16`) multiply
 bfloat16 and accumulate in float32 natively. A product with a bfloat16
 *result* is not that form: XLA's CPU backend compiles it as float32

@@ -1,13 +1,14 @@
-"""The precision policy (convis_jax/models/precision.py, docs/precision.md), read off the
-compiled programs.
+"""The precision policy (convis_jax/models/precision.py, docs/guides/precision.md), read
+off the programs as JAX writes them and as XLA compiles them.
 
 Under bfloat16 every matrix and attention product of the towers must take bfloat16
 operands and return float32 (the form bfloat16 units run natively), and nothing of the
 sweep after the encoder (similarities, ranks, subtree minima, cells) may hold a bfloat16
-value. The products are read from the program XLA compiled for this machine: a product
-written with a bfloat16 result is compiled on a CPU as float32 conversions around a
-float32 product, which only the compiled program shows. Each check is also run on a
-deliberately wrong program, to show that it fails.
+value. Products are checked in both programs: the written one says what the code asks
+for, the compiled one what runs (XLA's CPU backend compiles a product with a bfloat16
+result as float32 conversions around a float32 product, the slow form this policy
+replaced). Each check is also run on a deliberately wrong program, to show that it
+fails.
 
 The rest of the suite runs float32 (tests/conftest.py sets CONVIS_JAX_DTYPE); here every
 load names its dtype.
@@ -313,7 +314,8 @@ def test_bfloat16_maps_agree_with_float32_on_scenes():
     a, b = (c.reshape(-1, c.shape[-2] * c.shape[-1]) for c in cells.values())
     assert not np.array_equal(a, b)  # the bfloat16 sweep did run in bfloat16
     varied = (np.ptp(a, axis=1) > 0) & (np.ptp(b, axis=1) > 0)
-    a, b = a[varied] - a[varied].mean(1, keepdims=True), b[varied] - b[varied].mean(1, keepdims=True)
+    a = a[varied] - a[varied].mean(1, keepdims=True)
+    b = b[varied] - b[varied].mean(1, keepdims=True)
     correlation = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
     assert len(correlation) > 100
     assert np.median(correlation) >= 0.999 and np.percentile(correlation, 10) >= 0.99, \
