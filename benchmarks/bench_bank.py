@@ -26,8 +26,6 @@ the build really builds. Run alone: `python benchmarks/bench_bank.py [--quick]`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,8 +253,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args(argv)
     checkpoint = common.benchmark_checkpoint()
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["CONVIS_JAX_CACHE"] = cache
+    with common.empty_cache():
         result = run(checkpoint, QUICK if args.quick else FULL, dtype=args.dtype)
     print(json.dumps(result, indent=1))
 

@@ -20,6 +20,7 @@ Run from the repository root: `python benchmarks/run_all.py [--quick]`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +327,21 @@ def check_results(results: dict) -> None:
     if problems:
         raise ValueError("results file does not match schema "
                          f"{SCHEMA_VERSION}: " + "; ".join(problems))
+
+
+@contextlib.contextmanager
+def empty_cache():
+    """Points CONVIS_JAX_CACHE at a new temporary folder for the block, then restores it."""
+    previous = os.environ.get("CONVIS_JAX_CACHE")
+    with tempfile.TemporaryDirectory(prefix="convis_bench_cache_") as cache:
+        os.environ["CONVIS_JAX_CACHE"] = cache
+        try:
+            yield cache
+        finally:
+            if previous is None:
+                os.environ.pop("CONVIS_JAX_CACHE", None)
+            else:
+                os.environ["CONVIS_JAX_CACHE"] = previous
 
 
 def write_json(path: Path, data: dict) -> None:

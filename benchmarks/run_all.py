@@ -6,10 +6,13 @@
 
 Order: concept banks (which also fills a temporary convis_jax cache with the
 7,080-synset bank), occlusion sweeps with the hardware comparison (reading
-that bank), then gradient maps (`bench_gradients.py`, when present). Every
+that bank), bfloat16 against float32 (`bench_precision.py`, in a cache of its
+own, building both banks), then gradient maps (`bench_gradients.py`). Every
 benchmark cross-checks its convis_jax and PyTorch results before timing and
-stops the suite when they disagree. `--quick` writes `<machine>-quick.json`
-so that it never overwrites a full run. The performance tables of
+stops the suite when they disagree; the JSON is written after each
+benchmark, so a stop keeps what was measured (`unfinished` names the rest).
+`--quick` writes `<machine>-quick.json` so that it never overwrites a full
+run. The performance tables of
 docs/guides/performance.md (and the README's headline rows) are generated from
 the JSON by `scripts/readme_performance_table.py`.
 """
@@ -17,7 +20,6 @@ the JSON by `scripts/readme_performance_table.py`.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +79,8 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
         log: progress printer.
 
     Returns:
-        The results dict (also written to `<out_dir>/<machine>[-quick].json`).
+        The results dict, written to `<out_dir>/<machine>[-quick].json` after each
+        benchmark (with `unfinished` naming those still to run until the last one ends).
     """
     started = time.perf_counter()
     machine = machine or common.machine_name()
@@ -90,39 +93,49 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
     results = {"schema": common.SCHEMA_VERSION, "machine": machine, "quick": quick,
                "dtype": dtype, "environment": common.environment(dtype),
                "checkpoint": str(checkpoint), "benchmarks": {}, "targets": [], "plots": []}
-    previous = os.environ.get("CONVIS_JAX_CACHE")
-    with tempfile.TemporaryDirectory(prefix="convis_bench_cache_") as cache:
-        os.environ["CONVIS_JAX_CACHE"] = cache
-        try:
-            bank = bench_bank.run(checkpoint, bank_settings, dtype=dtype,
-                                  vocabularies=vocabularies, log=log)
-            results["benchmarks"]["bank"] = bank
-            results["targets"] += bench_bank.targets(bank)
-            first = None if vocabularies is None else next(iter(vocabularies.values()))
-            both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
-                                       vocabulary=first, log=log)
-            if precision:  # reads the float32 bank built above; builds the bfloat16 one
-                results["benchmarks"]["precision"] = bench_precision.run(
-                    checkpoint, bench_precision.QUICK if quick else bench_precision.FULL,
-                    vocabulary=first, log=log)
-                results["targets"] += results["benchmarks"]["precision"]["targets"]
-        finally:
-            if previous is None:
-                os.environ.pop("CONVIS_JAX_CACHE", None)
-            else:
-                os.environ["CONVIS_JAX_CACHE"] = previous
-    results["benchmarks"].update(both)
-    results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
+    path = Path(out_dir) / f"{stem}.json"
+
+    def save(unfinished: list[str]) -> None:
+        """Writes what is measured so far, so that a failure later keeps it."""
+        results["total_s"] = time.perf_counter() - started
+        if unfinished:
+            results["unfinished"] = unfinished
+        else:
+            results.pop("unfinished", None)
+        common.check_results(results)
+        common.write_json(path, results)
+
+    pending = [name for name, runs in (("bank", True), ("occlusion", True),
+                                       ("precision", precision), ("gradients", gradients)) if runs]
+    with common.empty_cache():
+        bank = bench_bank.run(checkpoint, bank_settings, dtype=dtype,
+                              vocabularies=vocabularies, log=log)
+        results["benchmarks"]["bank"] = bank
+        results["targets"] += bench_bank.targets(bank)
+        save(pending[1:])
+        first = None if vocabularies is None else next(iter(vocabularies.values()))
+        both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
+                                   vocabulary=first, log=log)  # reads the bank cached above
+        results["benchmarks"].update(both)
+        results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
+        save(pending[2:])
+    if precision:
+        # A cache of its own: the quick bank benchmark caches a stand-in bank of random
+        # vectors, which the float32 side would read while the bfloat16 side builds a
+        # real one.
+        with common.empty_cache():
+            results["benchmarks"]["precision"] = bench_precision.run(
+                checkpoint, bench_precision.QUICK if quick else bench_precision.FULL,
+                vocabulary=first, log=log)
+        results["targets"] += results["benchmarks"]["precision"]["targets"]
+        save(pending[3:])
     results["plots"] += plot_all(results["benchmarks"], out_dir, stem)
     if gradients:
         section = gradient_benchmark(quick, checkpoint, log=log)
         if section is not None:
             results["benchmarks"]["gradients"] = section
             results["targets"] += gradient_targets(section)
-    results["total_s"] = time.perf_counter() - started
-    common.check_results(results)
-    path = Path(out_dir) / f"{stem}.json"
-    common.write_json(path, results)
+    save([])
     log(f"wrote {path} in {results['total_s']:.0f} s")
     for t in results["targets"]:
         log(f"  {'met ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.3g} {t['unit']} "

@@ -7,6 +7,7 @@ generator reads.
 
 import importlib.util
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,17 @@ SYNSETS = ["bird.n.01", "dog.n.01", "car.n.01", "chair.n.01", "apple.n.01"]
 SETTINGS = bench_occlusion.Settings(stride=32, repeats=1, image_counts=(1,),
                                     concept_counts=(1, None), authors_sample=3, memory_images=0,
                                     matmul_n=128, parts=False, api=True, torch_threads=1)
+BANK_SETTINGS = bench_bank.Settings(build=True, sample_every=2, reload_repeats=2, torch_texts=8,
+                                    batch_size=8)
+
+
+def table_script():
+    """scripts/readme_performance_table.py, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,9 +65,7 @@ def suite(tiny_checkpoint, vocabularies, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     results = run_all.run_suite(
         tiny_checkpoint[0], quick=True, out_dir=out, machine="smoke",
-        occlusion_settings=SETTINGS,
-        bank_settings=bench_bank.Settings(build=True, sample_every=2, reload_repeats=2,
-                                          torch_texts=8, batch_size=8),
+        occlusion_settings=SETTINGS, bank_settings=BANK_SETTINGS,
         vocabularies=vocabularies, gradients=True, precision=False, log=lambda *_: None)
     return results, out
 
@@ -65,6 +75,7 @@ def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
     written = json.loads((out / "smoke-quick.json").read_text())
     common.check_results(written)
     assert set(written["benchmarks"]) == {"bank", "occlusion", "hardware", "gradients"}
+    assert "unfinished" not in written
     gradients = written["benchmarks"]["gradients"]["result"]
     assert [row["K"] for row in gradients["rows"]] == [1, 16, 64]  # the quick run's K
     assert gradients["environment"]["cpu"]["model"]
@@ -100,10 +111,7 @@ def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
 
 def test_readme_table_renders_the_figures(suite):
     results, out = suite
-    spec = importlib.util.spec_from_file_location(
-        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = table_script()
     text = module.render(results)
     occlusion = results["benchmarks"]["occlusion"]
     row = next(line for line in text.splitlines() if "Sweep time / encoding" in line)
@@ -113,6 +121,52 @@ def test_readme_table_renders_the_figures(suite):
     summary = results["benchmarks"]["gradients"]["result"]["summary"]
     row = next(line for line in text.splitlines() if line.startswith("| K = 64 |"))
     assert f"{summary[-1]['torch_loop_over_convis_jax']:.2f}x" in row
+
+
+def test_suite_keeps_what_it_measured_when_a_later_benchmark_fails(
+        tiny_checkpoint, vocabularies, tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("maps differ")
+
+    monkeypatch.setattr(run_all.bench_occlusion, "run", failing)
+    with pytest.raises(RuntimeError, match="maps differ"):
+        run_all.run_suite(tiny_checkpoint[0], quick=True, out_dir=tmp_path, machine="failed",
+                          occlusion_settings=SETTINGS, bank_settings=BANK_SETTINGS,
+                          vocabularies=vocabularies, gradients=True, precision=False,
+                          log=lambda *_: None)
+    written = json.loads((tmp_path / "failed-quick.json").read_text())
+    common.check_results(written)
+    assert set(written["benchmarks"]) == {"bank"}
+    assert written["unfinished"] == ["occlusion", "gradients"]
+    module = table_script()
+    assert "stopped before occlusion, gradients ended" in module.render(written).splitlines()[0]
+
+
+def test_precision_benchmark_starts_from_an_empty_cache(tmp_path, monkeypatch):
+    """The quick bank benchmark caches a stand-in bank of random vectors; the precision
+    benchmark, whose float32 side would read it, gets a cache folder of its own."""
+    folders = {}
+
+    def bank(*args, **kwargs):
+        folders["bank"] = Path(os.environ["CONVIS_JAX_CACHE"])
+        (folders["bank"] / "stand-in bank").write_text("random vectors")
+        return {"timings": {}, "cached_reload_s": 0.0}
+
+    def precision(*args, **kwargs):
+        folders["precision"] = Path(os.environ["CONVIS_JAX_CACHE"])
+        assert not any(folders["precision"].iterdir())
+        return {"timings": {}, "targets": []}
+
+    monkeypatch.setattr(run_all.bench_bank, "run", bank)
+    monkeypatch.setattr(run_all.bench_occlusion, "run",
+                        lambda *a, **k: {"occlusion": {"timings": {}}, "hardware": {"timings": {}}})
+    monkeypatch.setattr(run_all.bench_occlusion, "targets", lambda *a: [])
+    monkeypatch.setattr(run_all.bench_precision, "run", precision)
+    monkeypatch.setattr(run_all, "plot_all", lambda *a: [])
+    run_all.run_suite(tmp_path / "checkpoint", quick=True, out_dir=tmp_path, machine="cache",
+                      gradients=False, log=lambda *_: None)
+    assert folders["precision"] != folders["bank"]
+    assert json.loads((tmp_path / "cache-quick.json").read_text())["benchmarks"]["precision"]
 
 
 @pytest.fixture(scope="module")
@@ -342,10 +396,7 @@ def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
     assert summary[40]["torch_loop_over_convis_jax"] == pytest.approx(
         summary[40]["torch_loop_s"] / summary[40]["convis_jax_s"])
     # The README's gradient table: both PyTorch programs and the largest map difference.
-    spec = importlib.util.spec_from_file_location(
-        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = table_script()
     result = dict(result, environment=common.environment("float32"), quick=True)
     result["environment"]["load_average_after"] = common.load_average()
     text = module.render(result, "gradients.json")
@@ -394,10 +445,7 @@ def test_chunk_benchmark_runs_small_and_renders(tiny_checkpoint, vocabularies):
     with pytest.raises(ValueError, match="reference chunk"):
         bench_chunk.run(chunks=(8,), reference=16, checkpoint=tiny_checkpoint[0],
                         vocabulary=vocabularies["small"])
-    spec = importlib.util.spec_from_file_location(
-        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = table_script()
     result["environment"] = common.environment("float32")
     text = module.render(result, "chunk.json")
     assert "| 8 |" in text and "measured on CPU " in text.splitlines()[0]
