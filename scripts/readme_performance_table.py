@@ -5,9 +5,10 @@
     python scripts/readme_performance_table.py --update README.md docs/guides/performance.md
 
 Each file is one that a benchmark wrote (`benchmarks/run_all.py`,
-`bench_gradients.py`, `bench_sweep_ratio.py`, `bench_chunk.py`,
-`gpu_check.py`); the table's kind follows from its content, and every table
-opens with the machine it was measured on. In a Markdown file, a table
+`bench_gradients.py`, `bench_precision.py`, `bench_sweep_ratio.py`,
+`bench_chunk.py`, `bench_atlas.py`, `gpu_check.py`); the table's kind
+follows from its content, and every table opens with the machine it was
+measured on. In a Markdown file, a table
 stands between
 
     <!-- generated: python scripts/readme_performance_table.py FILE -->
@@ -206,6 +207,8 @@ def render_suite(results: dict, source: str) -> str:
     if results["quick"]:
         what += " (quick run: stride-32 windows, sampled banks, one timed round)"
     what += f", {_seconds(results['total_s'])} in all"
+    if results.get("unfinished"):
+        what += f", stopped before {', '.join(results['unfinished'])} ended"
     lines = [
         machine_line(results["environment"], what, source) + " Model: CLIP ViT-B/32 shape at "
         "full depth with random weights, one checkpoint read by both frameworks; times are "
@@ -216,11 +219,15 @@ def render_suite(results: dict, source: str) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(results)]
+    precision = results["benchmarks"].get("precision")
+    if precision is not None:
+        lines += ["", *_precision_tables(precision)]
     gradients = results["benchmarks"].get("gradients")
     targets = list(results["targets"])
     if gradients is not None:
         if "summary" in gradients["result"]:
-            lines += ["", *_gradient_table(gradients["result"])]
+            lines += ["", _gradient_note(gradients["result"]), "",
+                      *_gradient_table(gradients["result"])]
         else:  # an older form: a loop extrapolated from a few concepts, no batched PyTorch peer
             lines += ["", "(This file's gradient figures predate the same-algorithm PyTorch "
                           "peers and are not shown.)"]
@@ -230,6 +237,15 @@ def render_suite(results: dict, source: str) -> str:
 
 
 # ----------------------------------------------------------------- other result files
+
+
+def _gradient_note(result: dict) -> str:
+    return (f"Gradient maps: every figure measured (none extrapolated), seconds per image, "
+            f"median of the timed calls; ratios of medians; PyTorch on "
+            f"{result['torch_threads']} thread(s), {result['torch_chunk']} cotangents per "
+            "batched backward pass; maps checked against the loop's at every K. Strategies: "
+            "vmap (the pullback vmapped over the K cotangents), vjp (batched VJPs of the K "
+            "cotangents), jacobian (d basis pullbacks, maps as combinations).")
 
 
 def _gradient_table(result: dict) -> list[str]:
@@ -257,13 +273,8 @@ def _gradient_table(result: dict) -> list[str]:
 def render_gradients(result: dict, source: str) -> str:
     what = "`bench_gradients.py" + (" --quick`, K <= 64 only (the full run measures K = 512 "
                                    "and 7,080)" if result["quick"] else "`")
-    lines = [machine_line(result["environment"], what, source)
-             + f" Every figure measured (none extrapolated), seconds per image, median of the "
-             f"timed calls; ratios of medians; PyTorch on {result['torch_threads']} thread(s), "
-             f"{result['torch_chunk']} cotangents per batched backward pass; maps checked "
-             "against the loop's at every K. Strategies: vmap (the pullback vmapped over the K "
-             "cotangents), vjp (batched VJPs of the K cotangents), jacobian (d basis pullbacks, "
-             "maps as combinations).", "", *_gradient_table(result)]
+    lines = [machine_line(result["environment"], what, source) + " " + _gradient_note(result),
+             "", *_gradient_table(result)]
     if result.get("targets"):
         lines += ["", *_targets(result["targets"])]
     return "\n".join(lines)
@@ -321,6 +332,100 @@ def render_gpu_check(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
+def _precision_tables(result: dict) -> list[str]:
+    """bench_precision's agreement and timing tables (either may be absent)."""
+    lines = []
+    names = {"bfloat16": "bfloat16 (its bank built by the bfloat16 text tower: what a user "
+                         "gets)", "bfloat16_image_tower": "bfloat16 image tower, float32 bank"}
+    if "agreement" in result:
+        any_entry = next(iter(result["agreement"].values()))
+        lines += [f"| bfloat16 maps against float32, {any_entry['maps']:,} maps | correlation "
+                  "median | 10th percentile | minimum | peak cell moves |",
+                  "|---|---|---|---|---|"]
+        for key, entry in result["agreement"].items():
+            lines.append(f"| {names.get(key, key)} | {entry['correlation_median']:.5f} "
+                         f"| {entry['correlation_p10']:.5f} | {entry['correlation_min']:.3f} "
+                         f"| {100 * entry['argmax_moved_fraction']:.1f}% of maps |")
+    if "timings" in result:
+        windows, ratios = result["windows"], result["ratios"]
+        if lines:
+            lines.append("")
+        lines += [f"| one image, {windows} windows, all {result['concepts']:,} concepts "
+                  "| s per image | ms per crop | rounds |", "|---|---|---|---|"]
+        for name, t in result["timings"].items():
+            rounds = ", ".join(f"{v:.1f}" for v in t["times_s"])
+            lines.append(f"| {name} | {t['median_s']:.2f} | {1000 * t['median_s'] / windows:.0f} "
+                         f"| {rounds} |")
+        f32_peer = ratios.get("torch_f32_peer", "PyTorch float32 bare encoding")
+        lines += ["", "| ratio of medians | |", "|---|---|",
+                  f"| bfloat16 sweep / {ratios['torch_bf16_peer']} (PyTorch's fastest bfloat16) "
+                  f"| {_ratio(ratios['ours_bf16_over_torch_bf16_bare'])} |",
+                  f"| bfloat16 sweep / float32 sweep "
+                  f"| {_ratio(ratios['ours_bf16_over_ours_f32'])} |",
+                  f"| float32 sweep / {f32_peer} | {_ratio(ratios['ours_f32_over_torch_f32_bare'])} |"]
+    return lines
+
+
+def render_precision(result: dict, source: str) -> str:
+    s = result["settings"]
+    what = f"`bench_precision.py`, stride {s['stride']}"
+    if "agreement" in result:
+        what += f", the maps of {s['images']} rendered scene(s)"
+    if "timings" in result:
+        what += f", {s['repeats']} interleaved timing round(s) of one scene"
+    lines = [machine_line(result["environment"], what, source), "", *_precision_tables(result)]
+    if result.get("targets"):
+        lines += ["", *_targets(result["targets"])]
+    return "\n".join(lines)
+
+
+def render_atlas(result: dict, source: str) -> str:
+    """bench_atlas.py: building against sweeping, bytes, stored-image queries, the index."""
+    rows = []
+    if "build_vs_sweep" in result:
+        b = result["build_vs_sweep"]
+        rows.append((f"building {b['images']} image(s), against the all-concept sweep of the same",
+                     f"{_seconds(b['build']['median_s'])} against "
+                     f"{_seconds(b['sweep']['median_s'])}: "
+                     f"{_ratio(b['build_cost_over_sweep_cost'])}"))
+    if "bytes_per_image" in result:
+        size = result["bytes_per_image"]
+        rows.append(("bytes an image on disk", f"{size['float16']:,.0f} (float16), "
+                                              f"{size['float32']:,.0f} (float32)"))
+    if "all_maps_one_image" in result:
+        maps = result["all_maps_one_image"]
+        rows.append((f"all {result['concepts']:,} maps of one stored image, warm atlas",
+                     f"{_seconds(maps['median_s'])} (correlation with the sweep's "
+                     f"{maps['correlation_with_sweep_float16']:.6f})"))
+    stored = result["stored_synthetic"]
+    n = stored["images"]
+    rows.append((f"top 20 of {n:,} stored images by whole-image score",
+                 _seconds(stored["top20_by_image"]["median_s"])))
+    rows.append((f"top 20 of {n:,} stored images by map peak, no index",
+                 f"{_seconds(stored['top20_by_map_peak_s'])}, "
+                 f"{_seconds(stored['map_peak_per_image_s'])} an image"))
+    if "index" in result:
+        index = result["index"]
+        rows.append((f"building the index ({index['images']} images, "
+                     f"{index['concepts']:,} concepts), against one map-peak query without it",
+                     f"{_seconds(index['build_per_image_s'])} against "
+                     f"{_seconds(index['map_peak_query_per_image_s'])} an image: "
+                     f"{_ratio(index['build_over_one_query'])}"))
+        rows.append(("index size, an image and a concept",
+                     f"{index['bytes_per_image_per_concept_full_block']:.2f} bytes"))
+    if "index_top20" in result:
+        top = result["index_top20"]
+        rows.append((f"top 20 of {top['images']:,} indexed images by map peak",
+                     f"{_seconds(top['top20_by_map_peak_indexed']['median_s'])} (without the "
+                     f"index: {_seconds(top['top20_by_map_peak_unindexed_extrapolated_s'])}, "
+                     "extrapolated from the per-image query time above)"))
+    what = "`bench_atlas.py`" + (f", {result['model']}" if "model" in result else "")
+    return "\n".join([machine_line(result["environment"], what, source)
+                      + " Stored images beyond the built ones are synthetic (random values "
+                      "written through the store's own code).", "",
+                      "| | measured |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
+
+
 def kind(result: dict) -> str:
     """Which benchmark wrote a results dict."""
     if "benchmarks" in result:
@@ -333,13 +438,18 @@ def kind(result: dict) -> str:
         return "chunk"
     if "summary" in result and "contenders" in result:
         return "gradients"
+    if "precision_auto" in result:
+        return "precision"
+    if "stored_synthetic" in result:
+        return "atlas"
     raise ValueError("not a results file this script knows: keys "
                      + ", ".join(sorted(result)[:12]))
 
 
 RENDERERS = {"suite": render_suite, "gradients": render_gradients,
              "sweep_ratio": render_sweep_ratio, "chunk": render_chunk,
-             "gpu_check": render_gpu_check}
+             "gpu_check": render_gpu_check, "precision": render_precision,
+             "atlas": render_atlas}
 
 
 def render(results: dict, source: str = "a results file") -> str:
@@ -355,8 +465,12 @@ def _headline_rows(results: dict) -> list[tuple[str, str, str, str]]:
     if kind(results) == "suite":
         k = results["benchmarks"]["occlusion"]["concepts"]
         wanted = ("Occlusion maps, 1 concept, 1 image", f"Occlusion maps, all {k:,} concepts, 1 image")
-        return [row for row in _rows(results) if row[0].startswith(wanted)
+        rows = [row for row in _rows(results) if row[0].startswith(wanted)
                 and not row[0].endswith("vs the floor")]
+        gradients = results["benchmarks"].get("gradients")
+        if gradients is not None and "summary" in gradients["result"]:
+            rows += _headline_rows(gradients["result"])
+        return rows
     if kind(results) == "gradients":
         entry = max(results["summary"], key=lambda e: e["K"])
         strategy = lambda name: name.split("_", 1)[1].replace("jax_", "")
