@@ -1,7 +1,7 @@
 """Prints the README's performance tables, in Markdown, from benchmark result files.
 
-    python scripts/readme_performance_table.py benchmarks/results/cpu-2cores-quick.json
-    python scripts/readme_performance_table.py --headline benchmarks/results/cpu-2cores-quick.json
+    python scripts/readme_performance_table.py benchmarks/results/cpu-amd-epyc-2cores-quick.json
+    python scripts/readme_performance_table.py --headline benchmarks/results/cpu-amd-epyc-2cores.json
     python scripts/readme_performance_table.py --update README.md docs/guides/performance.md
 
 Each file is one that a benchmark wrote (`benchmarks/run_all.py`,
