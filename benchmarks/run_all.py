@@ -1,7 +1,7 @@
 """Runs every benchmark and writes benchmarks/results/<machine>.json plus PNG plots.
 
-    python benchmarks/run_all.py                    # the full suite
-    python benchmarks/run_all.py --quick            # reduced repeats and sizes (< 10 min on 2 cores)
+    python benchmarks/run_all.py                    # the full suite (each file records its duration)
+    python benchmarks/run_all.py --quick            # reduced repeats and sizes
     python benchmarks/run_all.py --dtype bfloat16   # convis_jax and PyTorch in bfloat16
 
 Order: concept banks (which also fills a temporary convis_jax cache with the
