@@ -1,6 +1,6 @@
 """Runs every benchmark and writes benchmarks/results/<machine>.json plus PNG plots.
 
-    python benchmarks/run_all.py                    # the full suite (each file records its duration)
+    python benchmarks/run_all.py                    # the full suite
     python benchmarks/run_all.py --quick            # reduced repeats and sizes
     python benchmarks/run_all.py --dtype bfloat16   # convis_jax and PyTorch in bfloat16
 
