@@ -95,9 +95,13 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
                "checkpoint": str(checkpoint), "benchmarks": {}, "targets": [], "plots": []}
     path = Path(out_dir) / f"{stem}.json"
 
-    def save(unfinished: list[str]) -> None:
+    wanted = [name for name, runs in (("bank", True), ("occlusion", True),
+                                      ("precision", precision), ("gradients", gradients)) if runs]
+
+    def save() -> None:
         """Writes what is measured so far, so that a failure later keeps it."""
         results["total_s"] = time.perf_counter() - started
+        unfinished = [name for name in wanted if name not in results["benchmarks"]]
         if unfinished:
             results["unfinished"] = unfinished
         else:
@@ -105,20 +109,18 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
         common.check_results(results)
         common.write_json(path, results)
 
-    pending = [name for name, runs in (("bank", True), ("occlusion", True),
-                                       ("precision", precision), ("gradients", gradients)) if runs]
     with common.empty_cache():
         bank = bench_bank.run(checkpoint, bank_settings, dtype=dtype,
                               vocabularies=vocabularies, log=log)
         results["benchmarks"]["bank"] = bank
         results["targets"] += bench_bank.targets(bank)
-        save(pending[1:])
+        save()
         first = None if vocabularies is None else next(iter(vocabularies.values()))
         both = bench_occlusion.run(checkpoint, occlusion_settings, dtype=dtype,
                                    vocabulary=first, log=log)  # reads the bank cached above
         results["benchmarks"].update(both)
         results["targets"] += bench_occlusion.targets(both["occlusion"], both["hardware"])
-        save(pending[2:])
+        save()
     if precision:
         # A cache of its own: the quick bank benchmark caches a stand-in bank of random
         # vectors, which the float32 side would read while the bfloat16 side builds a
@@ -128,14 +130,14 @@ def run_suite(checkpoint: Path, *, quick: bool, dtype: str = "float32",
                 checkpoint, bench_precision.QUICK if quick else bench_precision.FULL,
                 vocabulary=first, log=log)
         results["targets"] += results["benchmarks"]["precision"]["targets"]
-        save(pending[3:])
+        save()
     results["plots"] += plot_all(results["benchmarks"], out_dir, stem)
     if gradients:
         section = gradient_benchmark(quick, checkpoint, log=log)
         if section is not None:
             results["benchmarks"]["gradients"] = section
             results["targets"] += gradient_targets(section)
-    save([])
+    save()
     log(f"wrote {path} in {results['total_s']:.0f} s")
     for t in results["targets"]:
         log(f"  {'met ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.3g} {t['unit']} "
