@@ -5,7 +5,6 @@ benchmarks compare what they claim to compare and write what the README
 generator reads.
 """
 
-import importlib.util
 import json
 import os
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.bench_modules import load_benchmark
+from tests.scripts.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 common = load_benchmark("common")
@@ -30,15 +30,6 @@ SETTINGS = bench_occlusion.Settings(stride=32, repeats=1, image_counts=(1,),
                                     matmul_n=128, parts=False, api=True, torch_threads=1)
 BANK_SETTINGS = bench_bank.Settings(build=True, sample_every=2, reload_repeats=2, torch_texts=8,
                                     batch_size=8)
-
-
-def table_script():
-    """scripts/readme_performance_table.py, loaded as a module."""
-    spec = importlib.util.spec_from_file_location(
-        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,7 +102,7 @@ def test_suite_writes_schema_valid_json_and_plots(suite, vocabularies):
 
 def test_readme_table_renders_the_figures(suite):
     results, out = suite
-    module = table_script()
+    module = load_script("readme_performance_table")
     text = module.render(results)
     occlusion = results["benchmarks"]["occlusion"]
     row = next(line for line in text.splitlines() if "Sweep time / encoding" in line)
@@ -138,7 +129,7 @@ def test_suite_keeps_what_it_measured_when_a_later_benchmark_fails(
     common.check_results(written)
     assert set(written["benchmarks"]) == {"bank"}
     assert written["unfinished"] == ["occlusion", "gradients"]
-    module = table_script()
+    module = load_script("readme_performance_table")
     assert "stopped before occlusion, gradients ended" in module.render(written).splitlines()[0]
 
 
@@ -396,7 +387,7 @@ def test_gradient_benchmark_cross_checks_every_contender(tiny_checkpoint):
     assert summary[40]["torch_loop_over_convis_jax"] == pytest.approx(
         summary[40]["torch_loop_s"] / summary[40]["convis_jax_s"])
     # The README's gradient table: both PyTorch programs and the largest map difference.
-    module = table_script()
+    module = load_script("readme_performance_table")
     result = dict(result, environment=common.environment("float32"), quick=True)
     result["environment"]["load_average_after"] = common.load_average()
     text = module.render(result, "gradients.json")
@@ -445,7 +436,7 @@ def test_chunk_benchmark_runs_small_and_renders(tiny_checkpoint, vocabularies):
     with pytest.raises(ValueError, match="reference chunk"):
         bench_chunk.run(chunks=(8,), reference=16, checkpoint=tiny_checkpoint[0],
                         vocabulary=vocabularies["small"])
-    module = table_script()
+    module = load_script("readme_performance_table")
     result["environment"] = common.environment("float32")
     text = module.render(result, "chunk.json")
     assert "| 8 |" in text and "measured on CPU " in text.splitlines()[0]

@@ -7,12 +7,13 @@ measured). The full tables are on the docs' performance page; the README shows
 a few headline rows of the same files (`--headline`) and links that page.
 """
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.scripts.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every Markdown file of the repository that may hold generated tables (not built output).
@@ -23,12 +24,7 @@ FIGURE = re.compile(r"\b\d[\d,.]*\s?(?:s|ms|min|h|days|x|GFLOP/s|GiB|MiB|MB|text
                     r"(?![-\w])")
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "readme_performance_table", ROOT / "scripts" / "readme_performance_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TABLE = load_script("readme_performance_table")
 
 
 PERFORMANCE_PAGE = ROOT / "docs" / "guides" / "performance.md"
@@ -53,7 +49,7 @@ def _prose_figures(text: str, module) -> tuple[bool, list[str]]:
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_generated_tables_are_what_their_files_give(document):
-    module = _module()
+    module = TABLE
     text = document.read_text()
     for files, body in module.blocks(text):
         for name in files:
@@ -67,7 +63,7 @@ def test_generated_tables_are_what_their_files_give(document):
 
 def test_every_performance_table_is_generated_and_names_its_cpu():
     """The performance page's tables: the suite, gradients and interleaved ratios."""
-    module = _module()
+    module = TABLE
     page = PERFORMANCE_PAGE.read_text()
     generated = module.blocks(page)
     assert len(generated) >= 3
@@ -84,7 +80,7 @@ def test_readme_headline_is_generated_from_files_the_performance_page_tabulates(
     """The README's Performance section holds only `--headline` blocks (each under the
     CPU it was measured on), quotes no figure outside them, and links the page whose full
     tables come from the same files."""
-    module = _module()
+    module = TABLE
     section = readme_performance_section()
     assert "(docs/guides/performance.md)" in section
     headline = [m for m in module.BLOCK.finditer(section)]
@@ -104,7 +100,7 @@ def test_readme_headline_is_generated_from_files_the_performance_page_tabulates(
 
 def test_headline_rows_are_rows_of_the_full_tables():
     """Each headline row repeats a row of its file's full table: the same figures."""
-    module = _module()
+    module = TABLE
     names = [name for files, _ in module.blocks(readme_performance_section()) for name in files]
     assert names
     for name in names:
@@ -119,7 +115,7 @@ def test_headline_rows_are_rows_of_the_full_tables():
 
 def test_a_changed_figure_is_caught(tmp_path):
     """The regeneration compares numbers: a file that changes changes the block."""
-    module = _module()
+    module = TABLE
     source = next(ROOT / name for files, _ in module.blocks(PERFORMANCE_PAGE.read_text())
                   for name in files if name.endswith("-sweep-ratio.json"))
     result = json.loads(source.read_text())
