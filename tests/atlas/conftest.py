@@ -19,6 +19,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(process, port: int, log, name: str, seconds: float) -> None:
+    """Returns once 127.0.0.1:port accepts connections; kills the server and raises with
+    the tail of its log (a file) when it exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.seek(0)
+                raise RuntimeError(f"{name} did not start: {log.read()[-2000:]}")
+            time.sleep(0.1)
+
+
 def start_moto(env_extra=None):
     """(process, endpoint) of a fresh moto server on a free port of 127.0.0.1."""
     port = free_port()
@@ -28,17 +44,7 @@ def start_moto(env_extra=None):
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                                 str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log,
                                text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.seek(0)
-                raise RuntimeError(f"moto_server did not start: {log.read()[-2000:]}")
-            time.sleep(0.1)
+    wait_for_port(process, port, log, "moto_server", seconds=60)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -120,16 +126,6 @@ def gcs_server(tmp_path_factory):
                                 "127.0.0.1", "-port", str(port), "-backend", "memory", "-data",
                                 str(data), "-public-host", f"127.0.0.1:{port}"],
                                stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.seek(0)
-                raise RuntimeError(f"fake-gcs-server did not start: {log.read()[-2000:]}")
-            time.sleep(0.1)
+    wait_for_port(process, port, log, "fake-gcs-server", seconds=30)
     yield f"http://127.0.0.1:{port}"
     stop(process)
